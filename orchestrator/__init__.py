@@ -1,0 +1,3 @@
+"""orchestrator: a manifest-driven daemon for unattended HPC maintenance and pipelines."""
+
+__version__ = "0.1.0"

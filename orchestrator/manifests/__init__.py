@@ -1,0 +1,2 @@
+"""Manifests: the Pydantic models (models.py), YAML loading with positions (loader.py), and
+the directory watcher (watch.py)."""

@@ -1,0 +1,282 @@
+"""Pydantic models of a manifest (``apiVersion: orchestrator/v1``).
+
+Every model forbids unknown fields so that a typo is an error, not a silently ignored setting.
+Job kinds form a discriminated union on ``kind``; a new kind adds one model here (its spec
+lives with its task in ``orchestrator/tasks``) and one entry in ``Manifest``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    TypeAdapter,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.durations import format_duration, parse_duration_s
+
+API_VERSION = "orchestrator/v1"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$"},
+        {"type": "number", "minimum": 0},
+    ],
+    "description": "a duration: '90s', '10m', '6h', '1h30m', '2d' (a bare number is seconds)",
+}
+
+# A duration is held as float seconds and written back in its shortest manifest form.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration_s),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
+
+
+def _scalar_to_str(value: Any) -> Any:
+    """Environment values: YAML writes ``OMP_NUM_THREADS: 4`` as an int; the process wants text."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_scalar_to_str)]
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
+EnvMap = dict[EnvName, EnvValue]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {name!r}; use an IANA name such as 'UTC' or 'Europe/Zurich'"
+        ) from exc
+    return name
+
+
+class CronSchedule(StrictModel):
+    """Fire at the instants of a five-field cron expression in ``timezone``."""
+
+    cron: str = Field(description="five fields: minute hour day-of-month month day-of-week")
+    timezone: str = Field("UTC", description="IANA time zone name the cron fields are read in")
+    jitter: Duration | None = Field(None, description="random delay up to this long")
+    catchup: Duration | None = Field(
+        None, description="run once on start for a miss within this window; older misses are recorded"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from orchestrator.scheduling.triggers import check_cron
+
+        return check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        return _check_timezone(value)
+
+
+class EverySchedule(StrictModel):
+    """Fire at a fixed interval, counted from when the job was first scheduled."""
+
+    every: Duration = Field(description="interval between runs, e.g. '90s' or '6h'")
+    jitter: Duration | None = None
+    catchup: Duration | None = None
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("'every' must be at least 1s")
+        return value
+
+
+class ChangeSchedule(StrictModel):
+    """Run once each time the manifest is added or its content changes."""
+
+    on: Literal["change"]
+
+
+def _schedule_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for key in ("cron", "every", "on"):
+            if key in value:
+                return key
+        return None
+    if isinstance(value, BaseModel):
+        return {CronSchedule: "cron", EverySchedule: "every", ChangeSchedule: "on"}.get(
+            type(value)
+        )
+    return None
+
+
+Schedule = Annotated[
+    Annotated[CronSchedule, Tag("cron")]
+    | Annotated[EverySchedule, Tag("every")]
+    | Annotated[ChangeSchedule, Tag("on")],
+    Discriminator(
+        _schedule_tag,
+        custom_error_type="schedule_form",
+        custom_error_message="a schedule needs exactly one of 'cron', 'every' or 'on: change'",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class RetryBackoff(StrictModel):
+    """Delay before retry n is ``min(base * 2**(n-1), max)``."""
+
+    base: Duration = 30.0
+    max: Duration = 3600.0
+
+
+def _backoff_from_scalar(value: Any) -> Any:
+    # `retry_backoff: 1m` is the common case: a base with the default cap.
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return {"base": value}
+    return value
+
+
+class Policy(StrictModel):
+    concurrency: Literal["forbid", "allow", "replace"] = Field(
+        "forbid", description="what a due run does while another run of the job is active"
+    )
+    timeout: Duration = Field(86400.0, description="kill the run's whole process group after this")
+    kill_grace: Duration = Field(10.0, description="time between SIGTERM and SIGKILL")
+    retries: int = Field(0, ge=0, le=100, description="retries after a failed, timed-out or lost run")
+    retry_backoff: Annotated[RetryBackoff, BeforeValidator(_backoff_from_scalar)] = Field(
+        default_factory=RetryBackoff  # type: ignore[arg-type]
+    )
+    history: int = Field(100, ge=1, description="finished runs kept per job")
+    on_remove: Literal["keep", "cancel"] = Field(
+        "keep", description="what happens to a run in flight when its manifest is removed"
+    )
+
+
+# --------------------------------------------------------------------------- containers
+
+
+class Mount(StrictModel):
+    source: str
+    target: str
+    readonly: bool = False
+
+
+def _mount_from_string(value: Any) -> Any:
+    # The familiar `src:dst[:ro]` short form, as docker/podman write it.
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) == 2:
+            return {"source": parts[0], "target": parts[1]}
+        if len(parts) == 3 and parts[2] in ("ro", "rw"):
+            return {"source": parts[0], "target": parts[1], "readonly": parts[2] == "ro"}
+        raise ValueError(f"mount {value!r} is not 'source:target' or 'source:target:ro'")
+    return value
+
+
+class Container(StrictModel):
+    runtime: Literal["shifter", "podman-hpc", "podman", "apptainer", "none"]
+    image: str | None = Field(None, min_length=1)
+    mounts: list[Annotated[Mount, BeforeValidator(_mount_from_string)]] = Field(
+        default_factory=list
+    )
+    env: EnvMap = Field(default_factory=dict)
+    extra_args: list[str] = Field(default_factory=list, description="passed to the runtime as is")
+
+    @model_validator(mode="after")
+    def _image_needed(self) -> Container:
+        if self.runtime != "none" and not self.image:
+            raise ValueError(f"runtime {self.runtime!r} needs an 'image'")
+        return self
+
+
+# --------------------------------------------------------------------------- kinds
+
+
+def _argv_only(value: Any) -> Any:
+    if isinstance(value, str):
+        raise ValueError(
+            "command must be an argv list, never a shell string; "
+            'for a shell write ["bash", "-c", "..."]'
+        )
+    return value
+
+
+class CommandSpec(StrictModel):
+    command: Annotated[list[EnvValue], BeforeValidator(_argv_only), Field(min_length=1)]
+    env: EnvMap = Field(default_factory=dict)
+    workdir: str | None = None
+    container: Container | None = None
+
+
+class ManifestBase(StrictModel):
+    apiVersion: Literal["orchestrator/v1"]  # noqa: N815 - the manifest field's spelling
+    name: str = Field(pattern=NAME_PATTERN, description="unique, DNS-label style")
+    description: str = ""
+    schedule: Schedule | None = None
+    after: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list, description="jobs whose successful run triggers this one"
+    )
+    policy: Policy = Field(default_factory=Policy)  # type: ignore[arg-type]
+    executor: Literal["local"] = "local"
+    suspend: bool = False
+
+    @field_validator("after")
+    @classmethod
+    def _unique_after(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names in 'after' must be unique")
+        return value
+
+
+class CommandManifest(ManifestBase):
+    kind: Literal["Command"]
+    spec: CommandSpec
+
+
+Manifest = Annotated[CommandManifest, Field(discriminator="kind")]
+KINDS = ("Command",)
+
+MANIFEST_ADAPTER: TypeAdapter[Manifest] = TypeAdapter(Manifest)
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    schema = MANIFEST_ADAPTER.json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://github.com/orchestrator/orchestrator/schemas/manifest.schema.json"
+    schema["title"] = "orchestrator manifest (apiVersion orchestrator/v1)"
+    return schema
+
+
+def schedule_kind(schedule: Any) -> str:
+    return _schedule_tag(schedule) or "none"
+
+
+_ = re  # kept for callers that validate names with NAME_PATTERN
