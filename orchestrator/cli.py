@@ -1,0 +1,365 @@
+"""The command line, installed as ``orchestrator``.
+
+Every command takes ``--jobs-dir`` / ``--state-dir`` (else ORCH_JOBS_DIR / ORCH_STATE_DIR,
+else the XDG defaults). Commands that change what runs (trigger, cancel, reload) go through
+the running daemon's control socket; read-only commands (history, logs) read the store
+directly, and ``status`` asks the daemon and falls back to the files when none runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator import __version__
+from orchestrator.errors import ControlError, DaemonNotRunningError, OrchestratorError
+from orchestrator.settings import Settings
+
+JOBS_DIR = click.option(
+    "--jobs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="ORCH_JOBS_DIR",
+    help="Directory of manifests [env ORCH_JOBS_DIR; default ~/.config/orchestrator/jobs.d].",
+)
+STATE_DIR = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="ORCH_STATE_DIR",
+    help="Run history, logs, lease [env ORCH_STATE_DIR; default $XDG_STATE_HOME/orchestrator].",
+)
+
+
+def _settings(jobs_dir: Path | None, state_dir: Path | None) -> Settings:
+    return Settings.resolve(jobs_dir, state_dir)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"orchestrator: {message}", err=True)
+    sys.exit(code)
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="orchestrator")
+def main() -> None:
+    """Run jobs from YAML manifests: scheduled, supervised, recorded."""
+
+
+@main.command()
+@JOBS_DIR
+@STATE_DIR
+@click.option("--log-level", default=None, help="debug, info, warning, error [env ORCH_LOG_LEVEL].")
+def run(jobs_dir: Path | None, state_dir: Path | None, log_level: str | None) -> None:
+    """Run the daemon in the foreground (SIGTERM/SIGINT drain, SIGHUP reloads)."""
+    from orchestrator.daemon import Daemon
+    from orchestrator.logs import configure_logging
+
+    configure_logging(level=log_level or "info")
+    settings = _settings(jobs_dir, state_dir)
+    if not settings.jobs_dir.is_dir():
+        _fail(f"{settings.jobs_dir}: jobs directory does not exist (create it or pass --jobs-dir)")
+    try:
+        code = Daemon(settings).run()
+    except OrchestratorError as exc:
+        _fail(str(exc))
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@JOBS_DIR
+def validate(paths: tuple[Path, ...], jobs_dir: Path | None) -> None:
+    """Check manifests (files or directories; default: the jobs directory).
+
+    Exit 0 when all are valid; else exit 1 with one `path:line:col: message` line per problem.
+    """
+    from orchestrator.manifests.loader import validate_paths
+
+    targets = list(paths) or [_settings(jobs_dir, None).jobs_dir]
+    missing = [p for p in targets if not p.exists()]
+    for path in missing:
+        click.echo(f"{path}:1:1: no such file or directory")
+    loaded, problems = validate_paths([p for p in targets if p.exists()])
+    for problem in problems:
+        click.echo(str(problem))
+    if problems or missing:
+        sys.exit(1)
+    click.echo(f"{len(loaded)} manifest(s) valid", err=True)
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas"),
+    show_default=True,
+    help="Directory to write manifest.schema.json into.",
+)
+@click.option("--check", is_flag=True, help="Exit 1 if the file on disk is stale; write nothing.")
+def schema(out_dir: Path, check: bool) -> None:
+    """Write the manifest JSON Schema (for editors and CI) into schemas/."""
+    from orchestrator.manifests.models import manifest_json_schema
+
+    text = json.dumps(manifest_json_schema(), indent=2, sort_keys=True) + "\n"
+    target = out_dir / "manifest.schema.json"
+    if check:
+        current = target.read_text() if target.exists() else ""
+        if current != text:
+            _fail(f"{target} is stale; run 'orchestrator schema'")
+        click.echo(f"{target} is up to date")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    click.echo(f"wrote {target}")
+
+
+@main.command()
+@JOBS_DIR
+@STATE_DIR
+@click.option("-n", "count", default=3, show_default=True, help="Fire times per job.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: bool) -> None:
+    """Each job, whether it is valid, and its next fire times."""
+    from orchestrator.manifests.loader import scan_directory
+    from orchestrator.manifests.models import CronSchedule, EverySchedule
+    from orchestrator.scheduling.triggers import next_fire_times
+    from orchestrator.status import describe_schedule
+
+    settings = _settings(jobs_dir, state_dir)
+    anchors = _read_job_state(settings, "anchor")
+    scan = scan_directory(settings.jobs_dir)
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for name, loaded in sorted(scan.valid.items()):
+        m = loaded.manifest
+        times: list[str] = []
+        if isinstance(m.schedule, CronSchedule | EverySchedule) and not m.suspend:
+            anchor = datetime.fromisoformat(anchors[name]) if anchors.get(name) else now
+            times = [t.isoformat() for t in next_fire_times(m.schedule, now, count, start=anchor)]
+        rows.append(
+            {
+                "name": name,
+                "path": str(loaded.path),
+                "valid": True,
+                "kind": m.kind,
+                "schedule": describe_schedule(m.schedule),
+                "suspended": m.suspend,
+                "after": list(m.after),
+                "next_runs": times,
+                "error": None,
+            }
+        )
+    for path, err in sorted(scan.invalid.items()):
+        rows.append(
+            {"name": None, "path": str(path), "valid": False, "kind": None, "schedule": None,
+             "suspended": None, "after": [], "next_runs": [], "error": str(err)}
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        if not row["valid"]:
+            click.echo(f"INVALID  {row['path']}")
+            for line in row["error"].splitlines():
+                click.echo(f"    {line}")
+            continue
+        what = row["schedule"] or ("after " + ", ".join(row["after"]) if row["after"] else "manual")
+        flag = "  (suspended)" if row["suspended"] else ""
+        click.echo(f"{row['name']:<30} {row['kind']:<10} {what}{flag}")
+        for t in row["next_runs"]:
+            click.echo(f"    {t}")
+    if any(not r["valid"] for r in rows):
+        sys.exit(1)
+
+
+def _read_job_state(settings: Settings, key: str) -> dict[str, Any]:
+    if not settings.db_path.exists():
+        return {}
+    from orchestrator.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(settings.db_path)
+    try:
+        return store.all_job_state(key)
+    finally:
+        store.close()
+
+
+def _offline_status(settings: Settings) -> dict[str, Any]:
+    """Status from the files and the store when no daemon answers."""
+    from orchestrator.lease import read_holder
+    from orchestrator.manifests.loader import scan_directory
+    from orchestrator.manifests.models import CronSchedule, EverySchedule
+    from orchestrator.scheduling.triggers import next_fire_times
+    from orchestrator.status import JobView, job_row
+    from orchestrator.store.sqlite import SQLiteStore
+
+    scan = scan_directory(settings.jobs_dir)
+    store = SQLiteStore(settings.db_path) if settings.db_path.exists() else None
+    now = datetime.now(UTC)
+    rows = []
+    try:
+        anchors = store.all_job_state("anchor") if store else {}
+        for name, loaded in sorted(scan.valid.items()):
+            m = loaded.manifest
+            nxt = None
+            if isinstance(m.schedule, CronSchedule | EverySchedule) and not m.suspend:
+                anchor = datetime.fromisoformat(anchors[name]) if anchors.get(name) else now
+                found = next_fire_times(m.schedule, now, 1, start=anchor)
+                nxt = found[0] if found else None
+            last = store.last_run(name) if store else None
+            active = store.active_runs(name) if store else []
+            rows.append(job_row(JobView(loaded.path, loaded), nxt, last, active))
+        for path, err in sorted(scan.invalid.items()):
+            rows.append(job_row(JobView(path, None, err), None, None, []))
+    finally:
+        if store:
+            store.close()
+    return {
+        "daemon": {"running": False, "lease": read_holder(settings.state_dir),
+                   "jobs_dir": str(settings.jobs_dir), "state_dir": str(settings.state_dir)},
+        "jobs": rows,
+    }
+
+
+@main.command()
+@JOBS_DIR
+@STATE_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Jobs, their validity, next and last runs (from the daemon, or the files when down)."""
+    from orchestrator.control import request
+
+    settings = _settings(jobs_dir, state_dir)
+    try:
+        data = request(settings.control_socket, {"op": "status"})["status"]
+    except DaemonNotRunningError:
+        data = _offline_status(settings)
+    except ControlError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(data)
+        return
+    d = data["daemon"]
+    if d["running"]:
+        click.echo(f"daemon: running, pid {d['pid']} on {d['host']} since {d['started_at']}"
+                   f" ({d['watch_mode']})")
+    else:
+        click.echo("daemon: not running")
+    if d.get("jobs_dir_error"):
+        click.echo(f"  jobs directory refused: {d['jobs_dir_error']}")
+    for row in data["jobs"]:
+        last = row["last_run"]
+        last_text = (
+            f"last {last['state']} ({last['exit_code']}) {last['finished_at'] or last['started_at'] or ''}"
+            if last else "never run"
+        )
+        state = "ok" if row["valid"] else "INVALID"
+        if row["suspended"]:
+            state += ",suspended"
+        click.echo(f"{row['name']:<30} {state:<12} next {row['next_run'] or '-':<27} {last_text}")
+        if row["error"]:
+            for line in row["error"].splitlines():
+                click.echo(f"    {line}")
+
+
+@main.command()
+@click.argument("job", required=False)
+@STATE_DIR
+@click.option("-n", "limit", default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history(job: str | None, state_dir: Path | None, limit: int, as_json: bool) -> None:
+    """Finished and active runs, newest first."""
+    settings = _settings(None, state_dir)
+    runs = _history(settings, job, limit)
+    if as_json:
+        _print_json([r.to_json() for r in runs])
+        return
+    for r in runs:
+        when = r.started_at or r.scheduled_for or r.created_at
+        click.echo(
+            f"{r.run_id}  {r.job:<24} {r.state!s:<10} exit={r.exit_code!s:<4} "
+            f"{r.trigger!s:<9} attempt={r.attempt} {when.isoformat() if when else ''}"
+            + (f"  {r.message}" if r.message else "")
+        )
+
+
+def _history(settings: Settings, job: str | None, limit: int) -> list[Any]:
+    if not settings.db_path.exists():
+        return []
+    from orchestrator.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(settings.db_path)
+    try:
+        return store.history(job, limit=limit)
+    finally:
+        store.close()
+
+
+@main.command()
+@click.argument("run_id")
+@STATE_DIR
+def logs(run_id: str, state_dir: Path | None) -> None:
+    """Print a run's output."""
+    from orchestrator.store.sqlite import SQLiteStore
+
+    settings = _settings(None, state_dir)
+    if not settings.db_path.exists():
+        _fail(f"no run history in {settings.state_dir}")
+    store = SQLiteStore(settings.db_path)
+    try:
+        run = store.get_run(run_id)
+    finally:
+        store.close()
+    if run is None:
+        _fail(f"no run with id {run_id!r}")
+    assert run is not None
+    if not run.log_path or not Path(run.log_path).exists():
+        _fail(f"run {run_id} has no log file (state {run.state})")
+    with open(run.log_path, "rb") as fh:
+        while chunk := fh.read(65536):
+            sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+
+
+@main.command()
+@click.argument("job")
+@STATE_DIR
+def trigger(job: str, state_dir: Path | None) -> None:
+    """Run JOB now, through the running daemon; prints the run id."""
+    _control(_settings(None, state_dir), {"op": "trigger", "job": job}, "run_id")
+
+
+@main.command()
+@click.argument("run_id")
+@STATE_DIR
+def cancel(run_id: str, state_dir: Path | None) -> None:
+    """Cancel an active run (its whole process group: TERM, grace, KILL)."""
+    _control(_settings(None, state_dir), {"op": "cancel", "run_id": run_id}, "run_id")
+
+
+@main.command()
+@STATE_DIR
+def reload(state_dir: Path | None) -> None:
+    """Re-read the jobs directory now (the same as SIGHUP)."""
+    _control(_settings(None, state_dir), {"op": "reload"}, None)
+
+
+def _control(settings: Settings, payload: dict[str, Any], key: str | None) -> None:
+    from orchestrator.control import request
+
+    try:
+        reply = request(settings.control_socket, payload)
+    except (DaemonNotRunningError, ControlError) as exc:
+        _fail(str(exc))
+        return
+    if key:
+        click.echo(reply[key])

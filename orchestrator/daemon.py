@@ -1,0 +1,765 @@
+"""The daemon's lifecycle: start, reconcile, dispatch, follow runs, signals, drain.
+
+All run state changes happen on the main thread, which consumes one event queue. Other
+threads only post events: the watcher (``changed``), APScheduler (``fire``), the control
+socket (``control``) and signal handlers (``signal``). The main loop also ticks (at most once
+a second when idle, every 0.25 s while runs are active) to follow runs, retry, rescan, renew
+the lease and feed the systemd watchdog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import queue
+import shutil
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from orchestrator.control import ControlServer
+from orchestrator.errors import (
+    ExecutorError,
+    ManifestError,
+    ManifestProblem,
+    OrchestratorError,
+    UnsafePermissionsError,
+)
+from orchestrator.executors.base import Outcome, RunSpec
+from orchestrator.executors.local import LocalExecutor
+from orchestrator.fsinfo import filesystem_type, is_network_filesystem
+from orchestrator.lease import Lease
+from orchestrator.manifests.loader import (
+    DirectoryScan,
+    LoadedManifest,
+    check_permissions,
+    scan_directory,
+)
+from orchestrator.manifests.models import ChangeSchedule, CronSchedule, EverySchedule
+from orchestrator.manifests.watch import DirectoryWatcher
+from orchestrator.scheduling.scheduler import Scheduler
+from orchestrator.scheduling.triggers import fire_times_between
+from orchestrator.sdnotify import Notifier
+from orchestrator.settings import Settings
+from orchestrator.status import JobView, job_row
+from orchestrator.store.base import RunRecord, RunState, Trigger
+from orchestrator.store.sqlite import SQLiteStore
+from orchestrator.tasks import build_invocation
+
+log = structlog.get_logger("orchestrator.daemon")
+
+MAX_MISSED_RECORDS = 100
+RETRYABLE = {RunState.FAILED, RunState.TIMED_OUT, RunState.LOST}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _schedule_signature(loaded: LoadedManifest) -> str:
+    manifest = loaded.manifest
+    if manifest.suspend or manifest.schedule is None:
+        return f"suspended={manifest.suspend};none"
+    return manifest.schedule.model_dump_json()
+
+
+@dataclass(order=True)
+class _Retry:
+    due: datetime
+    job: str = field(compare=False)
+    attempt: int = field(compare=False)
+    retry_of: str = field(compare=False)
+
+
+class Daemon:
+    """One daemon per state directory (the lease enforces it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.jobs: dict[str, JobView] = {}
+        self.orphan_errors: dict[Path, ManifestError] = {}  # new files that never were valid
+        self.dir_error: str | None = None
+        self.active: dict[str, RunRecord] = {}
+        self.retries: list[_Retry] = []
+        self._scan_cache: dict[Path, Any] = {}
+        self._stop_requested = False
+        self._reload_requested = False
+        self._adopted_failures: list[RunRecord] = []
+        self.started_at = utcnow()
+        self.notifier = Notifier.from_env()
+        self.lease = Lease(settings.state_dir, heartbeat_s=settings.heartbeat_s)
+        self.store: SQLiteStore | None = None
+        self.executor = LocalExecutor()
+        self.scheduler = Scheduler(self._on_fire)
+        self.watcher = DirectoryWatcher(
+            settings.jobs_dir,
+            lambda: self.events.put(("changed",)),
+            debounce_s=settings.debounce_s,
+            force_polling=settings.force_polling,
+        )
+        self.control = ControlServer(settings.control_socket, self._on_control)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_permissions(s.jobs_dir)  # refuse to run commands from a directory others can write
+        takeover = self.lease.acquire()
+        log.info(
+            "daemon_starting",
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            jobs_dir=str(s.jobs_dir),
+            state_dir=str(s.state_dir),
+            lease_takeover=takeover or None,
+        )
+        if is_network_filesystem(s.state_dir):
+            log.warning(
+                "state_dir_on_network_filesystem",
+                state_dir=str(s.state_dir),
+                fstype=filesystem_type(s.state_dir),
+                advice="SQLite locking is unreliable there; use a local state directory",
+            )
+        self.store = SQLiteStore(s.db_path)
+        s.runs_dir.mkdir(exist_ok=True)
+        try:
+            self._install_signals()
+            self._adopt_runs()
+            self._load_retries()
+            self.scheduler.start()
+            self.reconcile(startup=True)
+            self._retry_adopted_failures()
+            mode = self.watcher.start()
+            log.info("watching", jobs_dir=str(s.jobs_dir), mode=mode)
+            self.control.start()
+            self.notifier.ready()
+            self._notify_status()
+            log.info("daemon_ready", jobs=len(self.jobs), invalid=len(self.orphan_errors))
+            self._main_loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        # Handlers only set flags and wake the loop from a fresh thread: a queue.put from a
+        # signal handler could deadlock on the queue's lock held by the interrupted get().
+        def stop(signum: int, _frame: object) -> None:
+            self._stop_requested = True
+            threading.Thread(target=self.events.put, args=(("signal", signum),)).start()
+
+        def reload(signum: int, _frame: object) -> None:
+            self._reload_requested = True
+            threading.Thread(target=self.events.put, args=(("signal", signum),)).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def _main_loop(self) -> None:
+        s = self.settings
+        last_rescan = last_heartbeat = last_watchdog = time.monotonic()
+        watchdog_every = self.notifier.watchdog_interval_s
+        while not self._stop_requested:
+            timeout = 0.25 if self.active else 1.0
+            if watchdog_every:
+                timeout = min(timeout, watchdog_every)
+            try:
+                event = self.events.get(timeout=timeout)
+            except queue.Empty:
+                event = None
+            if event is not None:
+                self._handle(event)
+                # Coalesce a burst of 'changed' events into one reconcile.
+                while True:
+                    try:
+                        self._handle(self.events.get_nowait())
+                    except queue.Empty:
+                        break
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
+            now = time.monotonic()
+            self._poll_runs()
+            self._dispatch_due_retries()
+            if now - last_rescan >= s.rescan_interval_s:
+                last_rescan = now
+                self.reconcile()
+            if now - last_heartbeat >= s.heartbeat_s:
+                last_heartbeat = now
+                self.lease.heartbeat()
+            if watchdog_every and now - last_watchdog >= watchdog_every:
+                last_watchdog = now
+                self.notifier.watchdog()
+        self._drain()
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        try:
+            if kind == "changed":
+                self.reconcile()
+            elif kind == "fire":
+                self._fire(event[1], event[2])
+            elif kind == "control":
+                request, reply = event[1], event[2]
+                try:
+                    reply.put(self._control(request))
+                except OrchestratorError as exc:
+                    reply.put({"ok": False, "error": str(exc)})
+        except Exception:  # noqa: BLE001 - one bad event must never stop the daemon
+            log.exception("event_failed", event=kind)
+
+    def _reload(self) -> None:
+        log.info("reloading")
+        self.notifier.reloading()
+        self.reconcile()
+        self.notifier.ready()
+        self._notify_status()
+
+    def _drain(self) -> None:
+        """Stop taking work, let local runs finish for up to the grace period, then cancel
+        and record the rest (their shims kill each process group, TERM then KILL)."""
+        self.notifier.stopping()
+        self.scheduler.shutdown()
+        self.watcher.stop()
+        grace = self.settings.drain_grace_s
+        log.info("draining", active_runs=len(self.active), grace_s=grace)
+        deadline = time.monotonic() + grace
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.2)
+            self._poll_runs(allow_followups=False)
+        if not self.active:
+            return
+        for run in list(self.active.values()):
+            log.warning("drain_cancelling", job=run.job, run_id=run.run_id)
+            self._cancel_run(run)
+        kill_wait = max(self._policy_grace(run.job) for run in self.active.values()) + 3.0
+        deadline = time.monotonic() + kill_wait
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.2)
+            self._poll_runs(allow_followups=False)
+        for run in list(self.active.values()):
+            self._finish(
+                run,
+                Outcome(RunState.CANCELLED, None, "daemon stopped before the run ended", utcnow()),
+                allow_followups=False,
+            )
+
+    def _shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self.control.stop()
+        with contextlib.suppress(Exception):
+            self.scheduler.shutdown()
+        with contextlib.suppress(Exception):
+            self.watcher.stop()
+        if self.store is not None:
+            self.store.close()
+        self.lease.release()
+        log.info("daemon_stopped")
+
+    # ------------------------------------------------------------------ reconcile
+
+    def reconcile(self, startup: bool = False) -> None:
+        """Make the scheduled jobs match the valid manifests on disk (the desired state)."""
+        t0 = time.perf_counter()
+        try:
+            check_permissions(self.settings.jobs_dir)
+            self.dir_error = None
+        except UnsafePermissionsError as exc:
+            # Keep what runs; take no new instructions from a directory others can write.
+            self.dir_error = str(exc)
+            log.error("jobs_dir_unsafe", error=str(exc))
+            self._notify_status()
+            return
+        except FileNotFoundError:
+            self.dir_error = f"{self.settings.jobs_dir}: jobs directory does not exist"
+            log.error("jobs_dir_missing", jobs_dir=str(self.settings.jobs_dir))
+            self._notify_status()
+            return
+        scan = scan_directory(self.settings.jobs_dir, cache=self._scan_cache)
+        desired = self._desired(scan)
+        old = self.jobs
+        for name in sorted(set(old) - set(desired)):
+            self._remove_job(old[name])
+        for name, view in sorted(desired.items()):
+            before = old.get(name)
+            if view.error is not None and (before is None or before.error is None
+                                           or str(before.error) != str(view.error)):
+                log.error("manifest_invalid_keeping_last_good", job=name, error=str(view.error))
+            assert view.loaded is not None
+            if before is None or before.loaded is None:
+                self._add_job(view, startup=startup)
+            elif before.loaded.content_hash != view.loaded.content_hash:
+                self._change_job(before, view)
+        for path, err in scan.invalid.items():
+            if path not in self.orphan_errors and not any(v.path == path for v in desired.values()):
+                log.error("manifest_invalid", path=str(path), error=str(err))
+        self.jobs = desired
+        self.orphan_errors = {
+            p: e for p, e in scan.invalid.items() if not any(v.path == p for v in desired.values())
+        }
+        self._notify_status()
+        log.debug("reconciled", jobs=len(desired), seconds=round(time.perf_counter() - t0, 4))
+
+    def _desired(self, scan: DirectoryScan) -> dict[str, JobView]:
+        desired = {name: JobView(l.path, l) for name, l in scan.valid.items()}
+        # An invalid edit of a file whose job is known keeps the last known good version.
+        for path, err in scan.invalid.items():
+            for name, view in self.jobs.items():
+                if view.path == path and name not in desired and view.loaded is not None:
+                    desired[name] = JobView(path, view.loaded, err)
+        return desired
+
+    def _add_job(self, view: JobView, startup: bool) -> None:
+        assert view.loaded is not None and self.store is not None
+        name = view.name
+        manifest = view.loaded.manifest
+        log.info("job_added", job=name, path=str(view.path), kind=manifest.kind)
+        self._apply_schedule(view, startup=startup)
+        if isinstance(manifest.schedule, ChangeSchedule) and not manifest.suspend:
+            self._maybe_change_run(view)
+
+    def _change_job(self, before: JobView, view: JobView) -> None:
+        assert before.loaded is not None and view.loaded is not None
+        name = view.name
+        same_schedule = _schedule_signature(before.loaded) == _schedule_signature(view.loaded)
+        log.info("job_changed", job=name, schedule_changed=not same_schedule)
+        if not same_schedule:
+            self._apply_schedule(view, startup=False)
+        manifest = view.loaded.manifest
+        if isinstance(manifest.schedule, ChangeSchedule) and not manifest.suspend:
+            self._maybe_change_run(view)
+
+    def _remove_job(self, view: JobView) -> None:
+        name = view.name
+        self.scheduler.unschedule(name)
+        self.retries = [r for r in self.retries if r.job != name]
+        heapq.heapify(self.retries)
+        policy = view.loaded.manifest.policy if view.loaded else None
+        active = [r for r in self.active.values() if r.job == name]
+        log.info("job_removed", job=name, active_runs=len(active))
+        if policy is not None and policy.on_remove == "cancel":
+            for run in active:
+                self._cancel_run(run)
+
+    def _apply_schedule(self, view: JobView, startup: bool) -> None:
+        """(Re)schedule a job; on start-up, first settle the fires missed while down."""
+        assert view.loaded is not None and self.store is not None
+        name = view.name
+        manifest = view.loaded.manifest
+        sig = _schedule_signature(view.loaded)
+        schedule = manifest.schedule
+        if manifest.suspend or not isinstance(schedule, CronSchedule | EverySchedule):
+            self.scheduler.unschedule(name)
+            self.store.set_job_state(name, "schedule_sig", sig)
+            self.store.set_job_state(name, "scheduled_through", None)
+            if manifest.suspend:
+                log.info("job_suspended", job=name)
+            return
+        now = utcnow()
+        stored_sig = self.store.get_job_state(name, "schedule_sig")
+        anchor_raw = self.store.get_job_state(name, "anchor")
+        if stored_sig == sig and anchor_raw:
+            anchor = datetime.fromisoformat(anchor_raw)
+            if startup:
+                self._catch_up(view, schedule, anchor, now)
+        else:
+            # A new or changed schedule counts from now: nothing before it was missed.
+            anchor = now
+            self.store.set_job_state(name, "anchor", anchor.isoformat())
+            self.store.set_job_state(name, "schedule_sig", sig)
+            self.store.set_job_state(name, "scheduled_through", now.isoformat())
+        nxt = self.scheduler.schedule(name, schedule, anchor=anchor)
+        log.info("job_scheduled", job=name, next_run=nxt.isoformat() if nxt else None)
+
+    def _catch_up(
+        self, view: JobView, schedule: CronSchedule | EverySchedule, anchor: datetime, now: datetime
+    ) -> None:
+        assert view.loaded is not None and self.store is not None
+        name = view.name
+        through_raw = self.store.get_job_state(name, "scheduled_through")
+        if not through_raw:
+            self.store.set_job_state(name, "scheduled_through", now.isoformat())
+            return
+        through = datetime.fromisoformat(through_raw)
+        # A fire whose run was recorded is not missed even if the daemon died before it
+        # could advance scheduled_through (crash between the two writes).
+        last = self.store.last_scheduled_for(name)
+        if last is not None and last > through:
+            through = last
+        misses = fire_times_between(
+            schedule, through, now, start=anchor, limit=MAX_MISSED_RECORDS
+        )
+        self.store.set_job_state(name, "scheduled_through", now.isoformat())
+        if not misses:
+            return
+        window = schedule.catchup
+        newest = misses[-1]
+        caught_up = window is not None and (now - newest).total_seconds() <= window
+        manifest_hash = view.loaded.content_hash
+        for missed in misses[:-1] if caught_up else misses:
+            self.store.record_missed(
+                name, manifest_hash, missed, "daemon was not running when this run was due"
+            )
+        log.warning(
+            "runs_missed",
+            job=name,
+            missed=len(misses) - (1 if caught_up else 0),
+            catching_up=newest.isoformat() if caught_up else None,
+        )
+        if caught_up:
+            self.dispatch(name, Trigger.CATCHUP, scheduled_for=newest)
+
+    def _maybe_change_run(self, view: JobView) -> None:
+        assert view.loaded is not None and self.store is not None
+        name = view.name
+        if self.store.get_job_state(name, "last_change_hash") == view.loaded.content_hash:
+            return
+        self.store.set_job_state(name, "last_change_hash", view.loaded.content_hash)
+        self.dispatch(name, Trigger.CHANGE)
+
+    # ------------------------------------------------------------------ runs
+
+    def _on_fire(self, job: str, scheduled_for: datetime) -> None:
+        """Called on APScheduler's thread: hand the fire to the main loop."""
+        self.events.put(("fire", job, scheduled_for))
+
+    def _fire(self, job: str, scheduled_for: datetime) -> None:
+        assert self.store is not None
+        view = self.jobs.get(job)
+        if view is None or view.loaded is None:
+            return
+        self.dispatch(job, Trigger.SCHEDULE, scheduled_for=scheduled_for)
+        self.store.set_job_state(job, "scheduled_through", scheduled_for.isoformat())
+
+    def dispatch(
+        self,
+        job: str,
+        trigger: Trigger,
+        scheduled_for: datetime | None = None,
+        attempt: int = 1,
+        retry_of: str | None = None,
+    ) -> RunRecord | None:
+        """Start a run of ``job`` subject to its concurrency policy; returns the run record
+        (None when the policy skipped it). The record exists before the process does."""
+        assert self.store is not None
+        view = self.jobs.get(job)
+        if view is None or view.loaded is None:
+            raise OrchestratorError(f"no job named {job!r}")
+        manifest = view.loaded.manifest
+        bound = log.bind(job=job, trigger=str(trigger))
+        running = [r for r in self.active.values() if r.job == job]
+        if running and manifest.policy.concurrency == "forbid":
+            bound.warning(
+                "run_skipped_concurrency", active_run=running[0].run_id, policy="forbid"
+            )
+            if trigger == Trigger.MANUAL:
+                raise OrchestratorError(
+                    f"job {job!r} already has run {running[0].run_id} active "
+                    "(policy.concurrency: forbid)"
+                )
+            return None
+        if running and manifest.policy.concurrency == "replace":
+            for run in running:
+                bound.info("run_replaced", replaced_run=run.run_id)
+                self._cancel_run(run)
+        record = self.store.create_run(
+            job,
+            view.loaded.content_hash,
+            str(trigger),
+            attempt=attempt,
+            scheduled_for=scheduled_for,
+            executor="local",
+            retry_of=retry_of,
+        )
+        run_dir = self.settings.runs_dir / record.run_id
+        log_path = run_dir / "output.log"
+        bound = bound.bind(run_id=record.run_id, attempt=attempt)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.store.set_run_paths(record.run_id, str(run_dir), str(log_path))
+            invocation = build_invocation(manifest, record.run_id)
+            spec = RunSpec(
+                run_id=record.run_id,
+                argv=invocation.argv,
+                env=invocation.env,
+                workdir=invocation.workdir,
+                timeout_s=manifest.policy.timeout,
+                kill_grace_s=manifest.policy.kill_grace,
+                run_dir=run_dir,
+                log_path=log_path,
+            )
+            handle = self.executor.start(spec)
+        except (ExecutorError, OSError) as exc:
+            bound.error("run_start_failed", error=str(exc))
+            self.store.finish_run(
+                record.run_id, RunState.FAILED, exit_code=None, message=f"could not start: {exc}"
+            )
+            self._after_finish(job, record.run_id, RunState.FAILED, attempt)
+            return self.store.get_run(record.run_id)
+        self.store.mark_running(record.run_id, handle.pid, handle.pid_start_time)
+        started = self.store.get_run(record.run_id)
+        assert started is not None
+        self.active[record.run_id] = started
+        bound.info("run_started", pid=handle.pid, argv=invocation.argv)
+        self._notify_status()
+        return started
+
+    def _poll_runs(self, allow_followups: bool = True) -> None:
+        for run in list(self.active.values()):
+            try:
+                outcome = self.executor.poll(run)
+            except Exception:  # noqa: BLE001 - a failed status query never fails a run
+                log.exception("run_poll_failed", job=run.job, run_id=run.run_id)
+                continue
+            if outcome is not None:
+                self._finish(run, outcome, allow_followups=allow_followups)
+
+    def _finish(self, run: RunRecord, outcome: Outcome, allow_followups: bool = True) -> None:
+        assert self.store is not None
+        self.active.pop(run.run_id, None)
+        changed = self.store.finish_run(
+            run.run_id,
+            outcome.state,
+            exit_code=outcome.exit_code,
+            message=outcome.message,
+            finished_at=outcome.finished_at,
+        )
+        if not changed:
+            return
+        log.info(
+            "run_finished",
+            job=run.job,
+            run_id=run.run_id,
+            state=str(outcome.state),
+            exit_code=outcome.exit_code,
+            message=outcome.message,
+        )
+        if allow_followups:
+            self._after_finish(run.job, run.run_id, outcome.state, run.attempt)
+        self._prune(run.job)
+        self._notify_status()
+
+    def _after_finish(self, job: str, run_id: str, state: RunState, attempt: int) -> None:
+        view = self.jobs.get(job)
+        if view is None or view.loaded is None:
+            return
+        policy = view.loaded.manifest.policy
+        if state == RunState.SUCCEEDED:
+            for other in sorted(self.jobs.values(), key=lambda v: v.name):
+                if other.loaded and job in other.loaded.manifest.after:
+                    if other.loaded.manifest.suspend:
+                        continue
+                    try:
+                        self.dispatch(other.name, Trigger.AFTER)
+                    except OrchestratorError as exc:
+                        log.error("after_trigger_failed", job=other.name, error=str(exc))
+        elif state in RETRYABLE and attempt <= policy.retries:
+            delay = min(policy.retry_backoff.base * 2 ** (attempt - 1), policy.retry_backoff.max)
+            retry = _Retry(utcnow() + timedelta(seconds=delay), job, attempt + 1, run_id)
+            heapq.heappush(self.retries, retry)
+            self._save_retry(retry)
+            log.info("retry_scheduled", job=job, run_id=run_id, attempt=attempt + 1,
+                     delay_s=delay)
+
+    def _dispatch_due_retries(self) -> None:
+        now = utcnow()
+        while self.retries and self.retries[0].due <= now:
+            retry = heapq.heappop(self.retries)
+            assert self.store is not None
+            self.store.set_job_state(retry.job, "retry", None)
+            if retry.job in self.jobs:
+                try:
+                    self.dispatch(
+                        retry.job, Trigger.RETRY, attempt=retry.attempt, retry_of=retry.retry_of
+                    )
+                except OrchestratorError as exc:
+                    log.error("retry_failed", job=retry.job, error=str(exc))
+
+    def _save_retry(self, retry: _Retry) -> None:
+        assert self.store is not None
+        self.store.set_job_state(
+            retry.job,
+            "retry",
+            {"due": retry.due.isoformat(), "attempt": retry.attempt, "retry_of": retry.retry_of},
+        )
+
+    def _load_retries(self) -> None:
+        assert self.store is not None
+        for job, value in self.store.all_job_state("retry").items():
+            if value:
+                heapq.heappush(
+                    self.retries,
+                    _Retry(
+                        datetime.fromisoformat(value["due"]),
+                        job,
+                        int(value["attempt"]),
+                        value["retry_of"],
+                    ),
+                )
+
+    def _cancel_run(self, run: RunRecord) -> None:
+        try:
+            self.executor.cancel(run)
+        except Exception:  # noqa: BLE001 - cancel is best effort; the poll settles the state
+            log.exception("run_cancel_failed", job=run.job, run_id=run.run_id)
+
+    def _policy_grace(self, job: str) -> float:
+        view = self.jobs.get(job)
+        if view is None or view.loaded is None:
+            return 10.0
+        return view.loaded.manifest.policy.kill_grace
+
+    def _prune(self, job: str) -> None:
+        assert self.store is not None
+        view = self.jobs.get(job)
+        keep = view.loaded.manifest.policy.history if view and view.loaded else None
+        if keep is None:
+            return
+        for old in self.store.prune(job, keep):
+            if old.run_dir and Path(old.run_dir).parent == self.settings.runs_dir:
+                shutil.rmtree(old.run_dir, ignore_errors=True)
+
+    def _adopt_runs(self) -> None:
+        """Follow runs a previous daemon left behind: alive -> keep following; ended with a
+        result file -> its real outcome; gone without one -> lost (retried per policy)."""
+        assert self.store is not None
+        for run in self.store.active_runs():
+            run = self._complete_pending(run)
+            outcome = self.executor.poll(run)
+            if outcome is None:
+                self.active[run.run_id] = run
+                log.info("run_adopted", job=run.job, run_id=run.run_id, pid=run.pid)
+                continue
+            changed = self.store.finish_run(
+                run.run_id,
+                outcome.state,
+                exit_code=outcome.exit_code,
+                message=outcome.message,
+                finished_at=outcome.finished_at,
+            )
+            if changed:
+                log.info("run_adopted_finished", job=run.job, run_id=run.run_id,
+                         state=str(outcome.state), exit_code=outcome.exit_code)
+                if outcome.state in RETRYABLE:
+                    self._adopted_failures.append(run)
+
+    def _retry_adopted_failures(self) -> None:
+        """Runs found lost or failed at start-up are retried per their job's policy, once the
+        manifests are loaded (the policy lives there)."""
+        for run in self._adopted_failures:
+            final = self.store.get_run(run.run_id) if self.store else None
+            if final is not None:
+                self._after_finish(run.job, run.run_id, RunState(final.state), run.attempt)
+        self._adopted_failures = []
+
+    def _complete_pending(self, run: RunRecord) -> RunRecord:
+        """A run left 'pending' by a crash between creating the record and recording the pid:
+        if its shim started, it wrote shim.json; take the pid from there."""
+        assert self.store is not None
+        if run.state != RunState.PENDING or not run.run_dir:
+            return run
+        info = self.executor.read_shim_info(Path(run.run_dir))
+        if info is None:
+            return run
+        self.store.mark_running(run.run_id, info.pid, info.pid_start_time)
+        updated = self.store.get_run(run.run_id)
+        return updated or run
+
+    # ------------------------------------------------------------------ status & control
+
+    def _notify_status(self) -> None:
+        invalid = sum(1 for v in self.jobs.values() if v.error) + len(self.orphan_errors)
+        text = f"{len(self.jobs)} jobs, {len(self.active)} running, {invalid} invalid manifests"
+        if self.dir_error:
+            text = f"jobs directory refused: {self.dir_error}"
+        elif invalid:
+            first = next(
+                (str(v.error) for v in self.jobs.values() if v.error),
+                str(next(iter(self.orphan_errors.values()), "")),
+            )
+            text += f"; {first.splitlines()[0]}"
+        self.notifier.status(text)
+
+    def status(self) -> dict[str, Any]:
+        assert self.store is not None
+        rows = []
+        for name, view in sorted(self.jobs.items()):
+            rows.append(
+                job_row(
+                    view,
+                    self.scheduler.next_fire_time(name),
+                    self.store.last_run(name),
+                    [r for r in self.active.values() if r.job == name],
+                )
+            )
+        for path, err in sorted(self.orphan_errors.items()):
+            rows.append(job_row(JobView(path, None, err), None, None, []))
+        return {
+            "daemon": {
+                "running": True,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started_at": self.started_at.isoformat(),
+                "jobs_dir": str(self.settings.jobs_dir),
+                "state_dir": str(self.settings.state_dir),
+                "watch_mode": self.watcher.mode,
+                "jobs_dir_error": self.dir_error,
+                "active_runs": len(self.active),
+            },
+            "jobs": rows,
+        }
+
+    def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Called on a control-socket thread: hand over to the main loop and wait."""
+        reply: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.events.put(("control", request, reply))
+        try:
+            return reply.get(timeout=10)
+        except queue.Empty:
+            return {"ok": False, "error": "the daemon is busy; try again"}
+
+    def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "status":
+            return {"ok": True, "status": self.status()}
+        if op == "reload":
+            self._reload()
+            return {"ok": True}
+        if op == "trigger":
+            job = str(request.get("job", ""))
+            view = self.jobs.get(job)
+            if view is None:
+                known = ", ".join(sorted(self.jobs)) or "none"
+                raise OrchestratorError(f"no job named {job!r}; known jobs: {known}")
+            record = self.dispatch(job, Trigger.MANUAL)
+            assert record is not None
+            return {"ok": True, "run_id": record.run_id, "state": str(record.state)}
+        if op == "cancel":
+            run_id = str(request.get("run_id", ""))
+            run = self.active.get(run_id)
+            if run is None:
+                assert self.store is not None
+                known = self.store.get_run(run_id)
+                if known is None:
+                    raise OrchestratorError(f"no run with id {run_id!r}")
+                raise OrchestratorError(f"run {run_id} is not active (state {known.state})")
+            self._cancel_run(run)
+            return {"ok": True, "run_id": run_id}
+        raise OrchestratorError(f"unknown request {op!r}")
+
+
+def problems_of(err: ManifestError) -> list[ManifestProblem]:
+    return err.problems

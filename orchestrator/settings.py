@@ -1,0 +1,70 @@
+"""Daemon settings: flags, then ORCH_* environment, then defaults."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def default_jobs_dir() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "orchestrator" / "jobs.d"
+
+
+def default_state_dir() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / "orchestrator"
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    jobs_dir: Path
+    state_dir: Path
+    rescan_interval_s: float = 30.0
+    debounce_s: float = 0.05
+    drain_grace_s: float = 30.0
+    heartbeat_s: float = 10.0
+    force_polling: bool = False
+
+    @classmethod
+    def resolve(cls, jobs_dir: Path | str | None = None, state_dir: Path | str | None = None) -> Settings:
+        """Flags win over ORCH_JOBS_DIR / ORCH_STATE_DIR, which win over the XDG defaults."""
+        jobs = jobs_dir or os.environ.get("ORCH_JOBS_DIR") or default_jobs_dir()
+        state = state_dir or os.environ.get("ORCH_STATE_DIR") or default_state_dir()
+        return cls(
+            jobs_dir=Path(jobs).expanduser().absolute(),
+            state_dir=Path(state).expanduser().absolute(),
+            rescan_interval_s=_env_float("ORCH_RESCAN_INTERVAL_S", 30.0),
+            debounce_s=_env_float("ORCH_DEBOUNCE_S", 0.05),
+            drain_grace_s=_env_float("ORCH_DRAIN_GRACE_S", 30.0),
+            heartbeat_s=_env_float("ORCH_HEARTBEAT_S", 10.0),
+            force_polling=os.environ.get("ORCH_FORCE_POLLING", "") not in ("", "0"),
+        )
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "runs.sqlite"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    @property
+    def control_socket(self) -> Path:
+        """The daemon's control socket. AF_UNIX paths are limited to 107 bytes; a state dir
+        deep enough to exceed that gets a socket in /tmp named after a hash of its path."""
+        path = self.state_dir / "control.sock"
+        if len(os.fsencode(path)) < 100:
+            return path
+        digest = hashlib.sha256(os.fsencode(self.state_dir)).hexdigest()[:16]
+        return Path("/tmp") / f"orchestrator-{os.getuid()}-{digest}.sock"

@@ -1,0 +1,86 @@
+"""The rows that `orchestrator status` and `plan` print, built the same way by the daemon
+(live) and by the command line when no daemon runs (from the files and the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ManifestError
+from orchestrator.manifests.loader import LoadedManifest
+from orchestrator.manifests.models import ChangeSchedule, CronSchedule, EverySchedule
+from orchestrator.store.base import RunRecord
+
+
+@dataclass
+class JobView:
+    """A job as the daemon sees it: the version in effect (last known good) and the current
+    problem with its file, if any. ``loaded`` is None for a new file that never was valid."""
+
+    path: Path
+    loaded: LoadedManifest | None
+    error: ManifestError | None = None
+
+    @property
+    def name(self) -> str:
+        if self.loaded is not None:
+            return self.loaded.name
+        return self.path.stem
+
+
+def describe_schedule(schedule: object) -> str | None:
+    if isinstance(schedule, CronSchedule):
+        extra = f" ({schedule.timezone})"
+        return f"cron {schedule.cron}{extra}"
+    if isinstance(schedule, EverySchedule):
+        from orchestrator.durations import format_duration
+
+        return f"every {format_duration(schedule.every)}"
+    if isinstance(schedule, ChangeSchedule):
+        return "on change"
+    return None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def last_run_summary(run: RunRecord | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {
+        "run_id": run.run_id,
+        "state": str(run.state),
+        "trigger": str(run.trigger),
+        "exit_code": run.exit_code,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "message": run.message,
+    }
+
+
+def job_row(
+    view: JobView,
+    next_run: datetime | None,
+    last_run: RunRecord | None,
+    active: list[RunRecord],
+) -> dict[str, Any]:
+    manifest = view.loaded.manifest if view.loaded else None
+    return {
+        "name": view.name,
+        "kind": manifest.kind if manifest else None,
+        "path": str(view.path),
+        "valid": view.error is None,
+        "error": str(view.error) if view.error else None,
+        "in_effect": manifest is not None,
+        "manifest_hash": view.loaded.content_hash if view.loaded else None,
+        "suspended": manifest.suspend if manifest else None,
+        "schedule": describe_schedule(manifest.schedule) if manifest else None,
+        "after": list(manifest.after) if manifest else [],
+        "executor": "local" if manifest else None,
+        "next_run": _iso(next_run),
+        "active_runs": [r.run_id for r in active],
+        "last_run": last_run_summary(last_run),
+    }

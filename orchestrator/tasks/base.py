@@ -1,0 +1,43 @@
+"""The one entry point from a manifest to what an executor runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from orchestrator.containers import render_command
+from orchestrator.manifests.models import CommandManifest, Manifest
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """An argv (never a shell string), the full environment, and the working directory."""
+
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str | None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def build_invocation(
+    manifest: Manifest, run_id: str, base_env: dict[str, str] | None = None
+) -> Invocation:
+    """Render a manifest into an Invocation. The environment is the daemon's, then the
+    manifest's ``env``, then ORCH_JOB / ORCH_RUN_ID so that a run can find its own record."""
+    env = dict(os.environ if base_env is None else base_env)
+    if isinstance(manifest, CommandManifest):
+        from orchestrator.tasks.command import command_invocation
+
+        argv, spec_env, workdir = command_invocation(manifest)
+    else:  # pragma: no cover - the union is exhaustive; a new kind must add its branch
+        raise TypeError(f"no task for kind {manifest.kind!r}")
+    env.update(spec_env)
+    env["ORCH_JOB"] = manifest.name
+    env["ORCH_RUN_ID"] = run_id
+    argv, env = render_command(
+        manifest.spec.container if isinstance(manifest, CommandManifest) else None,
+        argv,
+        env,
+        workdir,
+    )
+    return Invocation(argv=argv, env=env, workdir=workdir)
