@@ -1,0 +1,217 @@
+"""The local executor: each run is owned by a run shim process on this machine.
+
+``start`` execs ``python -E -m orchestrator.executors.shim`` in a new session with the job's
+full environment; the shim starts the job, enforces its timeout and writes ``result.json``.
+Everything ``poll`` and ``cancel`` need is in the run record (shim pid and start time) and the run
+directory, so a daemon that restarts follows runs started by its predecessor (re-adoption).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ExecutorError
+from orchestrator.executors.base import Handle, Outcome, RunSpec
+from orchestrator.executors.shim import RESULT_FILE, SHIM_FILE
+from orchestrator.procinfo import is_same_process, process_start_time
+from orchestrator.store.base import RunRecord, RunState
+
+__all__ = ["LocalExecutor", "read_result", "shim_argv"]
+
+# The directory that holds the `orchestrator` package: the shim is started with it as its
+# working directory so that `-m orchestrator.executors.shim` resolves whether or not the package
+# is installed. `-E` keeps the job's PYTHON* variables (PYTHONPATH, PYTHONHOME) from changing
+# which code the shim runs; the job itself still gets them.
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+
+_SHIM_READY_WAIT_S = 2.0
+
+_RESULT_STATES = {
+    "succeeded": RunState.SUCCEEDED,
+    "failed": RunState.FAILED,
+    "timed_out": RunState.TIMED_OUT,
+    "cancelled": RunState.CANCELLED,
+}
+
+
+def shim_argv(spec: RunSpec, python: str = sys.executable) -> list[str]:
+    """The command line that starts the shim for ``spec`` (also what a person would replay)."""
+    argv = [
+        python,
+        "-E",
+        "-m",
+        "orchestrator.executors.shim",
+        "--run-dir",
+        str(spec.run_dir),
+        "--log",
+        str(spec.log_path),
+        "--timeout-s",
+        repr(float(spec.timeout_s)),
+        "--grace-s",
+        repr(float(spec.kill_grace_s)),
+    ]
+    if spec.workdir is not None:
+        argv += ["--workdir", spec.workdir]
+    return [*argv, "--", *spec.argv]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # torn or unreadable: the shim writes atomically, so treat as absent
+    return data if isinstance(data, dict) else None
+
+
+def read_result(run_dir: Path) -> Outcome | None:
+    """The Outcome recorded in ``run_dir/result.json``, or None when there is none (yet)."""
+    data = _read_json(run_dir / RESULT_FILE)
+    if data is None:
+        return None
+    state = _RESULT_STATES.get(str(data.get("state")), RunState.FAILED)
+    finished_raw = data.get("finished_at")
+    try:
+        finished_at = (
+            datetime.fromisoformat(finished_raw).astimezone(UTC)
+            if isinstance(finished_raw, str)
+            else datetime.now(UTC)
+        )
+    except ValueError:
+        finished_at = datetime.now(UTC)
+    exit_code = data.get("exit_code")
+    message = data.get("message")
+    return Outcome(
+        state=state,
+        exit_code=exit_code if isinstance(exit_code, int) else None,
+        message=message if isinstance(message, str) else None,
+        finished_at=finished_at,
+    )
+
+
+class LocalExecutor:
+    """Runs jobs on this machine under the run shim; see ``orchestrator.executors.base``.
+
+    Thread-safe. Keeps the Popen objects of the shims it started only to reap them (no zombies);
+    nothing about a run's outcome depends on them.
+    """
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    # -------------------------------------------------------------- start
+
+    def start(self, spec: RunSpec) -> Handle:
+        """Start the shim for ``spec``; ``ExecutorError`` when it cannot be started.
+
+        The job's own command is checked by the shim (see ``Executor.start``), so that a
+        missing command ends as a failed run with exit code 127 and a message in its log.
+        """
+        try:
+            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExecutorError(
+                f"run {spec.run_id}: cannot create run directory {spec.run_dir}: {exc}"
+            ) from exc
+        argv = shim_argv(spec)
+        try:
+            with open(spec.log_path, "ab") as log:
+                # The shim's own stderr (a traceback if it fails before taking over) goes to
+                # the log too; the daemon holds no pipe, so the run outlives the daemon.
+                child = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    env=dict(spec.env),
+                    cwd=_PACKAGE_PARENT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            raise ExecutorError(
+                f"run {spec.run_id}: cannot start the run shim ({argv[0]}): {exc}"
+            ) from exc
+        # The start time is the fork's, unchanged by exec: known at once, no need to wait.
+        start_time = process_start_time(child.pid)
+        with self._lock:
+            self._children[spec.run_id] = child
+        return Handle(pid=child.pid, pid_start_time=start_time)
+
+    # -------------------------------------------------------------- follow
+
+    def _reap(self) -> None:
+        """Collect the exit status of every shim we started that has ended."""
+        with self._lock:
+            for run_id, child in list(self._children.items()):
+                if child.poll() is not None:
+                    del self._children[run_id]
+
+    def _owner(self, run: RunRecord) -> tuple[int | None, int | None]:
+        """The shim's (pid, start time): from the record, else from ``shim.json``."""
+        if run.pid is not None:
+            return run.pid, run.pid_start_time
+        if run.run_dir is not None:
+            data = _read_json(Path(run.run_dir) / SHIM_FILE)
+            if data is not None and isinstance(data.get("pid"), int):
+                start = data.get("start_time")
+                return data["pid"], start if isinstance(start, int) else None
+        return None, None
+
+    def is_alive(self, run: RunRecord) -> bool:
+        """Whether the run's shim (same pid AND same start time) is still running."""
+        self._reap()
+        pid, start_time = self._owner(run)
+        return is_same_process(pid, start_time)
+
+    def poll(self, run: RunRecord) -> Outcome | None:
+        """None while the shim lives; then the result file's Outcome, or LOST without one."""
+        if self.is_alive(run):
+            return None
+        # Order matters: the shim writes result.json before it exits, so once it is seen gone
+        # a missing result file means it never wrote one.
+        if run.run_dir is not None:
+            outcome = read_result(Path(run.run_dir))
+            if outcome is not None:
+                return outcome
+        pid, _ = self._owner(run)
+        where = run.run_dir or "(no run directory)"
+        if pid is None:
+            message = f"run shim never started (no pid recorded, no shim.json in {where})"
+        else:
+            message = f"run shim (pid {pid}) is gone and left no {RESULT_FILE} in {where}"
+        return Outcome(RunState.LOST, None, message, datetime.now(UTC))
+
+    def cancel(self, run: RunRecord) -> None:
+        """SIGTERM to the run's shim, which stops the job's group and records ``cancelled``."""
+        pid, start_time = self._owner(run)
+        if pid is None or not is_same_process(pid, start_time):
+            return  # already ended (poll reports it) or the pid now belongs to someone else
+        if run.run_dir is not None:
+            # The shim installs its SIGTERM handler before it writes shim.json; a SIGTERM that
+            # came earlier would kill it by default action and leave the run LOST. A shim
+            # needs a few tens of milliseconds to get there.
+            shim_file = Path(run.run_dir) / SHIM_FILE
+            deadline = time.monotonic() + _SHIM_READY_WAIT_S
+            while not shim_file.exists() and time.monotonic() < deadline:
+                if not is_same_process(pid, start_time):
+                    return
+                time.sleep(0.01)
+        # ProcessLookupError: it ended between the check and the signal; poll reports it.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
