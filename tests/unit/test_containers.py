@@ -1,0 +1,198 @@
+"""Container command lines: each runtime's argv, values kept whole, one real podman run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.containers import render_command
+from orchestrator.manifests.models import Container
+
+ARGV = ["python", "-c", "print('a b')", "--flag with space"]
+BASE_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/u"}
+
+
+def container(runtime: str, **kwargs: object) -> Container:
+    return Container.model_validate({"runtime": runtime, "image": "img:1", **kwargs})
+
+
+FULL = {
+    "mounts": ["/data:/data:ro", {"source": "/scratch/a b", "target": "/work"}],
+    "env": {"GREETING": "hello \"big\" 'world'", "N": 4},
+}
+
+
+def test_no_container_or_runtime_none_leaves_the_command_unchanged() -> None:
+    """Without a container (or with runtime none) argv and env come back unchanged as copies."""
+    for c in (None, Container(runtime="none")):
+        argv, env = render_command(c, ARGV, BASE_ENV, "/w")
+        assert argv == ARGV and env == BASE_ENV
+        assert argv is not ARGV and env is not BASE_ENV
+
+
+def test_shifter_command_line() -> None:
+    """shifter: --image, --volume (with :ro), --workdir, extra args, then -- and the argv."""
+    argv, env = render_command(
+        container("shifter", extra_args=["--module=gpu"], **FULL), ARGV, BASE_ENV, "/work"
+    )
+    assert argv == [
+        "shifter",
+        "--image=img:1",
+        "--volume=/data:/data:ro",
+        "--volume=/scratch/a b:/work",
+        "--workdir=/work",
+        "--module=gpu",
+        "--",
+        *ARGV,
+    ]
+    # shifter copies the caller's environment into the container: env goes there.
+    assert env == {**BASE_ENV, "GREETING": "hello \"big\" 'world'", "N": "4"}
+
+
+def test_podman_hpc_command_line() -> None:
+    """podman-hpc: run --rm -v -e -w [extra] IMAGE argv, each value one argv element."""
+    argv, env = render_command(
+        container("podman-hpc", extra_args=["--gpu"], **FULL), ARGV, BASE_ENV, "/work"
+    )
+    assert argv == [
+        "podman-hpc",
+        "run",
+        "--rm",
+        "-v",
+        "/data:/data:ro",
+        "-v",
+        "/scratch/a b:/work",
+        "-e",
+        "GREETING=hello \"big\" 'world'",
+        "-e",
+        "N=4",
+        "-w",
+        "/work",
+        "--gpu",
+        "img:1",
+        *ARGV,
+    ]
+    assert env == BASE_ENV
+
+
+def test_podman_global_options_go_before_run() -> None:
+    """podman: `--runtime runc` from extra_args is a global option, placed before `run`."""
+    argv, _ = render_command(
+        container("podman", extra_args=["--runtime", "runc", "--network=none"]),
+        ["true"],
+        BASE_ENV,
+        None,
+    )
+    assert argv == ["podman", "--runtime", "runc", "run", "--rm", "--network=none", "img:1", "true"]
+
+
+def test_apptainer_command_line() -> None:
+    """apptainer: exec --bind --env --pwd [extra] IMAGE argv."""
+    argv, env = render_command(
+        container("apptainer", extra_args=["--nv"], **FULL), ARGV, BASE_ENV, "/work"
+    )
+    assert argv == [
+        "apptainer",
+        "exec",
+        "--bind",
+        "/data:/data:ro",
+        "--bind",
+        "/scratch/a b:/work",
+        "--env",
+        "GREETING=hello \"big\" 'world'",
+        "--env",
+        "N=4",
+        "--pwd",
+        "/work",
+        "--nv",
+        "img:1",
+        *ARGV,
+    ]
+    assert env == BASE_ENV
+
+
+def test_apptainer_values_with_commas_go_through_the_environment() -> None:
+    """apptainer --env splits on commas, so such a value is passed as APPTAINERENV_<NAME>."""
+    argv, env = render_command(
+        container("apptainer", env={"LDFLAGS": "-Wl,-rpath,/opt/lib"}), ["true"], BASE_ENV, None
+    )
+    assert "--env" not in argv
+    assert env["APPTAINERENV_LDFLAGS"] == "-Wl,-rpath,/opt/lib"
+
+
+def test_mount_paths_the_runtime_cannot_express_are_refused() -> None:
+    """A mount path containing ':' (or ',' for apptainer) raises ValueError naming it."""
+    bad = container("podman", mounts=[{"source": "/a:b", "target": "/x"}])
+    with pytest.raises(ValueError, match="/a:b"):
+        render_command(bad, ["true"], BASE_ENV, None)
+    bad = container("apptainer", mounts=[{"source": "/a,b", "target": "/x"}])
+    with pytest.raises(ValueError, match="/a,b"):
+        render_command(bad, ["true"], BASE_ENV, None)
+
+
+def _busybox_image(tmp_path: Path) -> str:
+    """Import a one-file image holding busybox-static; return its name."""
+    busybox = shutil.which("busybox")
+    if (
+        busybox is None
+        or "static"
+        not in subprocess.run(
+            ["file", "-L", busybox], capture_output=True, text=True, check=False
+        ).stdout
+    ):
+        pytest.skip("no static busybox (Debian package busybox-static) to build a test image")
+    tarball = tmp_path / "rootfs.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "echo", "pwd", "env"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            tar.addfile(info)
+    name = "localhost/orch-test-busybox:latest"
+    subprocess.run(
+        ["podman", "--runtime", "runc", "import", str(tarball), name],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return name
+
+
+@pytest.mark.slow
+def test_podman_really_runs_the_rendered_command(tmp_path: Path) -> None:
+    """The rendered podman argv runs a real container: env, workdir and a read-only mount work."""
+    if shutil.which("podman") is None or shutil.which("runc") is None:
+        pytest.skip("podman and runc are not installed here (Debian packages podman, runc)")
+    image = _busybox_image(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "hello.txt").write_text("from the host\n")
+    c = Container.model_validate(
+        {
+            "runtime": "podman",
+            "image": image,
+            "mounts": [f"{data}:/data:ro"],
+            "env": {"GREETING": "hello 'big' world"},
+            "extra_args": [
+                "--runtime",
+                "runc",
+                "--network=none",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+            ],
+        }
+    )
+    script = 'echo "$GREETING"; pwd; cat /data/hello.txt; echo x > /data/new || echo read-only'
+    argv, env = render_command(c, ["sh", "-c", script], {"PATH": "/usr/bin:/bin"}, "/data")
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["hello 'big' world", "/data", "from the host"]
+    assert lines[-1] == "read-only"
