@@ -272,6 +272,7 @@ class Daemon:
     def reconcile(self, startup: bool = False) -> None:
         """Make the scheduled jobs match the valid manifests on disk (the desired state)."""
         t0 = time.perf_counter()
+        previous_orphans = self.orphan_errors
         try:
             check_permissions(self.settings.jobs_dir)
             self.dir_error = None
@@ -289,27 +290,36 @@ class Daemon:
         scan = scan_directory(self.settings.jobs_dir, cache=self._scan_cache)
         desired = self._desired(scan)
         old = self.jobs
-        for name in sorted(set(old) - set(desired)):
-            self._remove_job(old[name])
-        for name, view in sorted(desired.items()):
-            before = old.get(name)
-            if view.error is not None and (before is None or before.error is None
-                                           or str(before.error) != str(view.error)):
-                log.error("manifest_invalid_keeping_last_good", job=name, error=str(view.error))
-            assert view.loaded is not None
-            if before is None or before.loaded is None:
-                self._add_job(view, startup=startup)
-            elif before.loaded.content_hash != view.loaded.content_hash:
-                self._change_job(before, view)
-        for path, err in scan.invalid.items():
-            if path not in self.orphan_errors and not any(v.path == path for v in desired.values()):
-                log.error("manifest_invalid", path=str(path), error=str(err))
+        # The new desired state is in effect before any run starts, so that a catch-up or
+        # on-change run dispatched below finds its job.
         self.jobs = desired
         self.orphan_errors = {
             p: e for p, e in scan.invalid.items() if not any(v.path == p for v in desired.values())
         }
+        for name in sorted(set(old) - set(desired)):
+            self._guarded(self._remove_job, old[name])
+        for name, view in sorted(desired.items()):
+            before = old.get(name)
+            if view.error is not None and (
+                before is None or before.error is None or str(before.error) != str(view.error)
+            ):
+                log.error("manifest_invalid_keeping_last_good", job=name, error=str(view.error))
+            if before is None or before.loaded is None:
+                self._guarded(self._add_job, view, startup)
+            elif view.loaded is not None and before.loaded.content_hash != view.loaded.content_hash:
+                self._guarded(self._change_job, before, view)
+        for path, err in self.orphan_errors.items():
+            if path not in previous_orphans or str(previous_orphans[path]) != str(err):
+                log.error("manifest_invalid", path=str(path), error=str(err))
         self._notify_status()
         log.debug("reconciled", jobs=len(desired), seconds=round(time.perf_counter() - t0, 4))
+
+    def _guarded(self, action: Any, *args: Any) -> None:
+        """One job's trouble (a failed dispatch, a store error) never stops the others."""
+        try:
+            action(*args)
+        except Exception:  # noqa: BLE001 - logged with the job; the daemon carries on
+            log.exception("job_action_failed", action=action.__name__)
 
     def _desired(self, scan: DirectoryScan) -> dict[str, JobView]:
         desired = {name: JobView(l.path, l) for name, l in scan.valid.items()}
@@ -394,9 +404,13 @@ class Daemon:
         through = datetime.fromisoformat(through_raw)
         # A fire whose run was recorded is not missed even if the daemon died before it
         # could advance scheduled_through (crash between the two writes).
-        last = self.store.last_scheduled_for(name)
-        if last is not None and last > through:
-            through = last
+        recent = [
+            r.scheduled_for
+            for r in self.store.history(name, limit=20)
+            if r.scheduled_for is not None and r.trigger in (Trigger.SCHEDULE, Trigger.CATCHUP)
+        ]
+        if recent and max(recent) > through:
+            through = max(recent)
         misses = fire_times_between(
             schedule, through, now, start=anchor, limit=MAX_MISSED_RECORDS
         )
@@ -635,7 +649,8 @@ class Daemon:
         result file -> its real outcome; gone without one -> lost (retried per policy)."""
         assert self.store is not None
         for run in self.store.active_runs():
-            run = self._complete_pending(run)
+            # A run still 'pending' was recorded but the daemon died before noting its pid;
+            # the executor finds the shim from the shim.json it wrote, if it started at all.
             outcome = self.executor.poll(run)
             if outcome is None:
                 self.active[run.run_id] = run
@@ -662,19 +677,6 @@ class Daemon:
             if final is not None:
                 self._after_finish(run.job, run.run_id, RunState(final.state), run.attempt)
         self._adopted_failures = []
-
-    def _complete_pending(self, run: RunRecord) -> RunRecord:
-        """A run left 'pending' by a crash between creating the record and recording the pid:
-        if its shim started, it wrote shim.json; take the pid from there."""
-        assert self.store is not None
-        if run.state != RunState.PENDING or not run.run_dir:
-            return run
-        info = self.executor.read_shim_info(Path(run.run_dir))
-        if info is None:
-            return run
-        self.store.mark_running(run.run_id, info.pid, info.pid_start_time)
-        updated = self.store.get_run(run.run_id)
-        return updated or run
 
     # ------------------------------------------------------------------ status & control
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,10 @@ from orchestrator.errors import ManifestError, ManifestProblem, UnsafePermission
 from orchestrator.manifests.models import API_VERSION, KINDS, MANIFEST_ADAPTER, Manifest
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
+# A file changed this recently may change again without its stat changing (time stamps are
+# coarse: a kernel tick, or a second on some file systems), so its parse is not cached yet;
+# git calls these index entries "racily clean".
+_RACY_WINDOW_NS = 2_000_000_000
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -113,6 +118,11 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
             mark = exc.problem_mark or exc.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             what = exc.problem or str(exc)
+            ctx = exc.context_mark
+            if exc.context and ctx is not None and exc.problem_mark is not None and (
+                ctx.line != exc.problem_mark.line
+            ):
+                what += f" ({exc.context} that starts at line {ctx.line + 1}, column {ctx.column + 1})"
             if "expected a single document" in str(exc):
                 what = "one YAML document per file; split the others into their own files"
             raise _single(path, line, col, "", f"YAML: {what}") from exc
@@ -136,7 +146,15 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
         mark = (key_node or node).start_mark
         raise _single(path, mark.line + 1, mark.column + 1, "", "field names must be text")
     kind = obj.get("kind")
-    if "kind" in obj and kind not in KINDS:
+    if "kind" not in obj:
+        raise _single(
+            path,
+            node.start_mark.line + 1,
+            node.start_mark.column + 1,
+            "kind",
+            f"required field 'kind' is missing; valid kinds: {', '.join(KINDS)}",
+        )
+    if kind not in KINDS:
         value_node = _value_node(node, "kind") or node
         raise _single(
             path,
@@ -181,10 +199,13 @@ def manifest_files(jobs_dir: Path) -> list[Path]:
 def scan_directory(
     jobs_dir: Path,
     previous: DirectoryScan | None = None,
-    cache: dict[Path, tuple[tuple[int, int, int], LoadedManifest | ManifestError]] | None = None,
+    cache: dict[Path, tuple[tuple[int, ...], LoadedManifest | ManifestError]] | None = None,
     check_perms: bool = True,
 ) -> DirectoryScan:
     """Read every manifest of a directory; files whose stat is unchanged come from ``cache``.
+
+    The cache key holds the change time too: a rewrite that keeps size and modification time
+    (``cp -p``, ``rsync -t``, ``touch -r``) still changes ``st_ctime``, which no user can set.
 
     Duplicate job names: the first file by name keeps the job, later ones get an error that
     names the first. ``previous`` is unused here (the daemon applies last-known-good itself).
@@ -202,7 +223,7 @@ def scan_directory(
             st = path.stat()
         except FileNotFoundError:
             continue  # removed between listing and reading: the next scan settles it
-        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
         cached = cache.get(path) if cache is not None else None
         if cached is not None and cached[0] == key and st.st_mode & 0o022 == 0:
             result = cached[1]
@@ -212,7 +233,10 @@ def scan_directory(
             except ManifestError as exc:
                 result = exc
             if cache is not None:
-                cache[path] = (key, result)
+                if time.time_ns() - st.st_ctime_ns >= _RACY_WINDOW_NS:
+                    cache[path] = (key, result)
+                else:
+                    cache.pop(path, None)
         if isinstance(result, ManifestError):
             scan.invalid[path] = result
             continue
@@ -394,12 +418,16 @@ def _valid_fields(loc: tuple[Any, ...]) -> list[str]:
         model = kinds[parts.pop(0)]
     else:
         return []
+    after_schedule = False
     for part in parts:
         if isinstance(part, int):
             continue
-        if part in tags and model is None:
+        if part in tags and (model is None or after_schedule):
+            # The schedule union's tag: 'cron' names both the tag and a CronSchedule field.
             model = tags[part]
+            after_schedule = False
             continue
+        after_schedule = part == "schedule" and model is models.CommandManifest
         fields = getattr(model, "model_fields", {})
         if part not in fields:
             if part in tags:

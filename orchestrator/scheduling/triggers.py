@@ -1,4 +1,11 @@
-"""Fire times of schedules, as pure functions of a clock (testable without sleeping)."""
+"""Fire times of schedules, as pure functions of a clock (testable without sleeping).
+
+Cron fields are read on the wall clock of the schedule's time zone, as APScheduler documents:
+on the day clocks go forward a local time that does not exist fires once, moved forward by the
+gap (02:30 in Europe/Zurich on 2026-03-29 fires at 03:30 CEST); on the day clocks go back a
+local time that happens twice fires at each occurrence (02:30 at 00:30 and 01:30 UTC). Fire
+times are always strictly increasing.
+"""
 
 from __future__ import annotations
 
@@ -28,11 +35,38 @@ def check_cron(expr: str) -> str:
     return expr
 
 
+_STEP = timedelta(microseconds=1)
+
+
+class _FreshCronTrigger(CronTrigger):  # type: ignore[misc]
+    """A CronTrigger whose next fire time is always computed from one instant alone.
+
+    Given a previous fire time inside a DST fall-back fold, APScheduler 3.11's CronTrigger
+    returns that same instant or an earlier one (agronholm/apscheduler#1021): the scheduler
+    thread then loops forever and ``*/20`` cycles 01:00, 00:20, 00:40 UTC on 2026-10-25 in
+    Europe/Zurich. Computed from an instant without a previous fire time, the answer is right,
+    so that is the only question this class asks.
+    """
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is None:
+            return super().get_next_fire_time(None, now)  # type: ignore[no-any-return]
+        # As APScheduler does: the first fire after the previous one, even if already due.
+        after = min(now.astimezone(UTC), previous_fire_time.astimezone(UTC) + _STEP)
+        fire = super().get_next_fire_time(None, after)
+        while fire is not None and fire <= previous_fire_time:
+            after = max(after, fire.astimezone(UTC)) + timedelta(seconds=1)
+            fire = super().get_next_fire_time(None, after)
+        return fire  # type: ignore[no-any-return]
+
+
 def make_trigger(schedule: CronSchedule | EverySchedule, start: datetime | None = None) -> object:
     """The APScheduler trigger for a schedule, jitter included (APScheduler applies it)."""
     jitter = int(schedule.jitter) if schedule.jitter else None
     if isinstance(schedule, CronSchedule):
-        return CronTrigger(
+        return _FreshCronTrigger(
             **_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone), jitter=jitter
         )
     return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC, jitter=jitter)
@@ -59,17 +93,13 @@ def next_fire_times(
     """
     trigger = _plain_trigger(schedule, start or after)
     out: list[datetime] = []
-    previous: datetime | None = None
-    now = after
+    instant = after
     while len(out) < count:
-        fire = trigger.get_next_fire_time(previous, now)  # type: ignore[attr-defined]
+        fire = _first_fire_after(trigger, instant)
         if fire is None:
             break
-        if fire <= after:
-            previous, now = fire, fire + timedelta(microseconds=1)
-            continue
-        out.append(fire.astimezone(UTC))
-        previous, now = fire, fire + timedelta(microseconds=1)
+        out.append(fire)
+        instant = fire
     return out
 
 
@@ -83,21 +113,30 @@ def fire_times_between(
     """Fire instants in ``(since, until]``, oldest first, at most ``limit`` (the newest kept)."""
     trigger = _plain_trigger(schedule, start or since)
     out: list[datetime] = []
-    previous: datetime | None = None
-    now = since + timedelta(microseconds=1)
+    instant = since
     while True:
-        fire = trigger.get_next_fire_time(previous, now)  # type: ignore[attr-defined]
+        fire = _first_fire_after(trigger, instant)
         if fire is None or fire > until:
             break
-        if fire > since:
-            out.append(fire.astimezone(UTC))
-            if len(out) > limit:
-                out.pop(0)
-        previous, now = fire, fire + timedelta(microseconds=1)
+        out.append(fire)
+        if len(out) > limit:
+            out.pop(0)
+        instant = fire
     return out
+
+
+def _first_fire_after(trigger: object, instant: datetime) -> datetime | None:
+    """The trigger's first fire strictly after ``instant``, in UTC (no previous fire time is
+    passed: see _FreshCronTrigger)."""
+    fire = trigger.get_next_fire_time(None, instant + _STEP)  # type: ignore[attr-defined]
+    while fire is not None and fire <= instant:
+        fire = trigger.get_next_fire_time(None, fire + timedelta(seconds=1))  # type: ignore[attr-defined]
+    return fire.astimezone(UTC) if fire is not None else None
 
 
 def _plain_trigger(schedule: CronSchedule | EverySchedule, start: datetime) -> object:
     if isinstance(schedule, CronSchedule):
-        return CronTrigger(**_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone))
+        return _FreshCronTrigger(
+            **_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone)
+        )
     return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC)

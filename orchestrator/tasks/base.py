@@ -34,10 +34,10 @@ def build_invocation(
     env.update(spec_env)
     env["ORCH_JOB"] = manifest.name
     env["ORCH_RUN_ID"] = run_id
-    argv, env = render_command(
-        manifest.spec.container if isinstance(manifest, CommandManifest) else None,
-        argv,
-        env,
-        workdir,
-    )
+    container = manifest.spec.container if isinstance(manifest, CommandManifest) else None
+    argv, env = render_command(container, argv, env, workdir)
+    if container is not None and container.runtime != "none":
+        # The runtime was told the workdir (a path inside the container); on the host the
+        # run starts in its own run directory.
+        workdir = None
     return Invocation(argv=argv, env=env, workdir=workdir)

@@ -1,0 +1,46 @@
+# The README's two commands: `make run` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+STATE  ?= .state
+
+.PHONY: run test lint typecheck schema bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "orchestrator needs Python 3.11 or newer"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The daemon in the foreground on the bundled jobs.d/, with its state inside the repository.
+# Manifests run commands, so the daemon refuses a jobs directory others can write: a checkout
+# made under a umask of 002 gets its group write bit removed here.
+run: $(STAMP)
+	chmod go-w jobs.d jobs.d/*.yaml
+	mkdir -p $(STATE)
+	$(BIN)/orchestrator run --jobs-dir jobs.d --state-dir $(STATE)
+
+test: $(STAMP)
+	chmod go-w jobs.d jobs.d/*.yaml
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+schema: $(STAMP)
+	$(BIN)/orchestrator schema
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/daemon_scale.py
+
+clean:
+	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache
