@@ -126,6 +126,8 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
             if "expected a single document" in str(exc):
                 what = "one YAML document per file; split the others into their own files"
             raise _single(path, line, col, "", f"YAML: {what}") from exc
+        except yaml.YAMLError as exc:  # ReaderError (control characters) has no marks
+            raise _yaml_problem(path, text, exc) from exc
         if node is None:
             raise _single(path, 1, 1, "", "empty manifest; " + _expected_top())
         try:
@@ -134,6 +136,8 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
             mark = exc.problem_mark or exc.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             raise _single(path, line, col, "", f"YAML: {exc.problem or exc}") from exc
+        except yaml.YAMLError as exc:
+            raise _yaml_problem(path, text, exc) from exc
     finally:
         loader.dispose()
     if not isinstance(node, yaml.MappingNode) or not isinstance(obj, dict):
@@ -295,6 +299,23 @@ def _expected_top() -> str:
         f"expected a mapping with apiVersion: {API_VERSION}, kind ({', '.join(KINDS)}), "
         "name and spec"
     )
+
+
+def _yaml_problem(path: Path, text: str, exc: yaml.YAMLError) -> ManifestError:
+    """A YAML error without marks; a ReaderError still knows its character offset."""
+    line, col = 1, 1
+    position = getattr(exc, "position", None)
+    if isinstance(position, int):
+        before = text[:position]
+        line = before.count("\n") + 1
+        col = position - (before.rfind("\n") + 1) + 1
+    what = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+    character = getattr(exc, "character", None)
+    if isinstance(character, str) and len(character) == 1:
+        character = ord(character)
+    if isinstance(character, int):
+        what = f"{what}: character U+{character:04X}"
+    return _single(path, line, col, "", f"YAML: {what}")
 
 
 def _single(path: Path, line: int, col: int, fld: str, message: str) -> ManifestError:
