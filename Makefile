@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STATE  ?= .state
 
-.PHONY: run test lint typecheck schema bench clean venv
+.PHONY: run test lint typecheck schema bench clean venv sysdeps
 
 venv: $(STAMP)
 
@@ -25,7 +25,10 @@ run: $(STAMP)
 	mkdir -p $(STATE)
 	$(BIN)/orchestrator run --jobs-dir jobs.d --state-dir $(STATE)
 
-test: $(STAMP)
+sysdeps:
+	bash scripts/system-deps.sh
+
+test: $(STAMP) sysdeps
 	chmod go-w jobs.d jobs.d/*.yaml
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

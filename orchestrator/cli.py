@@ -322,9 +322,11 @@ def logs(run_id: str, state_dir: Path | None) -> None:
     if run is None:
         _fail(f"no run with id {run_id!r}")
     assert run is not None
-    if not run.log_path or not Path(run.log_path).exists():
+    log_path = run.log_path
+    if not log_path or not Path(log_path).exists():
         _fail(f"run {run_id} has no log file (state {run.state})")
-    with open(run.log_path, "rb") as fh:
+        return
+    with open(log_path, "rb") as fh:
         while chunk := fh.read(65536):
             sys.stdout.buffer.write(chunk)
     sys.stdout.flush()

@@ -754,10 +754,12 @@ class Daemon:
             run = self.active.get(run_id)
             if run is None:
                 assert self.store is not None
-                known = self.store.get_run(run_id)
-                if known is None:
+                record_found = self.store.get_run(run_id)
+                if record_found is None:
                     raise OrchestratorError(f"no run with id {run_id!r}")
-                raise OrchestratorError(f"run {run_id} is not active (state {known.state})")
+                raise OrchestratorError(
+                    f"run {run_id} is not active (state {record_found.state})"
+                )
             self._cancel_run(run)
             return {"ok": True, "run_id": run_id}
         raise OrchestratorError(f"unknown request {op!r}")

@@ -29,10 +29,10 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 # git calls these index entries "racily clean".
 _RACY_WINDOW_NS = 2_000_000_000
 
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _ManifestYamlLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _ManifestYamlLoader(_BaseLoader):
     """SafeLoader with YAML 1.2 booleans (true/false only)."""
 
 

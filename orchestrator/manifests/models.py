@@ -172,7 +172,7 @@ class Policy(StrictModel):
     kill_grace: Duration = Field(10.0, description="time between SIGTERM and SIGKILL")
     retries: int = Field(0, ge=0, le=100, description="retries after a failed, timed-out or lost run")
     retry_backoff: Annotated[RetryBackoff, BeforeValidator(_backoff_from_scalar)] = Field(
-        default_factory=RetryBackoff  # type: ignore[arg-type]
+        default_factory=RetryBackoff
     )
     history: int = Field(100, ge=1, description="finished runs kept per job")
     on_remove: Literal["keep", "cancel"] = Field(
@@ -244,7 +244,7 @@ class ManifestBase(StrictModel):
     after: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
         default_factory=list, description="jobs whose successful run triggers this one"
     )
-    policy: Policy = Field(default_factory=Policy)  # type: ignore[arg-type]
+    policy: Policy = Field(default_factory=Policy)
     executor: Literal["local"] = "local"
     suspend: bool = False
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
+
 from orchestrator.containers import render_command
 from orchestrator.manifests.models import Container
 
@@ -134,17 +136,28 @@ def test_mount_paths_the_runtime_cannot_express_are_refused() -> None:
         render_command(bad, ["true"], BASE_ENV, None)
 
 
+def _is_static_elf(path: Path) -> bool:
+    """True for a 64-bit ELF executable without a PT_INTERP program header (no dynamic loader)."""
+    import struct
+
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        return False
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    return all(
+        struct.unpack_from("<I", data, phoff + i * phentsize)[0] != 3 for i in range(phnum)
+    )
+
+
 def _busybox_image(tmp_path: Path) -> str:
     """Import a one-file image holding busybox-static; return its name."""
     busybox = shutil.which("busybox")
-    if (
-        busybox is None
-        or "static"
-        not in subprocess.run(
-            ["file", "-L", busybox], capture_output=True, text=True, check=False
-        ).stdout
-    ):
-        pytest.skip("no static busybox (Debian package busybox-static) to build a test image")
+    require(
+        busybox is not None and _is_static_elf(Path(busybox)),
+        "a static busybox (Debian package busybox-static) to build a test image",
+    )
+    assert busybox is not None
     tarball = tmp_path / "rootfs.tar"
     with tarfile.open(tarball, "w") as tar:
         tar.add(busybox, arcname="bin/busybox")
@@ -166,8 +179,10 @@ def _busybox_image(tmp_path: Path) -> str:
 @pytest.mark.slow
 def test_podman_really_runs_the_rendered_command(tmp_path: Path) -> None:
     """The rendered podman argv runs a real container: env, workdir and a read-only mount work."""
-    if shutil.which("podman") is None or shutil.which("runc") is None:
-        pytest.skip("podman and runc are not installed here (Debian packages podman, runc)")
+    require(
+        shutil.which("podman") is not None and shutil.which("runc") is not None,
+        "podman and runc (Debian packages podman, runc; `make test` installs them as root)",
+    )
     image = _busybox_image(tmp_path)
     data = tmp_path / "data"
     data.mkdir()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
+
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 UNITS = {
     "orchestrator.service": [],
@@ -52,7 +54,7 @@ def test_systemd_analyze_verify_is_clean(unit: str, tmp_path: Path) -> None:
     """
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed (no systemd on this machine)")
+        require(False, "systemd-analyze (Debian package systemd)")
     copy = tmp_path / unit
     copy.write_text(_with_runnable_exec_start((SYSTEMD_DIR / unit).read_text()))
     runtime_dir = tmp_path / "runtime"
