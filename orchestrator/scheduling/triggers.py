@@ -35,38 +35,16 @@ def check_cron(expr: str) -> str:
     return expr
 
 
+# Step past an instant in UTC: ``aware + timedelta`` is wall-clock arithmetic that drops
+# ``fold``, so inside a DST fall-back hour it lands an hour early and the same fire comes back.
 _STEP = timedelta(microseconds=1)
-
-
-class _FreshCronTrigger(CronTrigger):  # type: ignore[misc]
-    """A CronTrigger whose next fire time is always computed from one instant alone.
-
-    Given a previous fire time inside a DST fall-back fold, APScheduler 3.11's CronTrigger
-    returns that same instant or an earlier one (agronholm/apscheduler#1021): the scheduler
-    thread then loops forever and ``*/20`` cycles 01:00, 00:20, 00:40 UTC on 2026-10-25 in
-    Europe/Zurich. Computed from an instant without a previous fire time, the answer is right,
-    so that is the only question this class asks.
-    """
-
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime | None:
-        if previous_fire_time is None:
-            return super().get_next_fire_time(None, now)  # type: ignore[no-any-return]
-        # As APScheduler does: the first fire after the previous one, even if already due.
-        after = min(now.astimezone(UTC), previous_fire_time.astimezone(UTC) + _STEP)
-        fire = super().get_next_fire_time(None, after)
-        while fire is not None and fire <= previous_fire_time:
-            after = max(after, fire.astimezone(UTC)) + timedelta(seconds=1)
-            fire = super().get_next_fire_time(None, after)
-        return fire  # type: ignore[no-any-return]
 
 
 def make_trigger(schedule: CronSchedule | EverySchedule, start: datetime | None = None) -> object:
     """The APScheduler trigger for a schedule, jitter included (APScheduler applies it)."""
     jitter = int(schedule.jitter) if schedule.jitter else None
     if isinstance(schedule, CronSchedule):
-        return _FreshCronTrigger(
+        return CronTrigger(
             **_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone), jitter=jitter
         )
     return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC, jitter=jitter)
@@ -84,7 +62,10 @@ def _cron_fields(expr: str) -> dict[str, str]:
 
 
 def next_fire_times(
-    schedule: CronSchedule | EverySchedule, after: datetime, count: int, start: datetime | None = None
+    schedule: CronSchedule | EverySchedule,
+    after: datetime,
+    count: int,
+    start: datetime | None = None,
 ) -> list[datetime]:
     """The next ``count`` fire instants strictly after ``after`` (without jitter), in UTC.
 
@@ -126,17 +107,19 @@ def fire_times_between(
 
 
 def _first_fire_after(trigger: object, instant: datetime) -> datetime | None:
-    """The trigger's first fire strictly after ``instant``, in UTC (no previous fire time is
-    passed: see _FreshCronTrigger)."""
-    fire = trigger.get_next_fire_time(None, instant + _STEP)  # type: ignore[attr-defined]
-    while fire is not None and fire <= instant:
-        fire = trigger.get_next_fire_time(None, fire + timedelta(seconds=1))  # type: ignore[attr-defined]
+    """The trigger's first fire strictly after ``instant``, in UTC, computed from that instant
+    alone (no previous fire time, whose fold a caller could lose)."""
+    instant = instant.astimezone(UTC)
+    probe = instant + _STEP
+    fire = trigger.get_next_fire_time(None, probe)  # type: ignore[attr-defined]
+    while fire is not None and fire.astimezone(UTC) <= instant:
+        # Not seen with APScheduler 3.11; a guard so that a regression cannot loop forever.
+        probe += timedelta(seconds=1)
+        fire = trigger.get_next_fire_time(None, probe)  # type: ignore[attr-defined]
     return fire.astimezone(UTC) if fire is not None else None
 
 
 def _plain_trigger(schedule: CronSchedule | EverySchedule, start: datetime) -> object:
     if isinstance(schedule, CronSchedule):
-        return _FreshCronTrigger(
-            **_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone)
-        )
+        return CronTrigger(**_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone))
     return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC)
