@@ -76,14 +76,15 @@ def run(jobs_dir: Path | None, state_dir: Path | None, log_level: str | None) ->
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @JOBS_DIR
-def validate(paths: tuple[Path, ...], jobs_dir: Path | None) -> None:
+@STATE_DIR
+def validate(paths: tuple[Path, ...], jobs_dir: Path | None, state_dir: Path | None) -> None:
     """Check manifests (files or directories; default: the jobs directory).
 
     Exit 0 when all are valid; else exit 1 with one `path:line:col: message` line per problem.
     """
     from orchestrator.manifests.loader import validate_paths
 
-    targets = list(paths) or [_settings(jobs_dir, None).jobs_dir]
+    targets = list(paths) or [_settings(jobs_dir, state_dir).jobs_dir]
     missing = [p for p in targets if not p.exists()]
     for path in missing:
         click.echo(f"{path}:1:1: no such file or directory")
@@ -96,6 +97,8 @@ def validate(paths: tuple[Path, ...], jobs_dir: Path | None) -> None:
 
 
 @main.command()
+@JOBS_DIR
+@STATE_DIR
 @click.option(
     "--out",
     "out_dir",
@@ -105,8 +108,9 @@ def validate(paths: tuple[Path, ...], jobs_dir: Path | None) -> None:
     help="Directory to write manifest.schema.json into.",
 )
 @click.option("--check", is_flag=True, help="Exit 1 if the file on disk is stale; write nothing.")
-def schema(out_dir: Path, check: bool) -> None:
+def schema(jobs_dir: Path | None, state_dir: Path | None, out_dir: Path, check: bool) -> None:
     """Write the manifest JSON Schema (for editors and CI) into schemas/."""
+    del jobs_dir, state_dir  # accepted like every command's; the schema depends on neither
     from orchestrator.manifests.models import manifest_json_schema
 
     text = json.dumps(manifest_json_schema(), indent=2, sort_keys=True) + "\n"
@@ -273,12 +277,15 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
 
 @main.command()
 @click.argument("job", required=False)
+@JOBS_DIR
 @STATE_DIR
 @click.option("-n", "limit", default=20, show_default=True, help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def history(job: str | None, state_dir: Path | None, limit: int, as_json: bool) -> None:
+def history(
+    job: str | None, jobs_dir: Path | None, state_dir: Path | None, limit: int, as_json: bool
+) -> None:
     """Finished and active runs, newest first."""
-    settings = _settings(None, state_dir)
+    settings = _settings(jobs_dir, state_dir)
     runs = _history(settings, job, limit)
     if as_json:
         _print_json([r.to_json() for r in runs])
@@ -306,12 +313,13 @@ def _history(settings: Settings, job: str | None, limit: int) -> list[Any]:
 
 @main.command()
 @click.argument("run_id")
+@JOBS_DIR
 @STATE_DIR
-def logs(run_id: str, state_dir: Path | None) -> None:
+def logs(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
     """Print a run's output."""
     from orchestrator.store.sqlite import SQLiteStore
 
-    settings = _settings(None, state_dir)
+    settings = _settings(jobs_dir, state_dir)
     if not settings.db_path.exists():
         _fail(f"no run history in {settings.state_dir}")
     store = SQLiteStore(settings.db_path)
@@ -334,25 +342,28 @@ def logs(run_id: str, state_dir: Path | None) -> None:
 
 @main.command()
 @click.argument("job")
+@JOBS_DIR
 @STATE_DIR
-def trigger(job: str, state_dir: Path | None) -> None:
+def trigger(job: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
     """Run JOB now, through the running daemon; prints the run id."""
-    _control(_settings(None, state_dir), {"op": "trigger", "job": job}, "run_id")
+    _control(_settings(jobs_dir, state_dir), {"op": "trigger", "job": job}, "run_id")
 
 
 @main.command()
 @click.argument("run_id")
+@JOBS_DIR
 @STATE_DIR
-def cancel(run_id: str, state_dir: Path | None) -> None:
+def cancel(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
     """Cancel an active run (its whole process group: TERM, grace, KILL)."""
-    _control(_settings(None, state_dir), {"op": "cancel", "run_id": run_id}, "run_id")
+    _control(_settings(jobs_dir, state_dir), {"op": "cancel", "run_id": run_id}, "run_id")
 
 
 @main.command()
+@JOBS_DIR
 @STATE_DIR
-def reload(state_dir: Path | None) -> None:
+def reload(jobs_dir: Path | None, state_dir: Path | None) -> None:
     """Re-read the jobs directory now (the same as SIGHUP)."""
-    _control(_settings(None, state_dir), {"op": "reload"}, None)
+    _control(_settings(jobs_dir, state_dir), {"op": "reload"}, None)
 
 
 def _control(settings: Settings, payload: dict[str, Any], key: str | None) -> None:

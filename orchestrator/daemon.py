@@ -46,7 +46,7 @@ from orchestrator.manifests.loader import (
 from orchestrator.manifests.models import ChangeSchedule, CronSchedule, EverySchedule
 from orchestrator.manifests.watch import DirectoryWatcher
 from orchestrator.scheduling.scheduler import Scheduler
-from orchestrator.scheduling.triggers import fire_times_between
+from orchestrator.scheduling.triggers import fire_times_between, retry_delay_s
 from orchestrator.sdnotify import Notifier
 from orchestrator.settings import Settings
 from orchestrator.status import JobView, job_row
@@ -579,7 +579,7 @@ class Daemon:
                     except OrchestratorError as exc:
                         log.error("after_trigger_failed", job=other.name, error=str(exc))
         elif state in RETRYABLE and attempt <= policy.retries:
-            delay = min(policy.retry_backoff.base * 2 ** (attempt - 1), policy.retry_backoff.max)
+            delay = retry_delay_s(policy.retry_backoff.base, policy.retry_backoff.max, attempt)
             retry = _Retry(utcnow() + timedelta(seconds=delay), job, attempt + 1, run_id)
             heapq.heappush(self.retries, retry)
             self._save_retry(retry)

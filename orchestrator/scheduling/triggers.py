@@ -123,3 +123,11 @@ def _plain_trigger(schedule: CronSchedule | EverySchedule, start: datetime) -> o
     if isinstance(schedule, CronSchedule):
         return CronTrigger(**_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone))
     return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC)
+
+
+def retry_delay_s(base_s: float, max_s: float, attempt: int) -> float:
+    """Delay before the retry that follows failed attempt ``attempt`` (1-based): exponential
+    from ``base_s``, doubling per attempt, capped at ``max_s``."""
+    if attempt < 1:
+        raise ValueError("attempt counts from 1")
+    return float(min(base_s * 2 ** (attempt - 1), max_s))

@@ -180,3 +180,34 @@ def test_run_events_carry_job_and_run_id(daemon: DaemonHarness) -> None:
     run_events = [e for e in daemon.events() if e["event"].startswith("run_")]
     assert {"run_started", "run_finished"} <= {e["event"] for e in run_events}
     assert all(e["job"] == "e" and e["run_id"] == run_id for e in run_events)
+
+
+def test_history_retention_prunes_old_runs_and_logs(daemon: DaemonHarness) -> None:
+    """`policy.history` keeps that many finished runs per job and removes older runs'
+    records and log directories."""
+    daemon.write("h.yaml", job("h", '["true"]', "policy: {history: 2}"))
+    daemon.start()
+    ids = []
+    for _ in range(4):
+        ids.append(daemon.cli("trigger", "h").stdout.strip())
+        wait_for(lambda: daemon.history("h")[0]["state"] == "succeeded", 5)
+    kept = daemon.history("h")
+    assert [r["run_id"] for r in kept] == ids[:1:-1]
+    assert not (daemon.state_dir / "runs" / ids[0]).exists()
+    assert (daemon.state_dir / "runs" / ids[3]).exists()
+
+
+def test_edit_without_schedule_change_keeps_next_fire_time(daemon: DaemonHarness) -> None:
+    """Editing a manifest without changing its schedule keeps its next fire time; changing
+    the schedule moves it."""
+    daemon.write("n.yaml", job("n", '["true"]', "description: one\nschedule: {every: 1h}"))
+    daemon.start()
+    first = daemon.job_status("n")
+    before = first["next_run"]
+    time.sleep(1.1)
+    daemon.write("n.yaml", job("n", '["true"]', "description: two\nschedule: {every: 1h}"))
+    wait_for(lambda: daemon.job_status("n")["manifest_hash"] != first["manifest_hash"], 3)
+    time.sleep(0.5)
+    assert daemon.job_status("n")["next_run"] == before
+    daemon.write("n.yaml", job("n", '["true"]', "description: two\nschedule: {every: 2h}"))
+    wait_for(lambda: daemon.job_status("n")["next_run"] != before, 3)
