@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 
 from orchestrator.errors import DurationError
 
 _UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$")
+# Spaces only between a number and its unit or between parts, as the JSON schema says:
+# '1h 30m' is a duration, '30 m s' (which, spaces dropped, would read as 30ms) is not.
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+$")
 
 VALID_FORM = "a number with a unit (ms, s, m, h, d, w), e.g. '90s', '10m', '6h', '1h30m', '2d'"
 
@@ -23,13 +27,18 @@ def parse_duration_s(text: str | int | float) -> float:
     if isinstance(text, int | float):
         if text < 0:
             raise DurationError(f"a duration cannot be negative: {text!r}")
+        if not math.isfinite(text):  # YAML's .inf / .nan
+            raise DurationError(f"a duration must be finite, got {text!r}; use {VALID_FORM}")
         return float(text)
     if not isinstance(text, str):
         raise DurationError(f"expected a duration, got {type(text).__name__}; use {VALID_FORM}")
-    compact = text.strip().replace(" ", "").lower()
+    compact = text.strip().lower()
     if not compact or not _WHOLE.match(compact):
         raise DurationError(f"{text!r} is not a duration; use {VALID_FORM}")
-    return sum(float(n) * _UNITS_S[u] for n, u in _PART.findall(compact))
+    seconds = sum(float(n) * _UNITS_S[u] for n, u in _PART.findall(compact))
+    if not math.isfinite(seconds):
+        raise DurationError(f"{text!r} is too long a duration; use {VALID_FORM}")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -37,7 +46,9 @@ def format_duration(seconds: float) -> str:
     if seconds == 0:
         return "0s"
     if seconds != int(seconds):
-        return f"{seconds:g}s"
+        # repr is the shortest text that reads back exactly; Decimal spells it without an
+        # exponent ('1e-07' would not parse), where '{:g}' would round to six digits.
+        return f"{Decimal(repr(seconds)):f}s"
     rest = int(seconds)
     out = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
