@@ -119,16 +119,23 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             what = exc.problem or str(exc)
             ctx = exc.context_mark
-            if exc.context and ctx is not None and exc.problem_mark is not None and (
-                ctx.line != exc.problem_mark.line
+            if (
+                exc.context
+                and ctx is not None
+                and exc.problem_mark is not None
+                and (ctx.line != exc.problem_mark.line)
             ):
-                what += f" ({exc.context} that starts at line {ctx.line + 1}, column {ctx.column + 1})"
+                where = f"line {ctx.line + 1}, column {ctx.column + 1}"
+                what += f" ({exc.context} that starts at {where})"
             if "expected a single document" in str(exc):
                 what = "one YAML document per file; split the others into their own files"
             raise _single(path, line, col, "", f"YAML: {what}") from exc
         except yaml.YAMLError as exc:  # ReaderError (control characters) has no marks
             raise _yaml_problem(path, text, exc) from exc
-        if node is None:
+        if node is None or (
+            # '---' alone: a document whose content is an empty plain scalar (null)
+            isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style
+        ):
             raise _single(path, 1, 1, "", "empty manifest; " + _expected_top())
         try:
             obj = loader.construct_document(node)
@@ -195,9 +202,7 @@ def manifest_files(jobs_dir: Path) -> list[Path]:
         entries = list(os.scandir(jobs_dir))
     except FileNotFoundError:
         return []
-    return sorted(
-        Path(e.path) for e in entries if is_manifest_file(Path(e.name)) and e.is_file()
-    )
+    return sorted(Path(e.path) for e in entries if is_manifest_file(Path(e.name)) and e.is_file())
 
 
 def scan_directory(
@@ -281,8 +286,12 @@ def validate_paths(paths: Iterable[Path]) -> tuple[list[LoadedManifest], list[Ma
             if item.name in names:
                 problems.append(
                     ManifestProblem(
-                        path, 1, 1, "name", f"job name {item.name!r} is already defined in "
-                        f"{names[item.name]}; names must be unique"
+                        path,
+                        1,
+                        1,
+                        "name",
+                        f"job name {item.name!r} is already defined in "
+                        f"{names[item.name]}; names must be unique",
                     )
                 )
                 continue
@@ -350,9 +359,13 @@ def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
             i += 1
             continue
         out.append(part)
-        if part == "schedule" and len(out) == 1 and i + 1 < len(parts):
-            if parts[i + 1] in ("cron", "every", "on"):
-                i += 1  # the tag
+        if (
+            part == "schedule"
+            and len(out) == 1
+            and i + 1 < len(parts)
+            and parts[i + 1] in ("cron", "every", "on")
+        ):
+            i += 1  # the tag
         i += 1
     return tuple(out)
 

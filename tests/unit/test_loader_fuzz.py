@@ -147,9 +147,7 @@ top_levels = st.one_of(manifests, manifests, manifests, junk)
 
 # --------------------------------------------------------------------------- the property
 
-MINIMAL = (
-    b"apiVersion: orchestrator/v1\nkind: Command\nname: fuzz\nspec:\n  command: [true]\n"
-)
+MINIMAL = b"apiVersion: orchestrator/v1\nkind: Command\nname: fuzz\nspec:\n  command: [true]\n"
 
 
 def yaml_line_count(data: bytes) -> int:
