@@ -32,7 +32,7 @@ def parse_duration_s(text: str | int | float) -> float:
         return float(text)
     if not isinstance(text, str):
         raise DurationError(f"expected a duration, got {type(text).__name__}; use {VALID_FORM}")
-    compact = text.strip().lower()
+    compact = text.strip()  # units are lower-case, as the JSON Schema's pattern says
     if not compact or not _WHOLE.match(compact):
         raise DurationError(f"{text!r} is not a duration; use {VALID_FORM}")
     seconds = sum(float(n) * _UNITS_S[u] for n, u in _PART.findall(compact))

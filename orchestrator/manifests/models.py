@@ -18,6 +18,7 @@ from pydantic import (
     Discriminator,
     Field,
     PlainSerializer,
+    StrictBool,
     Tag,
     TypeAdapter,
     WithJsonSchema,
@@ -48,15 +49,18 @@ Duration = Annotated[
 
 
 def _scalar_to_str(value: Any) -> Any:
-    """Environment values: YAML writes ``OMP_NUM_THREADS: 4`` as an int; the process wants text."""
+    """Environment values and argv elements: YAML reads ``OMP_NUM_THREADS: 4`` as an int and
+    ``DEBUG: true`` as a bool; the process wants the text as written."""
     if isinstance(value, bool):
-        return "1" if value else "0"
+        return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
     return value
 
 
-EnvValue = Annotated[str, BeforeValidator(_scalar_to_str)]
+EnvValue = Annotated[
+    str, BeforeValidator(_scalar_to_str, json_schema_input_type=str | int | float | bool)
+]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 EnvMap = dict[EnvName, EnvValue]
 
@@ -171,7 +175,12 @@ class Policy(StrictModel):
     timeout: Duration = Field(86400.0, description="kill the run's whole process group after this")
     kill_grace: Duration = Field(10.0, description="time between SIGTERM and SIGKILL")
     retries: int = Field(0, ge=0, le=100, description="retries after a failed, timed-out or lost run")
-    retry_backoff: Annotated[RetryBackoff, BeforeValidator(_backoff_from_scalar)] = Field(
+    retry_backoff: Annotated[
+        RetryBackoff,
+        BeforeValidator(
+            _backoff_from_scalar, json_schema_input_type=RetryBackoff | str | int | float
+        ),
+    ] = Field(
         default_factory=RetryBackoff
     )
     history: int = Field(100, ge=1, description="finished runs kept per job")
@@ -186,7 +195,7 @@ class Policy(StrictModel):
 class Mount(StrictModel):
     source: str
     target: str
-    readonly: bool = False
+    readonly: StrictBool = False
 
 
 def _mount_from_string(value: Any) -> Any:
@@ -204,7 +213,9 @@ def _mount_from_string(value: Any) -> Any:
 class Container(StrictModel):
     runtime: Literal["shifter", "podman-hpc", "podman", "apptainer", "none"]
     image: str | None = Field(None, min_length=1)
-    mounts: list[Annotated[Mount, BeforeValidator(_mount_from_string)]] = Field(
+    mounts: list[
+        Annotated[Mount, BeforeValidator(_mount_from_string, json_schema_input_type=Mount | str)]
+    ] = Field(
         default_factory=list
     )
     env: EnvMap = Field(default_factory=dict)
@@ -246,7 +257,7 @@ class ManifestBase(StrictModel):
     )
     policy: Policy = Field(default_factory=Policy)
     executor: Literal["local"] = "local"
-    suspend: bool = False
+    suspend: StrictBool = False
 
     @field_validator("after")
     @classmethod

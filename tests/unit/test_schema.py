@@ -143,14 +143,10 @@ def test_schema_and_loader_accept_the_same_valid_manifests(name: str, tmp_path: 
     assert not list(validator().iter_errors(manifest_yaml(VALID[name])))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models.py: the JSON schema lacks the loader's short forms (mount 'src:dst:ro', "
-    "number env values, scalar retry_backoff)",
-)
 @pytest.mark.parametrize("name", sorted(SCHEMA_TOO_STRICT))
 def test_schema_accepts_the_loaders_short_forms(name: str, tmp_path: Path) -> None:
-    """Short forms the loader accepts are valid by the JSON Schema too (known gap: xfail)."""
+    """Short forms the loader accepts (mount 'src:dst:ro', number env values, a scalar
+    retry_backoff) are valid by the JSON Schema too."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(SCHEMA_TOO_STRICT[name])
     loader.load_manifest(path, check_perms=False)
