@@ -164,8 +164,17 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
         )
     for path, err in sorted(scan.invalid.items()):
         rows.append(
-            {"name": None, "path": str(path), "valid": False, "kind": None, "schedule": None,
-             "suspended": None, "after": [], "next_runs": [], "error": str(err)}
+            {
+                "name": None,
+                "path": str(path),
+                "valid": False,
+                "kind": None,
+                "schedule": None,
+                "suspended": None,
+                "after": [],
+                "next_runs": [],
+                "error": str(err),
+            }
         )
     if as_json:
         _print_json(rows)
@@ -228,8 +237,12 @@ def _offline_status(settings: Settings) -> dict[str, Any]:
         if store:
             store.close()
     return {
-        "daemon": {"running": False, "lease": read_holder(settings.state_dir),
-                   "jobs_dir": str(settings.jobs_dir), "state_dir": str(settings.state_dir)},
+        "daemon": {
+            "running": False,
+            "lease": read_holder(settings.state_dir),
+            "jobs_dir": str(settings.jobs_dir),
+            "state_dir": str(settings.state_dir),
+        },
         "jobs": rows,
     }
 
@@ -254,8 +267,10 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
         return
     d = data["daemon"]
     if d["running"]:
-        click.echo(f"daemon: running, pid {d['pid']} on {d['host']} since {d['started_at']}"
-                   f" ({d['watch_mode']})")
+        click.echo(
+            f"daemon: running, pid {d['pid']} on {d['host']} since {d['started_at']}"
+            f" ({d['watch_mode']})"
+        )
     else:
         click.echo("daemon: not running")
     if d.get("jobs_dir_error"):
@@ -263,8 +278,10 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
     for row in data["jobs"]:
         last = row["last_run"]
         last_text = (
-            f"last {last['state']} ({last['exit_code']}) {last['finished_at'] or last['started_at'] or ''}"
-            if last else "never run"
+            f"last {last['state']} ({last['exit_code']}) "
+            f"{last['finished_at'] or last['started_at'] or ''}"
+            if last
+            else "never run"
         )
         state = "ok" if row["valid"] else "INVALID"
         if row["suspended"]:

@@ -216,7 +216,7 @@ class Daemon:
                     reply.put(self._control(request))
                 except OrchestratorError as exc:
                     reply.put({"ok": False, "error": str(exc)})
-        except Exception:  # noqa: BLE001 - one bad event must never stop the daemon
+        except Exception:
             log.exception("event_failed", event=kind)
 
     def _reload(self) -> None:
@@ -318,11 +318,11 @@ class Daemon:
         """One job's trouble (a failed dispatch, a store error) never stops the others."""
         try:
             action(*args)
-        except Exception:  # noqa: BLE001 - logged with the job; the daemon carries on
+        except Exception:
             log.exception("job_action_failed", action=action.__name__)
 
     def _desired(self, scan: DirectoryScan) -> dict[str, JobView]:
-        desired = {name: JobView(l.path, l) for name, l in scan.valid.items()}
+        desired = {name: JobView(lm.path, lm) for name, lm in scan.valid.items()}
         # An invalid edit of a file whose job is known keeps the last known good version.
         for path, err in scan.invalid.items():
             for name, view in self.jobs.items():
@@ -411,9 +411,7 @@ class Daemon:
         ]
         if recent and max(recent) > through:
             through = max(recent)
-        misses = fire_times_between(
-            schedule, through, now, start=anchor, limit=MAX_MISSED_RECORDS
-        )
+        misses = fire_times_between(schedule, through, now, start=anchor, limit=MAX_MISSED_RECORDS)
         self.store.set_job_state(name, "scheduled_through", now.isoformat())
         if not misses:
             return
@@ -474,9 +472,7 @@ class Daemon:
         bound = log.bind(job=job, trigger=str(trigger))
         running = [r for r in self.active.values() if r.job == job]
         if running and manifest.policy.concurrency == "forbid":
-            bound.warning(
-                "run_skipped_concurrency", active_run=running[0].run_id, policy="forbid"
-            )
+            bound.warning("run_skipped_concurrency", active_run=running[0].run_id, policy="forbid")
             if trigger == Trigger.MANUAL:
                 raise OrchestratorError(
                     f"job {job!r} already has run {running[0].run_id} active "
@@ -533,7 +529,7 @@ class Daemon:
         for run in list(self.active.values()):
             try:
                 outcome = self.executor.poll(run)
-            except Exception:  # noqa: BLE001 - a failed status query never fails a run
+            except Exception:
                 log.exception("run_poll_failed", job=run.job, run_id=run.run_id)
                 continue
             if outcome is not None:
@@ -583,8 +579,7 @@ class Daemon:
             retry = _Retry(utcnow() + timedelta(seconds=delay), job, attempt + 1, run_id)
             heapq.heappush(self.retries, retry)
             self._save_retry(retry)
-            log.info("retry_scheduled", job=job, run_id=run_id, attempt=attempt + 1,
-                     delay_s=delay)
+            log.info("retry_scheduled", job=job, run_id=run_id, attempt=attempt + 1, delay_s=delay)
 
     def _dispatch_due_retries(self) -> None:
         now = utcnow()
@@ -625,7 +620,7 @@ class Daemon:
     def _cancel_run(self, run: RunRecord) -> None:
         try:
             self.executor.cancel(run)
-        except Exception:  # noqa: BLE001 - cancel is best effort; the poll settles the state
+        except Exception:
             log.exception("run_cancel_failed", job=run.job, run_id=run.run_id)
 
     def _policy_grace(self, job: str) -> float:
@@ -664,8 +659,13 @@ class Daemon:
                 finished_at=outcome.finished_at,
             )
             if changed:
-                log.info("run_adopted_finished", job=run.job, run_id=run.run_id,
-                         state=str(outcome.state), exit_code=outcome.exit_code)
+                log.info(
+                    "run_adopted_finished",
+                    job=run.job,
+                    run_id=run.run_id,
+                    state=str(outcome.state),
+                    exit_code=outcome.exit_code,
+                )
                 if outcome.state in RETRYABLE:
                     self._adopted_failures.append(run)
 
@@ -757,9 +757,7 @@ class Daemon:
                 record_found = self.store.get_run(run_id)
                 if record_found is None:
                     raise OrchestratorError(f"no run with id {run_id!r}")
-                raise OrchestratorError(
-                    f"run {run_id} is not active (state {record_found.state})"
-                )
+                raise OrchestratorError(f"run {run_id} is not active (state {record_found.state})")
             self._cancel_run(run)
             return {"ok": True, "run_id": run_id}
         raise OrchestratorError(f"unknown request {op!r}")

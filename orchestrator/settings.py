@@ -37,7 +37,9 @@ class Settings:
     force_polling: bool = False
 
     @classmethod
-    def resolve(cls, jobs_dir: Path | str | None = None, state_dir: Path | str | None = None) -> Settings:
+    def resolve(
+        cls, jobs_dir: Path | str | None = None, state_dir: Path | str | None = None
+    ) -> Settings:
         """Flags win over ORCH_JOBS_DIR / ORCH_STATE_DIR, which win over the XDG defaults."""
         jobs = jobs_dir or os.environ.get("ORCH_JOBS_DIR") or default_jobs_dir()
         state = state_dir or os.environ.get("ORCH_STATE_DIR") or default_state_dir()

@@ -118,7 +118,9 @@ class DaemonHarness:
             json.loads(self.cli("status", "--json").stdout)["daemon"]["running"]
         )
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "orchestrator", *args],
             env=self.env(),

@@ -89,7 +89,8 @@ class CronSchedule(StrictModel):
     timezone: str = Field("UTC", description="IANA time zone name the cron fields are read in")
     jitter: Duration | None = Field(None, description="random delay up to this long")
     catchup: Duration | None = Field(
-        None, description="run once on start for a miss within this window; older misses are recorded"
+        None,
+        description="run once on start for a miss within this window; older misses are recorded",
     )
 
     @field_validator("cron")
@@ -133,9 +134,7 @@ def _schedule_tag(value: Any) -> str | None:
                 return key
         return None
     if isinstance(value, BaseModel):
-        return {CronSchedule: "cron", EverySchedule: "every", ChangeSchedule: "on"}.get(
-            type(value)
-        )
+        return {CronSchedule: "cron", EverySchedule: "every", ChangeSchedule: "on"}.get(type(value))
     return None
 
 
@@ -174,15 +173,15 @@ class Policy(StrictModel):
     )
     timeout: Duration = Field(86400.0, description="kill the run's whole process group after this")
     kill_grace: Duration = Field(10.0, description="time between SIGTERM and SIGKILL")
-    retries: int = Field(0, ge=0, le=100, description="retries after a failed, timed-out or lost run")
+    retries: int = Field(
+        0, ge=0, le=100, description="retries after a failed, timed-out or lost run"
+    )
     retry_backoff: Annotated[
         RetryBackoff,
         BeforeValidator(
             _backoff_from_scalar, json_schema_input_type=RetryBackoff | str | int | float
         ),
-    ] = Field(
-        default_factory=RetryBackoff
-    )
+    ] = Field(default_factory=RetryBackoff)
     history: int = Field(100, ge=1, description="finished runs kept per job")
     on_remove: Literal["keep", "cancel"] = Field(
         "keep", description="what happens to a run in flight when its manifest is removed"
@@ -215,9 +214,7 @@ class Container(StrictModel):
     image: str | None = Field(None, min_length=1)
     mounts: list[
         Annotated[Mount, BeforeValidator(_mount_from_string, json_schema_input_type=Mount | str)]
-    ] = Field(
-        default_factory=list
-    )
+    ] = Field(default_factory=list)
     env: EnvMap = Field(default_factory=dict)
     extra_args: list[str] = Field(default_factory=list, description="passed to the runtime as is")
 
@@ -248,7 +245,7 @@ class CommandSpec(StrictModel):
 
 
 class ManifestBase(StrictModel):
-    apiVersion: Literal["orchestrator/v1"]  # noqa: N815 - the manifest field's spelling
+    apiVersion: Literal["orchestrator/v1"]
     name: str = Field(pattern=NAME_PATTERN, description="unique, DNS-label style")
     description: str = ""
     schedule: Schedule | None = None

@@ -80,7 +80,7 @@ class DirectoryWatcher:
                 reason = f"inotify unavailable: {exc}"
                 try:
                     observer.stop()
-                except Exception:  # noqa: BLE001 - a failed start may leave nothing to stop
+                except Exception:
                     log.debug("observer_stop_failed")
             else:
                 self._observer = observer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -70,9 +71,7 @@ def test_invalid_edit_keeps_last_good_version(daemon: DaemonHarness) -> None:
         EVERY_2S.format(word="bad").replace("spec:", "policy: {timeout: soon}\nspec:"),
     )
     daemon.write("broken.yaml", "apiVersion: orchestrator/v1\nkind: Command\nname: [x\n")
-    row = wait_for(
-        lambda: (r := daemon.job_status("ticker")) and not r["valid"] and r, 3
-    )
+    row = wait_for(lambda: (r := daemon.job_status("ticker")) and not r["valid"] and r, 3)
     assert "ticker.yaml:5:" in row["error"] and "policy.timeout" in row["error"]
     assert row["in_effect"] and row["next_run"]
     broken = [j for j in daemon.status()["jobs"] if j["path"].endswith("broken.yaml")]
@@ -96,7 +95,8 @@ def test_kill9_during_run_then_restart_records_once(daemon: DaemonHarness) -> No
         spec:
           command: [bash, -c, "echo started >> $MARK; sleep 3; exit 3"]
           env: {MARK: "%s"}
-        """ % (daemon.root / "marks"),
+        """
+        % (daemon.root / "marks"),
     )
     daemon.start()
     daemon.write("quick.yaml", EVERY_2S.format(word="q").replace("ticker", "quick"))
@@ -109,7 +109,11 @@ def test_kill9_during_run_then_restart_records_once(daemon: DaemonHarness) -> No
     daemon.start()
     run = wait_for(
         lambda: next(
-            (r for r in daemon.history("slow") if r["run_id"] == run_id and r["state"] != "running"),
+            (
+                r
+                for r in daemon.history("slow")
+                if r["run_id"] == run_id and r["state"] != "running"
+            ),
             None,
         ),
         10,
@@ -142,8 +146,10 @@ def test_run_lost_when_process_died_with_daemon(daemon: DaemonHarness) -> None:
     time.sleep(0.3)
     daemon.start()
     lost = wait_for(
-        lambda: next((r for r in daemon.history("victim") if r["run_id"] == run_id
-                      and r["state"] == "lost"), None),
+        lambda: next(
+            (r for r in daemon.history("victim") if r["run_id"] == run_id and r["state"] == "lost"),
+            None,
+        ),
         5,
     )
     assert "left no result" in lost["message"] or "gone" in lost["message"]
@@ -187,7 +193,9 @@ def test_catchup_window(daemon: DaemonHarness, catchup: str, expect_run: bool) -
     _set_through(daemon.state_dir, "nightly", due - timedelta(minutes=2))
     daemon.start()
     if expect_run:
-        run = wait_for(lambda: [r for r in daemon.history("nightly") if r["state"] == "succeeded"], 5)
+        run = wait_for(
+            lambda: [r for r in daemon.history("nightly") if r["state"] == "succeeded"], 5
+        )
         assert len(run) == 1 and run[0]["trigger"] == "catchup"
         assert run[0]["scheduled_for"].startswith(due.isoformat()[:16])
     else:
@@ -232,7 +240,7 @@ def test_forbid_never_overlaps_and_timeout_kills_children(daemon: DaemonHarness)
     runs = sorted(
         (r for r in daemon.history("busy") if r["started_at"]), key=lambda r: r["started_at"]
     )
-    for a, b in zip(runs, runs[1:], strict=False):
+    for a, b in itertools.pairwise(runs):
         assert a["finished_at"] is not None and a["finished_at"] <= b["started_at"]
     hung = wait_for(lambda: next((r for r in daemon.history("hang") if r["finished_at"]), None), 8)
     assert hung["state"] == "timed_out"
@@ -270,8 +278,15 @@ def test_trigger_after_and_retries(daemon: DaemonHarness) -> None:
     started = wait_for(lambda: [r for r in daemon.history("first") if r["started_at"]], 2)
     assert started[0]["run_id"] == run_id and started[0]["trigger"] == "manual"
     assert time.monotonic() - t0 < 2
-    runs = wait_for(lambda: (h := daemon.history("second")) and len(h) >= 3 and
-                    all(r["finished_at"] for r in h) and h, 10)
+    runs = wait_for(
+        lambda: (
+            (h := daemon.history("second"))
+            and len(h) >= 3
+            and all(r["finished_at"] for r in h)
+            and h
+        ),
+        10,
+    )
     by_attempt = sorted(runs, key=lambda r: r["attempt"])
     assert [r["trigger"] for r in by_attempt] == ["after", "retry", "retry"]
     assert all(r["state"] == "failed" and r["exit_code"] == 4 for r in runs)

@@ -30,14 +30,19 @@ def job(name: str, command: str, extra: str = "") -> str:
 
 def test_replace_policy_cancels_the_running_run(daemon: DaemonHarness) -> None:
     """`concurrency: replace` cancels the active run when a new one starts."""
-    daemon.write("r.yaml", job("r", '[sleep, "30"]', "policy: {concurrency: replace, kill_grace: 1s}"))
+    daemon.write(
+        "r.yaml", job("r", '[sleep, "30"]', "policy: {concurrency: replace, kill_grace: 1s}")
+    )
     daemon.start()
     first = daemon.cli("trigger", "r").stdout.strip()
     wait_for(lambda: daemon.history("r")[0]["state"] == "running", 5)
     second = daemon.cli("trigger", "r").stdout.strip()
     runs = wait_for(
-        lambda: (h := {r["run_id"]: r for r in daemon.history("r")})
-        and h[first]["state"] == "cancelled" and h,
+        lambda: (
+            (h := {r["run_id"]: r for r in daemon.history("r")})
+            and h[first]["state"] == "cancelled"
+            and h
+        ),
         10,
     )
     assert runs[second]["state"] == "running"
@@ -60,7 +65,9 @@ def test_removing_manifest_with_on_remove_cancel(daemon: DaemonHarness) -> None:
     """A removed manifest's run in flight finishes by default, and is cancelled with
     `on_remove: cancel`."""
     daemon.write("keep.yaml", job("keep", '[sleep, "2"]'))
-    daemon.write("stop.yaml", job("stop", '[sleep, "30"]', "policy: {on_remove: cancel, kill_grace: 1s}"))
+    daemon.write(
+        "stop.yaml", job("stop", '[sleep, "30"]', "policy: {on_remove: cancel, kill_grace: 1s}")
+    )
     daemon.start()
     daemon.cli("trigger", "keep")
     daemon.cli("trigger", "stop")
@@ -127,14 +134,13 @@ def test_podman_container_job(daemon: DaemonHarness) -> None:
             image: {image}
             mounts: ["{data}:/data:ro"]
             env: {{MSG: "inside the box"}}
-            extra_args: [--runtime, runc, --network=none, --ulimit, "nofile=1024:1024", --ulimit, "nproc=1024:1024"]
+            extra_args: [--runtime, runc, --network=none,
+                         --ulimit, "nofile=1024:1024", --ulimit, "nproc=1024:1024"]
         """,
     )
     daemon.start()
     run_id = daemon.cli("trigger", "boxed").stdout.strip()
-    run = wait_for(
-        lambda: next((r for r in daemon.history("boxed") if r["finished_at"]), None), 60
-    )
+    run = wait_for(lambda: next((r for r in daemon.history("boxed") if r["finished_at"]), None), 60)
     log = daemon.cli("logs", run_id).stdout
     assert run["state"] == "succeeded", log
     assert "inside the box\npayload\n" in log
@@ -165,8 +171,17 @@ def test_plan_status_history_offline(daemon: DaemonHarness) -> None:
     assert row["last_run"]["run_id"] == run_id and row["last_run"]["exit_code"] == 0
     assert row["next_run"] is not None
     (entry,) = daemon.history("tz")
-    for key in ("run_id", "job", "trigger", "attempt", "state", "exit_code", "started_at",
-                "finished_at", "log_path"):
+    for key in (
+        "run_id",
+        "job",
+        "trigger",
+        "attempt",
+        "state",
+        "exit_code",
+        "started_at",
+        "finished_at",
+        "log_path",
+    ):
         assert key in entry
     assert entry["trigger"] == "manual" and entry["attempt"] == 1
 

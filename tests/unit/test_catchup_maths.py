@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,16 +23,21 @@ def test_week_of_two_second_fires_keeps_the_newest_without_walking() -> None:
     assert len(fires) == 100
     assert fires[-1] <= until < fires[-1] + timedelta(seconds=2)
     assert all((f - anchor).total_seconds() % 2 == 0 for f in fires)
-    assert all(b - a == timedelta(seconds=2) for a, b in zip(fires, fires[1:], strict=False))
+    assert all(b - a == timedelta(seconds=2) for a, b in itertools.pairwise(fires))
 
 
 def test_every_window_before_the_anchor_is_empty() -> None:
     """Nothing fires before an `every` schedule's anchor."""
     anchor = datetime(2026, 1, 1, tzinfo=UTC)
-    assert fire_times_between(
-        EverySchedule(every=60), anchor - timedelta(hours=1), anchor - timedelta(seconds=1),
-        start=anchor,
-    ) == []
+    assert (
+        fire_times_between(
+            EverySchedule(every=60),
+            anchor - timedelta(hours=1),
+            anchor - timedelta(seconds=1),
+            start=anchor,
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize("text", ["yes", "1", "on"])

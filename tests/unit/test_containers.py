@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
-
 from orchestrator.containers import render_command
 from orchestrator.manifests.models import Container
+from tests.conftest import require
 
 ARGV = ["python", "-c", "print('a b')", "--flag with space"]
 BASE_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/u"}
@@ -143,11 +142,9 @@ def _is_static_elf(path: Path) -> bool:
     data = path.read_bytes()
     if data[:4] != b"\x7fELF" or data[4] != 2:
         return False
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    return all(
-        struct.unpack_from("<I", data, phoff + i * phentsize)[0] != 3 for i in range(phnum)
-    )
+    return all(struct.unpack_from("<I", data, phoff + i * phentsize)[0] != 3 for i in range(phnum))
 
 
 def _busybox_image(tmp_path: Path) -> str:
