@@ -35,6 +35,7 @@ from orchestrator.errors import (
 )
 from orchestrator.executors.base import Outcome, RunSpec
 from orchestrator.executors.local import LocalExecutor
+from orchestrator.executors.slurm.executor import SlurmExecutor
 from orchestrator.fsinfo import filesystem_type, is_network_filesystem
 from orchestrator.lease import Lease
 from orchestrator.manifests.loader import (
@@ -43,7 +44,12 @@ from orchestrator.manifests.loader import (
     check_permissions,
     scan_directory,
 )
-from orchestrator.manifests.models import ChangeSchedule, CronSchedule, EverySchedule
+from orchestrator.manifests.models import (
+    ChangeSchedule,
+    CronSchedule,
+    EverySchedule,
+    SlurmExecutor as SlurmExecutorSpec,
+)
 from orchestrator.manifests.watch import DirectoryWatcher
 from orchestrator.scheduling.scheduler import Scheduler
 from orchestrator.scheduling.triggers import fire_times_between, retry_delay_s
@@ -77,6 +83,7 @@ class _Retry:
     job: str = field(compare=False)
     attempt: int = field(compare=False)
     retry_of: str = field(compare=False)
+    array: str | None = field(default=None, compare=False)  # failed array tasks only
 
 
 class Daemon:
@@ -99,6 +106,12 @@ class Daemon:
         self.lease = Lease(settings.state_dir, heartbeat_s=settings.heartbeat_s)
         self.store: SQLiteStore | None = None
         self.executor = LocalExecutor()
+        self.slurm = SlurmExecutor(
+            store=None,
+            poll_min_s=settings.slurm_poll_min_s,
+            poll_max_s=settings.slurm_poll_max_s,
+            lost_grace_s=settings.slurm_lost_grace_s,
+        )
         self.scheduler = Scheduler(self._on_fire)
         self.watcher = DirectoryWatcher(
             settings.jobs_dir,
@@ -132,10 +145,12 @@ class Daemon:
                 advice="SQLite locking is unreliable there; use a local state directory",
             )
         self.store = SQLiteStore(s.db_path)
+        self.slurm.store = self.store
         s.runs_dir.mkdir(exist_ok=True)
         try:
             self._install_signals()
             self._adopt_runs()
+            self.slurm.start_worker()
             self._load_retries()
             self.scheduler.start()
             self.reconcile(startup=True)
@@ -233,22 +248,28 @@ class Daemon:
         self.scheduler.shutdown()
         self.watcher.stop()
         grace = self.settings.drain_grace_s
-        log.info("draining", active_runs=len(self.active), grace_s=grace)
+        # Slurm jobs live on in the cluster; the next daemon re-adopts them. Only local runs
+        # (children of this machine) are drained.
+        def local() -> list[RunRecord]:
+            return [r for r in self.active.values() if r.executor != "slurm"]
+
+        log.info("draining", active_runs=len(local()), grace_s=grace)
         deadline = time.monotonic() + grace
-        while self.active and time.monotonic() < deadline:
+        while local() and time.monotonic() < deadline:
             time.sleep(0.2)
             self._poll_runs(allow_followups=False)
-        if not self.active:
+        self.slurm.stop_worker()
+        if not local():
             return
-        for run in list(self.active.values()):
+        for run in local():
             log.warning("drain_cancelling", job=run.job, run_id=run.run_id)
             self._cancel_run(run)
-        kill_wait = max(self._policy_grace(run.job) for run in self.active.values()) + 3.0
+        kill_wait = max(self._policy_grace(run.job) for run in local()) + 3.0
         deadline = time.monotonic() + kill_wait
-        while self.active and time.monotonic() < deadline:
+        while local() and time.monotonic() < deadline:
             time.sleep(0.2)
             self._poll_runs(allow_followups=False)
-        for run in list(self.active.values()):
+        for run in local():
             self._finish(
                 run,
                 Outcome(RunState.CANCELLED, None, "daemon stopped before the run ended", utcnow()),
@@ -262,6 +283,8 @@ class Daemon:
             self.scheduler.shutdown()
         with contextlib.suppress(Exception):
             self.watcher.stop()
+        with contextlib.suppress(Exception):
+            self.slurm.stop_worker()
         if self.store is not None:
             self.store.close()
         self.lease.release()
@@ -461,6 +484,7 @@ class Daemon:
         scheduled_for: datetime | None = None,
         attempt: int = 1,
         retry_of: str | None = None,
+        array: str | None = None,
     ) -> RunRecord | None:
         """Start a run of ``job`` subject to its concurrency policy; returns the run record
         (None when the policy skipped it). The record exists before the process does."""
@@ -479,6 +503,18 @@ class Daemon:
                     "(policy.concurrency: forbid)"
                 )
             return None
+        slurm_opts = (
+            manifest.executor.slurm if isinstance(manifest.executor, SlurmExecutorSpec) else None
+        )
+        if slurm_opts is not None and slurm_opts.max_queued is not None:
+            if len(running) >= slurm_opts.max_queued:
+                bound.warning("run_skipped_max_queued", max_queued=slurm_opts.max_queued)
+                if trigger == Trigger.MANUAL:
+                    raise OrchestratorError(
+                        f"job {job!r} has {len(running)} runs queued or running "
+                        f"(executor.slurm.max_queued: {slurm_opts.max_queued})"
+                    )
+                return None
         if running and manifest.policy.concurrency == "replace":
             for run in running:
                 bound.info("run_replaced", replaced_run=run.run_id)
@@ -489,11 +525,14 @@ class Daemon:
             str(trigger),
             attempt=attempt,
             scheduled_for=scheduled_for,
-            executor="local",
+            executor="slurm" if slurm_opts is not None else "local",
             retry_of=retry_of,
         )
-        run_dir = self.settings.runs_dir / record.run_id
-        log_path = run_dir / "output.log"
+        # A Slurm run's directory must be visible to compute nodes: the spool directory.
+        runs_root = self.settings.slurm_spool_dir if slurm_opts else self.settings.runs_dir
+        run_dir = runs_root / record.run_id
+        effective_array = array if array is not None else (slurm_opts.array if slurm_opts else None)
+        log_path = run_dir / ("output-%a.log" if effective_array else "output.log")
         bound = bound.bind(run_id=record.run_id, attempt=attempt)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -508,8 +547,17 @@ class Daemon:
                 kill_grace_s=manifest.policy.kill_grace,
                 run_dir=run_dir,
                 log_path=log_path,
+                job=job,
+                attempt=attempt,
+                options=slurm_opts,
+                array=array,
+                env_overrides=invocation.env_overrides,
             )
-            handle = self.executor.start(spec)
+            if slurm_opts is not None:
+                self.slurm.start(spec)
+                handle = None
+            else:
+                handle = self.executor.start(spec)
         except (ExecutorError, OSError) as exc:
             bound.error("run_start_failed", error=str(exc))
             self.store.finish_run(
@@ -517,16 +565,28 @@ class Daemon:
             )
             self._after_finish(job, record.run_id, RunState.FAILED, attempt)
             return self.store.get_run(record.run_id)
-        self.store.mark_running(record.run_id, handle.pid, handle.pid_start_time)
+        if handle is not None:
+            self.store.mark_running(record.run_id, handle.pid, handle.pid_start_time)
         started = self.store.get_run(record.run_id)
         assert started is not None
         self.active[record.run_id] = started
-        bound.info("run_started", pid=handle.pid, argv=invocation.argv)
+        if handle is not None:
+            bound.info("run_started", pid=handle.pid, argv=invocation.argv)
+        else:
+            bound.info("run_queued_for_slurm", argv=invocation.argv, array=effective_array)
         self._notify_status()
         return started
 
     def _poll_runs(self, allow_followups: bool = True) -> None:
+        slurm_runs = [r for r in self.active.values() if r.executor == "slurm"]
+        if slurm_runs:
+            for run_id, slurm_outcome in self.slurm.poll_many(slurm_runs).items():
+                slurm_run = self.active.get(run_id)
+                if slurm_run is not None:
+                    self._finish(slurm_run, slurm_outcome, allow_followups=allow_followups)
         for run in list(self.active.values()):
+            if run.executor == "slurm":
+                continue
             try:
                 outcome = self.executor.poll(run)
             except Exception:
@@ -557,6 +617,8 @@ class Daemon:
         )
         if allow_followups:
             self._after_finish(run.job, run.run_id, outcome.state, run.attempt)
+        elif outcome.state in RETRYABLE:
+            self._adopted_failures.append(run)
         self._prune(run.job)
         self._notify_status()
 
@@ -576,7 +638,10 @@ class Daemon:
                         log.error("after_trigger_failed", job=other.name, error=str(exc))
         elif state in RETRYABLE and attempt <= policy.retries:
             delay = retry_delay_s(policy.retry_backoff.base, policy.retry_backoff.max, attempt)
-            retry = _Retry(utcnow() + timedelta(seconds=delay), job, attempt + 1, run_id)
+            retry = _Retry(
+                utcnow() + timedelta(seconds=delay), job, attempt + 1, run_id,
+                array=self._failed_tasks_array(job, run_id),
+            )
             heapq.heappush(self.retries, retry)
             self._save_retry(retry)
             log.info("retry_scheduled", job=job, run_id=run_id, attempt=attempt + 1, delay_s=delay)
@@ -590,7 +655,11 @@ class Daemon:
             if retry.job in self.jobs:
                 try:
                     self.dispatch(
-                        retry.job, Trigger.RETRY, attempt=retry.attempt, retry_of=retry.retry_of
+                        retry.job,
+                        Trigger.RETRY,
+                        attempt=retry.attempt,
+                        retry_of=retry.retry_of,
+                        array=retry.array,
                     )
                 except OrchestratorError as exc:
                     log.error("retry_failed", job=retry.job, error=str(exc))
@@ -600,7 +669,12 @@ class Daemon:
         self.store.set_job_state(
             retry.job,
             "retry",
-            {"due": retry.due.isoformat(), "attempt": retry.attempt, "retry_of": retry.retry_of},
+            {
+                "due": retry.due.isoformat(),
+                "attempt": retry.attempt,
+                "retry_of": retry.retry_of,
+                "array": retry.array,
+            },
         )
 
     def _load_retries(self) -> None:
@@ -614,11 +688,33 @@ class Daemon:
                         job,
                         int(value["attempt"]),
                         value["retry_of"],
+                        value.get("array"),
                     ),
                 )
 
+    def _failed_tasks_array(self, job: str, run_id: str) -> str | None:
+        """For a Slurm array run: an array spec of the tasks that did not succeed, with the
+        manifest's throttle, so that a retry runs those tasks alone."""
+        assert self.store is not None
+        run = self.store.get_run(run_id)
+        tasks = (run.result or {}).get("tasks") if run else None
+        if not tasks:
+            return None
+        failed = sorted(int(t) for t, r in tasks.items() if r.get("state") != "succeeded")
+        if not failed:
+            return None
+        view = self.jobs.get(job)
+        throttle = None
+        if view and view.loaded and isinstance(view.loaded.manifest.executor, SlurmExecutorSpec):
+            spec = view.loaded.manifest.executor.slurm.array or ""
+            throttle = spec.partition("%")[2] or None
+        return ",".join(map(str, failed)) + (f"%{throttle}" if throttle else "")
+
     def _cancel_run(self, run: RunRecord) -> None:
         try:
+            if run.executor == "slurm":
+                self.slurm.cancel(run)
+                return
             self.executor.cancel(run)
         except Exception:
             log.exception("run_cancel_failed", job=run.job, run_id=run.run_id)
@@ -646,7 +742,11 @@ class Daemon:
         for run in self.store.active_runs():
             # A run still 'pending' was recorded but the daemon died before noting its pid;
             # the executor finds the shim from the shim.json it wrote, if it started at all.
-            outcome = self.executor.poll(run)
+            # A Slurm run is handed to the Slurm executor, which reconciles it with the cluster.
+            if run.executor == "slurm":
+                outcome = self.slurm.adopt(run)
+            else:
+                outcome = self.executor.poll(run)
             if outcome is None:
                 self.active[run.run_id] = run
                 log.info("run_adopted", job=run.job, run_id=run.run_id, pid=run.pid)
@@ -683,6 +783,8 @@ class Daemon:
     def _notify_status(self) -> None:
         invalid = sum(1 for v in self.jobs.values() if v.error) + len(self.orphan_errors)
         text = f"{len(self.jobs)} jobs, {len(self.active)} running, {invalid} invalid manifests"
+        if self.slurm.breaker.open:
+            text += f"; Slurm submission paused: {self.slurm.breaker.last_error}"
         if self.dir_error:
             text = f"jobs directory refused: {self.dir_error}"
         elif invalid:
@@ -718,6 +820,7 @@ class Daemon:
                 "watch_mode": self.watcher.mode,
                 "jobs_dir_error": self.dir_error,
                 "active_runs": len(self.active),
+                "slurm": self.slurm.health(),
             },
             "jobs": rows,
         }

@@ -35,6 +35,10 @@ class Settings:
     drain_grace_s: float = 30.0
     heartbeat_s: float = 10.0
     force_polling: bool = False
+    slurm_spool_dir: Path = Path()
+    slurm_poll_min_s: float = 15.0
+    slurm_poll_max_s: float = 180.0
+    slurm_lost_grace_s: float = 600.0
 
     @classmethod
     def resolve(
@@ -51,6 +55,15 @@ class Settings:
             drain_grace_s=_env_float("ORCH_DRAIN_GRACE_S", 30.0),
             heartbeat_s=_env_float("ORCH_HEARTBEAT_S", 10.0),
             force_polling=os.environ.get("ORCH_FORCE_POLLING", "") not in ("", "0"),
+            # Batch scripts, Slurm output and marker files: must be on a file system the
+            # compute nodes share (on Perlmutter e.g. $SCRATCH/orchestrator); the default
+            # under the state directory suits a single-node cluster only.
+            slurm_spool_dir=Path(
+                os.environ.get("ORCH_SLURM_SPOOL_DIR") or Path(state).expanduser() / "slurm"
+            ).absolute(),
+            slurm_poll_min_s=_env_float("ORCH_SLURM_POLL_MIN_S", 15.0),
+            slurm_poll_max_s=_env_float("ORCH_SLURM_POLL_MAX_S", 180.0),
+            slurm_lost_grace_s=_env_float("ORCH_SLURM_LOST_GRACE_S", 600.0),
         )
 
     @property

@@ -6,10 +6,10 @@ can be replayed by hand from what the run directory keeps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.store.base import RunRecord, RunState
 
@@ -34,6 +34,14 @@ class RunSpec:
     kill_grace_s: float
     run_dir: Path
     log_path: Path
+    # For executors other than local (Slurm): which job and attempt, the executor's options
+    # from the manifest, an array override (a retry of failed tasks), and the variables the
+    # manifest itself sets (a batch script exports only those; sbatch passes the rest).
+    job: str = ""
+    attempt: int = 1
+    options: Any = None
+    array: str | None = None
+    env_overrides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

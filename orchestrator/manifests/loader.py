@@ -345,9 +345,26 @@ def _value_node(node: yaml.MappingNode, key: Any) -> yaml.Node | None:
     return None
 
 
+def _union_tags() -> dict[str, dict[str, Any]]:
+    """Top-level fields that hold a tagged union, and each tag's model (None: not a model).
+    Pydantic puts the tag in an error's location after the field name; it is not in the YAML."""
+    from orchestrator.manifests import models
+
+    return {
+        "schedule": {
+            "cron": models.CronSchedule,
+            "every": models.EverySchedule,
+            "on": models.ChangeSchedule,
+        },
+        "executor": {"local": None, "slurm": models.SlurmExecutor},
+    }
+
+
 def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop the union tags Pydantic puts in an error location: the kind (``Command``) first,
-    the schedule form (``cron``/``every``/``on``) after ``schedule``, and validator wrappers."""
+    the form of a union field (``schedule``'s cron/every/on, ``executor``'s local/slurm) after
+    its name, and validator wrappers."""
+    tags = _union_tags()
     out: list[Any] = []
     parts = list(loc)
     if parts and parts[0] in KINDS:
@@ -359,12 +376,7 @@ def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
             i += 1
             continue
         out.append(part)
-        if (
-            part == "schedule"
-            and len(out) == 1
-            and i + 1 < len(parts)
-            and parts[i + 1] in ("cron", "every", "on")
-        ):
+        if len(out) == 1 and part in tags and i + 1 < len(parts) and parts[i + 1] in tags[part]:
             i += 1  # the tag
         i += 1
     return tuple(out)
@@ -413,6 +425,20 @@ def _problems_from_validation(
     return problems
 
 
+_PATTERN_HINTS = {
+    "mem": "memory is a number with an optional unit K, M, G or T: '4000', '4000M', '16G'",
+    "array": "an array is task ids and ranges with an optional throttle: '0-99%10', '1,3,5-9:2'",
+    "signal": "a signal is [B:|R:]NAME[@seconds], e.g. 'B:USR1@120'",
+    "extra_args": "each extra sbatch argument is one '--option=value' or '--flag'",
+    "account": "no whitespace allowed",
+    "partition": "no whitespace allowed",
+    "qos": "no whitespace allowed",
+    "constraint": "no whitespace allowed",
+    "output": "no whitespace allowed in the path",
+    "error": "no whitespace allowed in the path",
+}
+
+
 def _message(err: Any, fld_parts: list[str]) -> str:
     kind = err["type"]
     msg: str = err["msg"]
@@ -420,6 +446,11 @@ def _message(err: Any, fld_parts: list[str]) -> str:
         msg = msg[len("Value error, ") :]
     if kind == "missing":
         return f"required field '{fld_parts[-1] if fld_parts else ''}' is missing"
+    if fld_parts == ["executor"] and kind == "literal_error":
+        return f"executor is 'local' or a mapping {{slurm: {{...}}}}, not {err['input']!r}"
+    name = next((p for p in reversed(fld_parts) if not p.isdigit()), "")
+    if kind == "string_pattern_mismatch" and name in _PATTERN_HINTS:
+        return _PATTERN_HINTS[name]
     if kind == "extra_forbidden":
         name = fld_parts[-1] if fld_parts else "?"
         valid = _valid_fields(err["loc"][:-1])
@@ -444,29 +475,24 @@ def _valid_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names the model at ``loc`` accepts (for 'unknown field' hints)."""
     from orchestrator.manifests import models
 
-    model: Any = None
     kinds = {"Command": models.CommandManifest}
-    tags = {"cron": models.CronSchedule, "every": models.EverySchedule, "on": models.ChangeSchedule}
     parts = list(loc)
-    if parts and parts[0] in kinds:
-        model = kinds[parts.pop(0)]
-    else:
+    if not parts or parts[0] not in kinds:
         return []
-    after_schedule = False
-    for part in parts:
+    model: Any = kinds[parts.pop(0)]
+    tags = _union_tags()
+    for i, part in enumerate(_field_path(tuple(parts))):
         if isinstance(part, int):
             continue
-        if part in tags and (model is None or after_schedule):
-            # The schedule union's tag: 'cron' names both the tag and a CronSchedule field.
-            model = tags[part]
-            after_schedule = False
-            continue
-        after_schedule = part == "schedule" and model is models.CommandManifest
+        if i == 0 and part in tags and part in getattr(model, "model_fields", {}):
+            # Which form of the union: the tag that followed the field name in ``loc``.
+            raw_index = parts.index(part)
+            tag = parts[raw_index + 1] if raw_index + 1 < len(parts) else None
+            if tag in tags[part]:
+                model = tags[part][tag]
+                continue
         fields = getattr(model, "model_fields", {})
         if part not in fields:
-            if part in tags:
-                model = tags[part]
-                continue
             return []
         model = _model_of(fields[part].annotation)
     if model is None or not hasattr(model, "model_fields"):

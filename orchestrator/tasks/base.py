@@ -16,7 +16,7 @@ class Invocation:
     argv: list[str]
     env: dict[str, str]
     workdir: str | None
-    extra: dict[str, str] = field(default_factory=dict)
+    env_overrides: dict[str, str] = field(default_factory=dict)
 
 
 def build_invocation(
@@ -24,7 +24,8 @@ def build_invocation(
 ) -> Invocation:
     """Render a manifest into an Invocation. The environment is the daemon's, then the
     manifest's ``env``, then ORCH_JOB / ORCH_RUN_ID so that a run can find its own record."""
-    env = dict(os.environ if base_env is None else base_env)
+    base = dict(os.environ if base_env is None else base_env)
+    env = dict(base)
     if isinstance(manifest, CommandManifest):
         from orchestrator.tasks.command import command_invocation
 
@@ -40,4 +41,5 @@ def build_invocation(
         # The runtime was told the workdir (a path inside the container); on the host the
         # run starts in its own run directory.
         workdir = None
-    return Invocation(argv=argv, env=env, workdir=workdir)
+    overrides = {k: v for k, v in env.items() if base.get(k) != v}
+    return Invocation(argv=argv, env=env, workdir=workdir, env_overrides=overrides)

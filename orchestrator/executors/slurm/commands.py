@@ -1,0 +1,136 @@
+"""The Slurm client commands: argv lists, explicit timeouts, return codes checked.
+
+Every failure becomes a ``SlurmCommandError`` that says whether it is transient (try again
+later: controller down, hung, munge trouble) and, for sbatch, whether the job may have been
+created anyway (``ambiguous``: a timeout, ``Socket timed out`` — /shared/notes/slurm.md measured
+that the job can exist then). Callers must look an ambiguous submission up by its tag before
+submitting again.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.executors.slurm.parse import (
+    SACCT_FORMAT,
+    SQUEUE_FORMAT,
+    JobRow,
+    accounting_disabled,
+    is_permanent_error,
+    is_transient_error,
+    parse_sacct,
+    parse_squeue,
+)
+
+
+class SlurmCommandError(OrchestratorError):
+    def __init__(
+        self, command: str, message: str, *, transient: bool, ambiguous: bool = False
+    ) -> None:
+        self.command = command
+        self.message = message.strip() or f"{command} failed without a message"
+        self.transient = transient
+        self.ambiguous = ambiguous
+        super().__init__(f"{command}: {self.message}")
+
+
+class AccountingDisabledError(SlurmCommandError):
+    """sacct answered that accounting storage is disabled (no slurmdbd): not an error of the
+    cluster, a fact of this deployment."""
+
+
+@dataclass
+class SlurmClient:
+    timeout_s: float = float(os.environ.get("ORCH_SLURM_CMD_TIMEOUT_S", "45"))
+    user: str = ""
+
+    def __post_init__(self) -> None:
+        self.user = self.user or getpass.getuser()
+
+    def _run(self, argv: list[str], command: str) -> str:
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=self.timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SlurmCommandError(
+                command, f"no answer within {self.timeout_s:g} s", transient=True, ambiguous=True
+            ) from exc
+        except FileNotFoundError as exc:
+            raise SlurmCommandError(
+                command, f"{argv[0]} not found on PATH; is this a Slurm login node?",
+                transient=False,
+            ) from exc
+        if done.returncode != 0:
+            message = (done.stderr or done.stdout).strip()
+            if command == "sacct" and accounting_disabled(message):
+                raise AccountingDisabledError(command, message, transient=False)
+            transient = is_transient_error(message) or not is_permanent_error(message)
+            ambiguous = command == "sbatch" and "socket timed out" in message.lower()
+            raise SlurmCommandError(command, message, transient=transient, ambiguous=ambiguous)
+        return done.stdout
+
+    def sbatch(self, script: Path) -> str:
+        """Submit; returns the job id (the array's id for an array)."""
+        out = self._run(["sbatch", "--parsable", str(script)], "sbatch")
+        job_id = out.strip().splitlines()[-1].split(";")[0] if out.strip() else ""
+        if not job_id.isdigit():
+            raise SlurmCommandError(
+                "sbatch", f"unexpected answer {out.strip()!r}", transient=True, ambiguous=True
+            )
+        return job_id
+
+    def squeue(self) -> list[JobRow]:
+        """This user's jobs in every state squeue still knows (finished ones stay for
+        MinJobAge), array tasks one per line: one call, whatever the number of runs."""
+        out = self._run(
+            ["squeue", "-h", "-r", "-u", self.user, "--states=all", "-o", SQUEUE_FORMAT],
+            "squeue",
+        )
+        return parse_squeue(out)
+
+    def sacct(self, job_ids: Sequence[str], start: datetime) -> list[JobRow]:
+        """Final states and exit codes of the given jobs (arrays expand to their tasks)."""
+        out = self._run(
+            [
+                "sacct", "-X", "-n", "-P", f"--format={SACCT_FORMAT}",
+                "-S", start.strftime("%Y-%m-%dT%H:%M:%S"),
+                "-j", ",".join(job_ids),
+            ],
+            "sacct",
+        )
+        return parse_sacct(out)
+
+    def sacct_by_name(self, names: Sequence[str], start: datetime) -> list[JobRow]:
+        """Jobs by --job-name (the run's tag), to find a submission whose id was never seen."""
+        out = self._run(
+            [
+                "sacct", "-X", "-n", "-P", f"--format={SACCT_FORMAT}",
+                "-S", start.strftime("%Y-%m-%dT%H:%M:%S"),
+                "-u", self.user, f"--name={','.join(names)}",
+            ],
+            "sacct",
+        )
+        return parse_sacct(out)
+
+    def scancel(self, job_ids: Sequence[str] = (), name: str | None = None) -> None:
+        argv = ["scancel"]
+        if name:
+            argv += [f"--name={name}", "-u", self.user]
+        argv += list(job_ids)
+        self._run(argv, "scancel")
+
+    def partitions(self) -> set[str]:
+        out = self._run(["sinfo", "-h", "-o", "%R"], "sinfo")
+        return {line.strip() for line in out.splitlines() if line.strip()}
+
+    def qos_names(self) -> set[str]:
+        out = self._run(["sacctmgr", "-n", "-P", "show", "qos", "format=name"], "sacctmgr")
+        return {line.strip() for line in out.splitlines() if line.strip()}

@@ -1,0 +1,128 @@
+"""The batch script of a run: one pure function, so that what ran can be read and resubmitted.
+
+Every option the orchestrator passes lives in ``#SBATCH`` lines of the script (no option on the
+sbatch command line but ``--parsable``), so ``sbatch <run_dir>/job.sbatch`` by hand submits the
+same job. Values that reach the shell part are quoted with shlex.quote; values in ``#SBATCH``
+lines were validated to hold no whitespace (the manifest models refuse it), since Slurm reads
+those lines itself, not through a shell.
+
+The script writes two kinds of marker files into the run directory, which must therefore be on a
+file system that the compute nodes share with the daemon (``ORCH_SLURM_SPOOL_DIR``):
+``started.<task>`` (the Slurm job id, written first) lets the daemon find a job whose sbatch
+answer it never got, even after the job left squeue; ``exit.<task>`` (the exit code, written
+last) gives the exit code when accounting (sacct) is disabled.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.manifests.models import SlurmOptions
+
+SCRIPT_NAME = "job.sbatch"
+NO_TASK = "none"
+
+
+def job_tag(run_id: str, submission: int = 0) -> str:
+    """The unique --job-name of a run's submission (resubmissions after NODE_FAIL get -r<n>)."""
+    return f"orch-{run_id}" + (f"-r{submission}" if submission else "")
+
+
+def format_time_limit(seconds: float) -> str:
+    """Slurm's ``D-HH:MM:SS``, rounded up to whole minutes (Slurm's granularity)."""
+    minutes = -(-int(seconds) // 60)
+    days, rest = divmod(minutes * 60, 86400)
+    hours, rest = divmod(rest, 3600)
+    mins = rest // 60
+    return f"{days}-{hours:02d}:{mins:02d}:00"
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """What one submission needs; ``array`` overrides the manifest's (retry of failed tasks)."""
+
+    run_id: str
+    job: str
+    attempt: int
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str | None
+    run_dir: Path
+    options: SlurmOptions
+    array: str | None = None
+    submission: int = 0
+    extra_env_names: list[str] = field(default_factory=list)
+
+
+def sbatch_options(req: BatchRequest) -> list[str]:
+    """The ``--option=value`` list for the ``#SBATCH`` header, in a fixed order."""
+    o = req.options
+    array = req.array if req.array is not None else o.array
+    out_name = "output-%a.log" if array else "output.log"
+    opts = [
+        f"--job-name={job_tag(req.run_id, req.submission)}",
+        f"--comment=orchestrator-run={req.run_id}",
+        f"--output={o.output or req.run_dir / out_name}",
+        "--open-mode=append",
+    ]
+    if o.error:
+        opts.append(f"--error={o.error}")
+    if array:
+        opts.append(f"--array={array}")
+    for flag, value in (
+        ("account", o.account),
+        ("partition", o.partition),
+        ("qos", o.qos),
+        ("constraint", o.constraint),
+        ("time", format_time_limit(o.time) if o.time else None),
+        ("nodes", o.nodes),
+        ("ntasks", o.ntasks),
+        ("cpus-per-task", o.cpus_per_task),
+        ("gpus-per-task", o.gpus_per_task),
+        ("mem", o.mem),
+        ("signal", o.signal),
+    ):
+        if value is not None:
+            opts.append(f"--{flag}={value}")
+    if o.requeue is not None:
+        opts.append("--requeue" if o.requeue else "--no-requeue")
+    opts.extend(o.extra_args)
+    return opts
+
+
+def render_batch_script(req: BatchRequest, env_overrides: dict[str, str]) -> str:
+    """The whole batch script. ``env_overrides`` are the variables the manifest sets (the rest
+    of the environment is the submitting daemon's, which sbatch exports by default)."""
+    lines = ["#!/bin/bash"]
+    lines += [f"#SBATCH {opt}" for opt in sbatch_options(req)]
+    run_dir = shlex.quote(str(req.run_dir))
+    lines += [
+        "#",
+        f"# Run {req.run_id} of job {req.job!r} (attempt {req.attempt}), rendered by orchestrator.",
+        f"# To resubmit by hand: sbatch {shlex.quote(str(req.run_dir / SCRIPT_NAME))}",
+        "",
+        "set -u",
+        f"run_dir={run_dir}",
+        f'task="${{SLURM_ARRAY_TASK_ID:-{NO_TASK}}}"',
+        '# Written first: lets the orchestrator find this job even if it never got the id.',
+        'printf \'%s\\n\' "$SLURM_JOB_ID" > "$run_dir/started.$task"',
+    ]
+    for name, value in sorted(env_overrides.items()):
+        lines.append(f"export {name}={shlex.quote(value)}")
+    if req.workdir:
+        wd = shlex.quote(req.workdir)
+        lines.append(f'cd {wd} || {{ echo "cannot cd to "{wd} >&2; rc=127; }}')
+    lines += [
+        'if [ -z "${rc:-}" ]; then',
+        "  " + " ".join(shlex.quote(a) for a in req.argv),
+        "  rc=$?",
+        "fi",
+        "# Written last, atomically: the exit code when accounting (sacct) is disabled.",
+        'printf \'%s\\n\' "$rc" > "$run_dir/exit.$task.tmp" && '
+        'mv -f "$run_dir/exit.$task.tmp" "$run_dir/exit.$task"',
+        'exit "$rc"',
+        "",
+    ]
+    return "\n".join(lines)
