@@ -269,7 +269,7 @@ class SlurmExecutor:
         while not self._stop.is_set():
             try:
                 self._cycle()
-            except Exception:  # noqa: BLE001 - the worker must outlive any single failure
+            except Exception:
                 log.exception("slurm_worker_error")
                 time.sleep(1)
             now = time.monotonic()
@@ -356,7 +356,7 @@ class SlurmExecutor:
         self._next_poll = min(self._next_poll, time.monotonic() + min(1.0, self.poll_min_s))
         self.poll_interval_s = self.poll_min_s
 
-    def _lookup(self, t: _Tracked) -> str | None | Literal[False]:
+    def _lookup(self, t: _Tracked) -> str | Literal[False] | None:
         """The job id of this run's current submission if Slurm (or its marker file) knows
         it; False when surely not submitted; None when the lookup could not be made."""
         tag = job_tag(t.run_id, t.submission)

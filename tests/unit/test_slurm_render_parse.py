@@ -1,0 +1,171 @@
+"""The Slurm batch script (a pure function of the run) and the parsing of Slurm's answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.executors.slurm.parse import (
+    Action,
+    classify_state,
+    is_permanent_error,
+    is_transient_error,
+    parse_exit_code,
+    parse_sacct,
+    parse_squeue,
+)
+from orchestrator.executors.slurm.render import (
+    BatchRequest,
+    format_time_limit,
+    render_batch_script,
+    sbatch_options,
+)
+from orchestrator.manifests.models import SlurmOptions, parse_array
+from orchestrator.store.base import RunState
+
+
+def _request(tmp_path: Path, argv: list[str], **options: object) -> BatchRequest:
+    return BatchRequest(
+        run_id="20261122T010203Z-abcdef",
+        job="phot",
+        attempt=1,
+        argv=argv,
+        env={},
+        workdir=str(tmp_path),
+        run_dir=tmp_path / "run",
+        options=SlurmOptions.model_validate(options),
+    )
+
+
+def test_header_holds_every_option_and_the_unique_tag(tmp_path: Path) -> None:
+    """The #SBATCH header carries the run's tag, its comment, output and every resource."""
+    req = _request(
+        tmp_path,
+        ["true"],
+        account="m4385",
+        partition="gpu",
+        qos="shared",
+        constraint="gpu",
+        time=1800,
+        nodes=1,
+        ntasks=1,
+        cpus_per_task=32,
+        gpus_per_task=1,
+        mem="16G",
+        array="0-9%2",
+        signal="B:USR1@120",
+        requeue=False,
+        extra_args=["--mail-type=END"],
+    )
+    opts = sbatch_options(req)
+    assert opts[0] == "--job-name=orch-20261122T010203Z-abcdef"
+    assert "--comment=orchestrator-run=20261122T010203Z-abcdef" in opts
+    for expected in (
+        "--account=m4385",
+        "--partition=gpu",
+        "--qos=shared",
+        "--constraint=gpu",
+        "--time=0-00:30:00",
+        "--nodes=1",
+        "--cpus-per-task=32",
+        "--gpus-per-task=1",
+        "--mem=16G",
+        "--array=0-9%2",
+        "--signal=B:USR1@120",
+        "--no-requeue",
+        "--mail-type=END",
+    ):
+        assert expected in opts
+    assert any(o.startswith("--output=") and o.endswith("output-%a.log") for o in opts)
+    script = render_batch_script(req, {})
+    header = [line for line in script.splitlines() if line.startswith("#SBATCH ")]
+    assert header == [f"#SBATCH {o}" for o in opts]
+
+
+def test_script_runs_argv_verbatim_and_writes_markers(tmp_path: Path) -> None:
+    """Run with bash as Slurm would: argv with quotes, spaces and $ reaches the program
+    unchanged, the manifest's env is exported, and the started/exit markers are written."""
+    req = _request(
+        tmp_path,
+        [
+            "python3",
+            "-c",
+            "import sys,os; print(sys.argv[1:], os.environ['X']); sys.exit(3)",
+            "a b",
+            "$HOME",
+            "it's",
+        ],
+    )
+    (tmp_path / "run").mkdir()
+    script = tmp_path / "run" / "job.sbatch"
+    script.write_text(render_batch_script(req, {"X": "va'l ue"}))
+    env = {**os.environ, "SLURM_JOB_ID": "77"}
+    done = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 3
+    assert done.stdout.strip() == "['a b', '$HOME', \"it's\"] va'l ue"
+    assert (tmp_path / "run" / "started.none").read_text().strip() == "77"
+    assert (tmp_path / "run" / "exit.none").read_text().strip() == "3"
+
+
+def test_time_limits_round_up_to_minutes() -> None:
+    """Slurm counts minutes: 90 s becomes 2 minutes, 2 days stay 2 days."""
+    assert format_time_limit(90) == "0-00:02:00"
+    assert format_time_limit(2 * 86400) == "2-00:00:00"
+
+
+@pytest.mark.parametrize(
+    ("spec", "ids", "throttle"),
+    [("0-4%2", [0, 1, 2, 3, 4], 2), ("1,3,5-9:2", [1, 3, 5, 7, 9], None), ("7", [7], None)],
+)
+def test_array_specs(spec: str, ids: list[int], throttle: int | None) -> None:
+    """Array specs expand to their task ids and throttle."""
+    assert parse_array(spec) == (ids, throttle)
+
+
+def test_state_table() -> None:
+    """Slurm states map through one table; unknown states keep a run active."""
+    assert classify_state("COMPLETED") == (Action.FINAL, RunState.SUCCEEDED)
+    assert classify_state("FAILED") == (Action.FINAL, RunState.FAILED)
+    assert classify_state("OUT_OF_MEMORY") == (Action.FINAL, RunState.FAILED)
+    assert classify_state("CANCELLED by 0") == (Action.FINAL, RunState.CANCELLED)
+    assert classify_state("TIMEOUT") == (Action.FINAL, RunState.TIMED_OUT)
+    assert classify_state("NODE_FAIL")[0] == Action.RESUBMIT
+    assert classify_state("PREEMPTED")[0] == Action.ACTIVE
+    assert classify_state("REQUEUED")[0] == Action.ACTIVE
+    assert classify_state("SOMETHING_NEW")[0] == Action.ACTIVE
+
+
+def test_parsers() -> None:
+    """squeue and sacct text output parse into rows; exit codes and signals are told apart."""
+    rows = parse_squeue(
+        "12|12|N/A|orch-x|RUNNING|None\n13_4|13|4|orch-y|PENDING|JobArrayTaskLimit\n"
+    )
+    assert (rows[0].base_id, rows[0].task, rows[0].state) == ("12", None, "RUNNING")
+    assert (rows[1].base_id, rows[1].task) == ("13", "4")
+    rows = parse_sacct(
+        "27|27|orch-x|FAILED|3:0\n30|29_1|orch-y|COMPLETED|0:0\n31|29_[2-5%2]|orch-y|PENDING|0:0\n"
+    )
+    assert [(r.base_id, r.task, r.exit_code) for r in rows] == [("27", None, 3), ("29", "1", 0)]
+    assert parse_exit_code("0:9") == -9
+
+
+def test_error_classes() -> None:
+    """Invalid account/partition/QOS are permanent; controller trouble is transient."""
+    assert is_permanent_error(
+        "sbatch: error: Batch job submission failed: "
+        "Invalid account or account/partition combination specified"
+    )
+    assert is_permanent_error("sbatch: error: invalid partition specified: nope")
+    assert is_permanent_error(
+        "Batch job submission failed: Requested node configuration is not available"
+    )
+    assert is_transient_error(
+        "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+    )
+    assert is_transient_error("Unable to contact slurm controller (connect failure)")
+    assert not is_permanent_error("Unable to contact slurm controller (connect failure)")
