@@ -348,12 +348,18 @@ def logs(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
         _fail(f"no run with id {run_id!r}")
     assert run is not None
     log_path = run.log_path
-    if not log_path or not Path(log_path).exists():
+    paths = _log_files(log_path)
+    if not paths:
         _fail(f"run {run_id} has no log file (state {run.state})")
         return
-    with open(log_path, "rb") as fh:
-        while chunk := fh.read(65536):
-            sys.stdout.buffer.write(chunk)
+    for path in paths:
+        if len(paths) > 1:
+            sys.stdout.write(f"==> {path.name} <==\n")
+            sys.stdout.flush()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(65536):
+                sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
     sys.stdout.flush()
 
 
@@ -381,6 +387,22 @@ def cancel(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
 def reload(jobs_dir: Path | None, state_dir: Path | None) -> None:
     """Re-read the jobs directory now (the same as SIGHUP)."""
     _control(_settings(jobs_dir, state_dir), {"op": "reload"}, None)
+
+
+def _log_files(log_path: str | None) -> list[Path]:
+    """A run's output files: one, or one per task for a Slurm array (``output-%a.log``)."""
+    if not log_path:
+        return []
+    path = Path(log_path)
+    if "%a" not in path.name:
+        return [path] if path.exists() else []
+    prefix, _, suffix = path.name.partition("%a")
+    tasks = []
+    for candidate in path.parent.glob(f"{prefix}*{suffix}"):
+        task = candidate.name[len(prefix) : len(candidate.name) - len(suffix)]
+        if task.isdigit():
+            tasks.append((int(task), candidate))
+    return [p for _, p in sorted(tasks)]
 
 
 def _control(settings: Settings, payload: dict[str, Any], key: str | None) -> None:
