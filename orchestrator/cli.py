@@ -77,7 +77,14 @@ def run(jobs_dir: Path | None, state_dir: Path | None, log_level: str | None) ->
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @JOBS_DIR
 @STATE_DIR
-def validate(paths: tuple[Path, ...], jobs_dir: Path | None, state_dir: Path | None) -> None:
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Also check Slurm partition, QOS and account names against the cluster.",
+)
+def validate(
+    paths: tuple[Path, ...], jobs_dir: Path | None, state_dir: Path | None, cluster: bool
+) -> None:
     """Check manifests (files or directories; default: the jobs directory).
 
     Exit 0 when all are valid; else exit 1 with one `path:line:col: message` line per problem.
@@ -89,6 +96,13 @@ def validate(paths: tuple[Path, ...], jobs_dir: Path | None, state_dir: Path | N
     for path in missing:
         click.echo(f"{path}:1:1: no such file or directory")
     loaded, problems = validate_paths([p for p in targets if p.exists()])
+    if cluster:
+        from orchestrator.executors.slurm.clustercheck import check_against_cluster
+
+        cluster_problems, notes = check_against_cluster(loaded)
+        problems = sorted([*problems, *cluster_problems], key=lambda p: (str(p.path), p.line))
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
     for problem in problems:
         click.echo(str(problem))
     if problems or missing:

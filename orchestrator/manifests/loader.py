@@ -300,6 +300,20 @@ def validate_paths(paths: Iterable[Path]) -> tuple[list[LoadedManifest], list[Ma
     return loaded, problems
 
 
+def field_position(path: Path, loc: tuple[Any, ...]) -> tuple[int, int]:
+    """Line and column (1-based) of the value at field path ``loc`` in a manifest file, for
+    problems found after loading (e.g. a partition the cluster does not have)."""
+    loader = _ManifestYamlLoader(path.read_text(encoding="utf-8"))
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    if root is None:
+        return 1, 1
+    node, _ = _locate(root, loc)
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
 # --------------------------------------------------------------------------- positions
 
 

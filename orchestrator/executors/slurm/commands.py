@@ -131,6 +131,14 @@ class SlurmClient:
         out = self._run(["sinfo", "-h", "-o", "%R"], "sinfo")
         return {line.strip() for line in out.splitlines() if line.strip()}
 
+    def accounts(self) -> set[str]:
+        """Accounts this user may charge (their associations)."""
+        out = self._run(
+            ["sacctmgr", "-n", "-P", "show", "assoc", f"user={self.user}", "format=account"],
+            "sacctmgr",
+        )
+        return {line.strip() for line in out.splitlines() if line.strip()}
+
     def qos_names(self) -> set[str]:
         out = self._run(["sacctmgr", "-n", "-P", "show", "qos", "format=name"], "sacctmgr")
         return {line.strip() for line in out.splitlines() if line.strip()}
