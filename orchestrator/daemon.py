@@ -48,6 +48,8 @@ from orchestrator.manifests.models import (
     ChangeSchedule,
     CronSchedule,
     EverySchedule,
+)
+from orchestrator.manifests.models import (
     SlurmExecutor as SlurmExecutorSpec,
 )
 from orchestrator.manifests.watch import DirectoryWatcher
@@ -58,7 +60,8 @@ from orchestrator.settings import Settings
 from orchestrator.status import JobView, job_row
 from orchestrator.store.base import RunRecord, RunState, Trigger
 from orchestrator.store.sqlite import SQLiteStore
-from orchestrator.tasks import build_invocation
+from orchestrator.tasks.base import build_invocation
+from orchestrator.tasks.python_task import read_result as read_task_result
 
 log = structlog.get_logger("orchestrator.daemon")
 
@@ -248,6 +251,7 @@ class Daemon:
         self.scheduler.shutdown()
         self.watcher.stop()
         grace = self.settings.drain_grace_s
+
         # Slurm jobs live on in the cluster; the next daemon re-adopts them. Only local runs
         # (children of this machine) are drained.
         def local() -> list[RunRecord]:
@@ -506,15 +510,18 @@ class Daemon:
         slurm_opts = (
             manifest.executor.slurm if isinstance(manifest.executor, SlurmExecutorSpec) else None
         )
-        if slurm_opts is not None and slurm_opts.max_queued is not None:
-            if len(running) >= slurm_opts.max_queued:
-                bound.warning("run_skipped_max_queued", max_queued=slurm_opts.max_queued)
-                if trigger == Trigger.MANUAL:
-                    raise OrchestratorError(
-                        f"job {job!r} has {len(running)} runs queued or running "
-                        f"(executor.slurm.max_queued: {slurm_opts.max_queued})"
-                    )
-                return None
+        if (
+            slurm_opts is not None
+            and slurm_opts.max_queued is not None
+            and len(running) >= slurm_opts.max_queued
+        ):
+            bound.warning("run_skipped_max_queued", max_queued=slurm_opts.max_queued)
+            if trigger == Trigger.MANUAL:
+                raise OrchestratorError(
+                    f"job {job!r} has {len(running)} runs queued or running "
+                    f"(executor.slurm.max_queued: {slurm_opts.max_queued})"
+                )
+            return None
         if running and manifest.policy.concurrency == "replace":
             for run in running:
                 bound.info("run_replaced", replaced_run=run.run_id)
@@ -537,7 +544,9 @@ class Daemon:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             self.store.set_run_paths(record.run_id, str(run_dir), str(log_path))
-            invocation = build_invocation(manifest, record.run_id)
+            invocation = build_invocation(
+                manifest, record.run_id, run_dir=run_dir, state_dir=self.settings.state_dir
+            )
             spec = RunSpec(
                 run_id=record.run_id,
                 argv=invocation.argv,
@@ -607,6 +616,10 @@ class Daemon:
         )
         if not changed:
             return
+        result = read_task_result(Path(run.run_dir)) if run.run_dir else None
+        if result is not None:
+            # A Python task's structured result (tag promoted, token expiry, hosts done).
+            self.store.update_result(run.run_id, result)
         log.info(
             "run_finished",
             job=run.job,
@@ -639,7 +652,10 @@ class Daemon:
         elif state in RETRYABLE and attempt <= policy.retries:
             delay = retry_delay_s(policy.retry_backoff.base, policy.retry_backoff.max, attempt)
             retry = _Retry(
-                utcnow() + timedelta(seconds=delay), job, attempt + 1, run_id,
+                utcnow() + timedelta(seconds=delay),
+                job,
+                attempt + 1,
+                run_id,
                 array=self._failed_tasks_array(job, run_id),
             )
             heapq.heappush(self.retries, retry)
@@ -743,10 +759,7 @@ class Daemon:
             # A run still 'pending' was recorded but the daemon died before noting its pid;
             # the executor finds the shim from the shim.json it wrote, if it started at all.
             # A Slurm run is handed to the Slurm executor, which reconciles it with the cluster.
-            if run.executor == "slurm":
-                outcome = self.slurm.adopt(run)
-            else:
-                outcome = self.executor.poll(run)
+            outcome = self.slurm.adopt(run) if run.executor == "slurm" else self.executor.poll(run)
             if outcome is None:
                 self.active[run.run_id] = run
                 log.info("run_adopted", job=run.job, run_id=run.run_id, pid=run.pid)

@@ -142,11 +142,11 @@ def e_pixels(
 
 def _factor(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
     try:
-        return sla.cho_factor(matrix, lower=True, check_finite=False)  # type: ignore[no-any-return]
+        return sla.cho_factor(matrix, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         ridge = 1e-12 * float(np.trace(matrix)) / len(matrix)
         try:
-            return sla.cho_factor(matrix + ridge * np.eye(len(matrix)), lower=True)  # type: ignore[no-any-return]
+            return sla.cho_factor(matrix + ridge * np.eye(len(matrix)), lower=True)
         except np.linalg.LinAlgError as exc:
             raise DiaFitError("normal matrix is singular: is the template empty?") from exc
 

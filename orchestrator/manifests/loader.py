@@ -489,7 +489,7 @@ def _valid_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names the model at ``loc`` accepts (for 'unknown field' hints)."""
     from orchestrator.manifests import models
 
-    kinds = {"Command": models.CommandManifest}
+    kinds = models.KIND_MODELS
     parts = list(loc)
     if not parts or parts[0] not in kinds:
         return []

@@ -14,60 +14,29 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
-    PlainSerializer,
     StrictBool,
     Tag,
     TypeAdapter,
-    WithJsonSchema,
     field_validator,
-    model_validator,
 )
 
-from orchestrator.durations import format_duration, parse_duration_s
-
-API_VERSION = "orchestrator/v1"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_DURATION_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$"},
-        {"type": "number", "minimum": 0},
-    ],
-    "description": "a duration: '90s', '10m', '6h', '1h30m', '2d' (a bare number is seconds)",
-}
-
-# A duration is held as float seconds and written back in its shortest manifest form.
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration_s),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(_DURATION_SCHEMA),
-]
-
-
-def _scalar_to_str(value: Any) -> Any:
-    """Environment values and argv elements: YAML reads ``OMP_NUM_THREADS: 4`` as an int and
-    ``DEBUG: true`` as a bool; the process wants the text as written."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-EnvValue = Annotated[
-    str, BeforeValidator(_scalar_to_str, json_schema_input_type=str | int | float | bool)
-]
-EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
-EnvMap = dict[EnvName, EnvValue]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from orchestrator.manifests.fields import (  # noqa: F401 - re-exported for callers
+    API_VERSION,
+    ENV_NAME_PATTERN,
+    NAME_PATTERN,
+    Argv,
+    Container,
+    Duration,
+    EnvMap,
+    EnvName,
+    EnvValue,
+    Mount,
+    StrictModel,
+)
+from orchestrator.tasks.alien_token.spec import AliEnTokenSpec
+from orchestrator.tasks.o2sync.spec import O2SyncSpec
 
 # --------------------------------------------------------------------------- schedules
 
@@ -186,43 +155,6 @@ class Policy(StrictModel):
     on_remove: Literal["keep", "cancel"] = Field(
         "keep", description="what happens to a run in flight when its manifest is removed"
     )
-
-
-# --------------------------------------------------------------------------- containers
-
-
-class Mount(StrictModel):
-    source: str
-    target: str
-    readonly: StrictBool = False
-
-
-def _mount_from_string(value: Any) -> Any:
-    # The familiar `src:dst[:ro]` short form, as docker/podman write it.
-    if isinstance(value, str):
-        parts = value.split(":")
-        if len(parts) == 2:
-            return {"source": parts[0], "target": parts[1]}
-        if len(parts) == 3 and parts[2] in ("ro", "rw"):
-            return {"source": parts[0], "target": parts[1], "readonly": parts[2] == "ro"}
-        raise ValueError(f"mount {value!r} is not 'source:target' or 'source:target:ro'")
-    return value
-
-
-class Container(StrictModel):
-    runtime: Literal["shifter", "podman-hpc", "podman", "apptainer", "none"]
-    image: str | None = Field(None, min_length=1)
-    mounts: list[
-        Annotated[Mount, BeforeValidator(_mount_from_string, json_schema_input_type=Mount | str)]
-    ] = Field(default_factory=list)
-    env: EnvMap = Field(default_factory=dict)
-    extra_args: list[str] = Field(default_factory=list, description="passed to the runtime as is")
-
-    @model_validator(mode="after")
-    def _image_needed(self) -> Container:
-        if self.runtime != "none" and not self.image:
-            raise ValueError(f"runtime {self.runtime!r} needs an 'image'")
-        return self
 
 
 # --------------------------------------------------------------------------- slurm
@@ -380,17 +312,8 @@ ExecutorChoice = Annotated[
 # --------------------------------------------------------------------------- kinds
 
 
-def _argv_only(value: Any) -> Any:
-    if isinstance(value, str):
-        raise ValueError(
-            "command must be an argv list, never a shell string; "
-            'for a shell write ["bash", "-c", "..."]'
-        )
-    return value
-
-
 class CommandSpec(StrictModel):
-    command: Annotated[list[EnvValue], BeforeValidator(_argv_only), Field(min_length=1)]
+    command: Argv
     env: EnvMap = Field(default_factory=dict)
     workdir: str | None = None
     container: Container | None = None
@@ -405,9 +328,7 @@ class ManifestBase(StrictModel):
         default_factory=list, description="jobs whose successful run triggers this one"
     )
     policy: Policy = Field(default_factory=Policy)
-    executor: ExecutorChoice = Field(
-        "local", description="'local' (default) or {slurm: {...}}"
-    )
+    executor: ExecutorChoice = Field("local", description="'local' (default) or {slurm: {...}}")
     suspend: StrictBool = False
 
     @field_validator("after")
@@ -423,8 +344,26 @@ class CommandManifest(ManifestBase):
     spec: CommandSpec
 
 
-Manifest = Annotated[CommandManifest, Field(discriminator="kind")]
-KINDS = ("Command",)
+class O2SyncManifest(ManifestBase):
+    kind: Literal["O2Sync"]
+    spec: O2SyncSpec
+
+
+class AliEnTokenManifest(ManifestBase):
+    kind: Literal["AliEnToken"]
+    spec: AliEnTokenSpec
+
+
+Manifest = Annotated[
+    CommandManifest | O2SyncManifest | AliEnTokenManifest, Field(discriminator="kind")
+]
+# kind -> model, for the loader's messages ("valid kinds", "valid fields here").
+KIND_MODELS: dict[str, type[ManifestBase]] = {
+    "Command": CommandManifest,
+    "O2Sync": O2SyncManifest,
+    "AliEnToken": AliEnTokenManifest,
+}
+KINDS = tuple(KIND_MODELS)
 
 MANIFEST_ADAPTER: TypeAdapter[Manifest] = TypeAdapter(Manifest)
 

@@ -1,8 +1,5 @@
 """What each job kind runs: a kind turns its manifest into an argv, an environment and a
-working directory (``build_invocation``); the executor runs that, whatever the kind."""
-
-from __future__ import annotations
-
-from orchestrator.tasks.base import Invocation, build_invocation
-
-__all__ = ["Invocation", "build_invocation"]
+working directory (``orchestrator.tasks.base.build_invocation``); the executor runs that,
+whatever the kind. Kinds implemented in Python run as child processes
+(``orchestrator.tasks.python_task``); their manifest models live in ``<kind>/spec.py`` and must
+import nothing heavier than ``orchestrator.manifests.fields``."""

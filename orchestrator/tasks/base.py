@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from orchestrator.containers import render_command
 from orchestrator.manifests.models import CommandManifest, Manifest
+from orchestrator.tasks.python_task import task_invocation
 
 
 @dataclass(frozen=True)
@@ -19,17 +21,38 @@ class Invocation:
     env_overrides: dict[str, str] = field(default_factory=dict)
 
 
+# Kinds implemented in Python: the module run as ``python -m`` (see python_task).
+PYTHON_TASKS = {
+    "O2Sync": "orchestrator.tasks.o2sync",
+    "AliEnToken": "orchestrator.tasks.alien_token",
+}
+
+
 def build_invocation(
-    manifest: Manifest, run_id: str, base_env: dict[str, str] | None = None
+    manifest: Manifest,
+    run_id: str,
+    base_env: dict[str, str] | None = None,
+    run_dir: Path | None = None,
+    state_dir: Path | None = None,
 ) -> Invocation:
     """Render a manifest into an Invocation. The environment is the daemon's, then the
-    manifest's ``env``, then ORCH_JOB / ORCH_RUN_ID so that a run can find its own record."""
+    manifest's ``env``, then ORCH_JOB / ORCH_RUN_ID so that a run can find its own record.
+    A Python task kind gets its manifest and result paths in ``run_dir``."""
     base = dict(os.environ if base_env is None else base_env)
     env = dict(base)
     if isinstance(manifest, CommandManifest):
         from orchestrator.tasks.command import command_invocation
 
         argv, spec_env, workdir = command_invocation(manifest)
+    elif manifest.kind in PYTHON_TASKS:
+        if run_dir is None:
+            raise ValueError(f"kind {manifest.kind} needs a run directory")
+        argv, spec_env = task_invocation(
+            PYTHON_TASKS[manifest.kind], manifest.model_dump_json(), run_dir
+        )
+        if state_dir is not None:
+            spec_env["ORCH_STATE_DIR"] = str(state_dir)
+        workdir = None
     else:  # pragma: no cover - the union is exhaustive; a new kind must add its branch
         raise TypeError(f"no task for kind {manifest.kind!r}")
     env.update(spec_env)

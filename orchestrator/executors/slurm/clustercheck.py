@@ -51,7 +51,10 @@ def check_against_cluster(
             choices = ", ".join(sorted(names)) or "none"
             problems.append(
                 ManifestProblem(
-                    lm.path, line, col, f"executor.slurm.{fld}",
+                    lm.path,
+                    line,
+                    col,
+                    f"executor.slurm.{fld}",
                     f"the cluster has no {fld} {value!r}; it has: {choices}",
                 )
             )

@@ -65,7 +65,8 @@ class SlurmClient:
             ) from exc
         except FileNotFoundError as exc:
             raise SlurmCommandError(
-                command, f"{argv[0]} not found on PATH; is this a Slurm login node?",
+                command,
+                f"{argv[0]} not found on PATH; is this a Slurm login node?",
                 transient=False,
             ) from exc
         if done.returncode != 0:
@@ -100,9 +101,15 @@ class SlurmClient:
         """Final states and exit codes of the given jobs (arrays expand to their tasks)."""
         out = self._run(
             [
-                "sacct", "-X", "-n", "-P", f"--format={SACCT_FORMAT}",
-                "-S", start.strftime("%Y-%m-%dT%H:%M:%S"),
-                "-j", ",".join(job_ids),
+                "sacct",
+                "-X",
+                "-n",
+                "-P",
+                f"--format={SACCT_FORMAT}",
+                "-S",
+                start.strftime("%Y-%m-%dT%H:%M:%S"),
+                "-j",
+                ",".join(job_ids),
             ],
             "sacct",
         )
@@ -112,9 +119,16 @@ class SlurmClient:
         """Jobs by --job-name (the run's tag), to find a submission whose id was never seen."""
         out = self._run(
             [
-                "sacct", "-X", "-n", "-P", f"--format={SACCT_FORMAT}",
-                "-S", start.strftime("%Y-%m-%dT%H:%M:%S"),
-                "-u", self.user, f"--name={','.join(names)}",
+                "sacct",
+                "-X",
+                "-n",
+                "-P",
+                f"--format={SACCT_FORMAT}",
+                "-S",
+                start.strftime("%Y-%m-%dT%H:%M:%S"),
+                "-u",
+                self.user,
+                f"--name={','.join(names)}",
             ],
             "sacct",
         )

@@ -66,6 +66,11 @@ class JobRow:
     state: str
     exit_code: int | None = None
     reason: str = ""
+    # sacct only: False while the accounting record has no end time yet. slurmctld's "job
+    # start" record carries the job's state at the time it is sent, so a job that ended before
+    # it was sent shows e.g. ``FAILED|0:0`` with End=Unknown until the "job complete" record
+    # (with the real exit code) arrives; seen on the test cluster right after start-up.
+    complete: bool = True
 
 
 SQUEUE_FORMAT = "%i|%F|%K|%j|%T|%r"
@@ -81,16 +86,18 @@ def parse_squeue(text: str) -> list[JobRow]:
         job_id, base, task, name, state = parts[:5]
         reason = parts[5] if len(parts) > 5 else ""
         task_or_none = task if task not in ("", "N/A") and not task.startswith("[") else None
-        rows.append(JobRow(job_id, base or job_id.split("_")[0], task_or_none, name, state,
-                           None, reason))
+        rows.append(
+            JobRow(job_id, base or job_id.split("_")[0], task_or_none, name, state, None, reason)
+        )
     return rows
 
 
-SACCT_FORMAT = "JobIDRaw,JobID,JobName,State,ExitCode"
+SACCT_FORMAT = "JobIDRaw,JobID,JobName,State,ExitCode,End"
 
 
 def parse_sacct(text: str) -> list[JobRow]:
-    """Lines of ``sacct -X -n -P --format=JobIDRaw,JobID,JobName,State,ExitCode``.
+    """Lines of ``sacct -X -n -P --format=JobIDRaw,JobID,JobName,State,ExitCode,End`` (End may
+    be left out; a row whose End is ``Unknown`` is not ``complete``).
 
     ``JobID`` is ``123_4`` for an array task (``JobIDRaw`` is that task's own id); a pending
     array's placeholder ``123_[5-9%2]`` is skipped (its tasks are not yet real jobs).
@@ -104,7 +111,18 @@ def parse_sacct(text: str) -> list[JobRow]:
         if "[" in job_id:
             continue
         base, _, task = job_id.partition("_")
-        rows.append(JobRow(job_id, base, task or None, name, state, parse_exit_code(exit_code)))
+        complete = len(parts) < 6 or parts[5].strip() not in ("Unknown", "None", "")
+        rows.append(
+            JobRow(
+                job_id,
+                base,
+                task or None,
+                name,
+                state,
+                parse_exit_code(exit_code),
+                complete=complete,
+            )
+        )
     return rows
 
 

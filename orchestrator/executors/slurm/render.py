@@ -106,7 +106,7 @@ def render_batch_script(req: BatchRequest, env_overrides: dict[str, str]) -> str
         "set -u",
         f"run_dir={run_dir}",
         f'task="${{SLURM_ARRAY_TASK_ID:-{NO_TASK}}}"',
-        '# Written first: lets the orchestrator find this job even if it never got the id.',
+        "# Written first: lets the orchestrator find this job even if it never got the id.",
         'printf \'%s\\n\' "$SLURM_JOB_ID" > "$run_dir/started.$task"',
     ]
     for name, value in sorted(env_overrides.items()):
