@@ -471,6 +471,8 @@ class SlurmExecutor:
             if task in t.task_results:
                 continue
             row = final.get(task)
+            if row is not None and not row.complete:
+                row = None  # sacct's record of the end has not arrived yet (see JobRow)
             action, state = classify_state(row.state) if row else (None, None)
             exit_code = row.exit_code if row else None
             if action is None or action == Action.ACTIVE:
@@ -510,6 +512,8 @@ class SlurmExecutor:
                 "slurm_state": (row.state if row else live.get(task, JobRow("", "", None, "",
                                                                              "LOST")).state),
             }
+            log.debug("slurm_task_ended", run_id=t.run_id, task=task,
+                      **t.task_results[task], sacct_row=row.state if row else None)
             changed = True
         if any_running and not t.marked_running:
             t.marked_running = True
