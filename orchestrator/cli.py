@@ -427,5 +427,8 @@ def _control(settings: Settings, payload: dict[str, Any], key: str | None) -> No
     except (DaemonNotRunningError, ControlError) as exc:
         _fail(str(exc))
         return
+    if reply.get("deferred"):
+        click.echo(f"deferred: {reply['deferred']}", err=True)
+        return
     if key:
         click.echo(reply[key])

@@ -89,6 +89,10 @@ class _Retry:
     array: str | None = field(default=None, compare=False)  # failed array tasks only
 
 
+class DeferredError(OrchestratorError):
+    """A manual trigger that will run later (it waits for a token job)."""
+
+
 class Daemon:
     """One daemon per state directory (the lease enforces it)."""
 
@@ -104,6 +108,9 @@ class Daemon:
         self._stop_requested = False
         self._reload_requested = False
         self._adopted_failures: list[RunRecord] = []
+        # job -> (token job it waits for, the trigger it was due with): runs deferred by
+        # `requires:` until the token job has renewed the token.
+        self.waiting_for_token: dict[str, tuple[str, Trigger]] = {}
         self.started_at = utcnow()
         self.notifier = Notifier.from_env()
         self.lease = Lease(settings.state_dir, heartbeat_s=settings.heartbeat_s)
@@ -489,6 +496,7 @@ class Daemon:
         attempt: int = 1,
         retry_of: str | None = None,
         array: str | None = None,
+        after_token: bool = False,
     ) -> RunRecord | None:
         """Start a run of ``job`` subject to its concurrency policy; returns the run record
         (None when the policy skipped it). The record exists before the process does."""
@@ -498,6 +506,24 @@ class Daemon:
             raise OrchestratorError(f"no job named {job!r}")
         manifest = view.loaded.manifest
         bound = log.bind(job=job, trigger=str(trigger))
+        short = self._token_too_short(job, manifest.requires, manifest.policy.timeout)
+        if short is not None and after_token:
+            # The token job just ran and the token is still too short (e.g. renewal needs a
+            # passphrase): do not loop; the token job's own run says why.
+            bound.error("run_blocked_by_token", token_job=short[0], reason=short[1])
+            return None
+        if short is not None:
+            token_job, reason = short
+            bound.warning("run_deferred_for_token", token_job=token_job, reason=reason)
+            self.waiting_for_token[job] = (token_job, trigger)
+            if not any(r.job == token_job for r in self.active.values()):
+                self.dispatch(token_job, Trigger.AFTER)
+            if trigger == Trigger.MANUAL:
+                raise DeferredError(
+                    f"job {job!r} waits for token job {token_job!r}: {reason}; it starts once "
+                    "the token is renewed"
+                )
+            return None
         running = [r for r in self.active.values() if r.job == job]
         if running and manifest.policy.concurrency == "forbid":
             bound.warning("run_skipped_concurrency", active_run=running[0].run_id, policy="forbid")
@@ -635,7 +661,48 @@ class Daemon:
         self._prune(run.job)
         self._notify_status()
 
+    # Clients treat a token with less than 600 s left as invalid (JAliEn; /shared/notes/hpc.md).
+    TOKEN_MARGIN_S = 600.0
+
+    def _token_too_short(
+        self, job: str, requires: list[str], timeout_s: float
+    ) -> tuple[str, str] | None:
+        """The first required token job whose token would expire before this run's timeout
+        ends, with the reason; None when every token lasts long enough."""
+        assert self.store is not None
+        for token_job in requires:
+            if token_job not in self.jobs:
+                log.error("requires_unknown_job", job=job, token_job=token_job)
+                continue
+            not_after = None
+            for run in self.store.history(token_job, limit=20):
+                value = (run.result or {}).get("not_after")
+                if value:
+                    not_after = datetime.fromisoformat(value)
+                    break
+            needed = utcnow() + timedelta(seconds=timeout_s + self.TOKEN_MARGIN_S)
+            if not_after is None:
+                return token_job, "no token expiry known yet"
+            if not_after < needed:
+                return token_job, f"token expires {not_after.isoformat()}, before the run could end"
+        return None
+
+    def _release_token_waiters(self, token_job: str, succeeded: bool) -> None:
+        for job, (needed, trigger) in list(self.waiting_for_token.items()):
+            if needed != token_job:
+                continue
+            del self.waiting_for_token[job]
+            if not succeeded:
+                log.error("run_blocked_by_token", job=job, token_job=token_job)
+                continue
+            try:
+                self.dispatch(job, trigger, after_token=True)
+            except OrchestratorError as exc:
+                log.error("deferred_run_failed", job=job, error=str(exc))
+
     def _after_finish(self, job: str, run_id: str, state: RunState, attempt: int) -> None:
+        if any(needed == job for needed, _ in self.waiting_for_token.values()):
+            self._release_token_waiters(job, state == RunState.SUCCEEDED)
         view = self.jobs.get(job)
         if view is None or view.loaded is None:
             return
@@ -862,7 +929,10 @@ class Daemon:
             if view is None:
                 known = ", ".join(sorted(self.jobs)) or "none"
                 raise OrchestratorError(f"no job named {job!r}; known jobs: {known}")
-            record = self.dispatch(job, Trigger.MANUAL)
+            try:
+                record = self.dispatch(job, Trigger.MANUAL)
+            except DeferredError as exc:
+                return {"ok": True, "run_id": None, "deferred": str(exc)}
             assert record is not None
             return {"ok": True, "run_id": record.run_id, "state": str(record.state)}
         if op == "cancel":

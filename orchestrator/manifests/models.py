@@ -327,6 +327,11 @@ class ManifestBase(StrictModel):
     after: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
         default_factory=list, description="jobs whose successful run triggers this one"
     )
+    requires: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list,
+        description="AliEnToken jobs whose token must outlast this job's run (policy.timeout); "
+        "if it would not, the run waits and the token job is triggered",
+    )
     policy: Policy = Field(default_factory=Policy)
     executor: ExecutorChoice = Field("local", description="'local' (default) or {slurm: {...}}")
     suspend: StrictBool = False

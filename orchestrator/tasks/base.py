@@ -56,6 +56,10 @@ def build_invocation(
     else:  # pragma: no cover - the union is exhaustive; a new kind must add its branch
         raise TypeError(f"no task for kind {manifest.kind!r}")
     env.update(spec_env)
+    if run_dir is not None:
+        # Any job may leave a structured result (a JSON object) here; the daemon stores it
+        # with the run (status --json, history --json). Python task kinds always do.
+        env.setdefault("ORCH_TASK_RESULT", str(run_dir / "task-result.json"))
     env["ORCH_JOB"] = manifest.name
     env["ORCH_RUN_ID"] = run_id
     container = manifest.spec.container if isinstance(manifest, CommandManifest) else None

@@ -226,3 +226,42 @@ def test_edit_without_schedule_change_keeps_next_fire_time(daemon: DaemonHarness
     assert daemon.job_status("n")["next_run"] == before
     daemon.write("n.yaml", job("n", '["true"]', "description: two\nschedule: {every: 2h}"))
     wait_for(lambda: daemon.job_status("n")["next_run"] != before, 3)
+
+
+TOKEN_JOB = """\
+apiVersion: orchestrator/v1
+kind: Command
+name: tok
+spec:
+  command: [bash, -c, 'printf "{{\\"not_after\\": \\"%s\\"}}" "$(date -u -d "+{hours} hour" +%Y-%m-%dT%H:%M:%S+00:00)" > "$ORCH_TASK_RESULT"']
+"""
+
+
+def test_requires_defers_until_token_renewed(daemon: DaemonHarness) -> None:
+    """A run whose required token would expire too soon waits, the token job is triggered,
+    and the run starts once the token lasts long enough; the token result is in history."""
+    daemon.write("tok.yaml", TOKEN_JOB.format(hours=3))
+    daemon.write("work.yaml", job("work", '["true"]', "requires: [tok]\npolicy: {timeout: 1h}"))
+    daemon.start()
+    result = daemon.cli("trigger", "work")
+    assert result.stdout == "" and "waits for token job 'tok'" in result.stderr
+    token_run = wait_for(lambda: [r for r in daemon.history("tok") if r["state"] == "succeeded"], 5)
+    assert token_run[0]["result"]["not_after"] > token_run[0]["finished_at"]
+    work = wait_for(lambda: [r for r in daemon.history("work") if r["state"] == "succeeded"], 5)
+    assert work[0]["trigger"] == "manual"
+    daemon.cli("trigger", "work")  # the token now lasts: runs at once, no new token run
+    wait_for(lambda: len([r for r in daemon.history("work") if r["finished_at"]]) == 2, 5)
+    assert len(daemon.history("tok")) == 1
+
+
+def test_requires_blocks_when_token_stays_short(daemon: DaemonHarness) -> None:
+    """When the token job runs but the token still would not outlast the run, the run is
+    blocked (logged), not started, and the token job is not triggered in a loop."""
+    daemon.write("tok.yaml", TOKEN_JOB.format(hours=1))
+    daemon.write("work.yaml", job("work", '["true"]', "requires: [tok]\npolicy: {timeout: 2h}"))
+    daemon.start()
+    daemon.cli("trigger", "work")
+    wait_for(lambda: any(e["event"] == "run_blocked_by_token" for e in daemon.events()), 5)
+    time.sleep(1)
+    assert daemon.history("work") == []
+    assert len(daemon.history("tok")) == 1
