@@ -228,12 +228,18 @@ def test_edit_without_schedule_change_keeps_next_fire_time(daemon: DaemonHarness
     wait_for(lambda: daemon.job_status("n")["next_run"] != before, 3)
 
 
+# A stand-in token job: writes the result an AliEnToken run leaves (its `not_after`).
 TOKEN_JOB = """\
 apiVersion: orchestrator/v1
 kind: Command
 name: tok
 spec:
-  command: [bash, -c, 'printf "{{\\"not_after\\": \\"%s\\"}}" "$(date -u -d "+{hours} hour" +%Y-%m-%dT%H:%M:%S+00:00)" > "$ORCH_TASK_RESULT"']
+  command:
+    - bash
+    - -c
+    - >-
+      printf '{{"not_after": "%s"}}'
+      "$(date -u -d '+{hours} hour' +%Y-%m-%dT%H:%M:%S+00:00)" > "$ORCH_TASK_RESULT"
 """
 
 
