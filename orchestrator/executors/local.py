@@ -22,7 +22,7 @@ from typing import Any
 
 from orchestrator.errors import ExecutorError
 from orchestrator.executors.base import Handle, Outcome, RunSpec
-from orchestrator.executors.shim import RESULT_FILE, SHIM_FILE
+from orchestrator.executors.shim import CHILD_FILE, RESULT_FILE, SHIM_FILE
 from orchestrator.procinfo import is_same_process, process_start_time
 from orchestrator.store.base import RunRecord, RunState
 
@@ -195,7 +195,26 @@ class LocalExecutor:
             message = f"run shim never started (no pid recorded, no shim.json in {where})"
         else:
             message = f"run shim (pid {pid}) is gone and left no {RESULT_FILE} in {where}"
+            if run.run_dir is not None and self._kill_orphaned_job(Path(run.run_dir)):
+                message += "; its orphaned job was killed"
         return Outcome(RunState.LOST, None, message, datetime.now(UTC))
+
+    @staticmethod
+    def _kill_orphaned_job(run_dir: Path) -> bool:
+        """A job whose shim died keeps running in its own process group; kill that group
+        (only if its leader is the same process, by start time) so a retry never runs beside
+        it. Returns whether anything was killed."""
+        data = _read_json(run_dir / CHILD_FILE)
+        if not data or not isinstance(data.get("pgid"), int):
+            return False
+        pgid = data["pgid"]
+        if not is_same_process(pgid, data.get("start_time")):
+            return False
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        return True
 
     def cancel(self, run: RunRecord) -> None:
         """SIGTERM to the run's shim, which stops the job's group and records ``cancelled``."""

@@ -52,6 +52,7 @@ from orchestrator.procinfo import process_start_time
 
 SHIM_FILE = "shim.json"
 RESULT_FILE = "result.json"
+CHILD_FILE = "child.json"
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 _POLL_S = 0.02  # how often the wait loop looks at the child, the clock and the cancel flag
@@ -203,6 +204,12 @@ class _Shim:
             self._note(message)
             return self._result("failed", EXIT_NOT_EXECUTABLE, message, started_at, None)
 
+        # The job's process group, so that a daemon finding this shim gone without a result
+        # (SIGKILLed) can stop the orphaned job instead of letting a retry run beside it.
+        write_json_atomic(
+            self.run_dir / CHILD_FILE,
+            {"pgid": child.pid, "start_time": process_start_time(child.pid)},
+        )
         deadline = time.monotonic() + self.timeout_s if self.timeout_s > 0 else None
         code = self._wait(child, deadline)
         state: str

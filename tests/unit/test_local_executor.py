@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -221,7 +222,8 @@ def test_restarted_daemon_readopts_a_running_run_and_gets_its_exit_code(
 
 
 def test_a_shim_killed_without_result_is_lost(runs: Runs, tmp_path: Path) -> None:
-    """A run whose shim was SIGKILLed (no result.json) is reported LOST with a message."""
+    """A run whose shim was SIGKILLed (no result.json) is reported LOST with a message, and
+    its orphaned job is killed so that a retry never runs beside it."""
     job_pid_file = tmp_path / "job.pid"
     run, spec = runs.start(["sh", "-c", f"echo $$ > {job_pid_file}; exec sleep 30"])
     job_pid, _ = _read_pid_when_written(job_pid_file)
@@ -232,8 +234,11 @@ def test_a_shim_killed_without_result_is_lost(runs: Runs, tmp_path: Path) -> Non
         assert outcome.state == RunState.LOST and outcome.exit_code is None
         assert outcome.message is not None and "result.json" in outcome.message
         assert not (spec.run_dir / "result.json").exists()
+        assert "orphaned job was killed" in outcome.message
+        wait_for(lambda: not is_same_process(job_pid, None), "the orphaned job to die", 5)
     finally:
-        os.killpg(job_pid, signal.SIGKILL)  # the orphaned job's group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job_pid, signal.SIGKILL)  # in case the executor did not
         runs.executor.poll(run)
 
 
