@@ -287,6 +287,12 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
         )
     else:
         click.echo("daemon: not running")
+    slurm = d.get("slurm") or {}
+    if slurm.get("breaker") == "open":
+        click.echo(
+            f"  Slurm submission paused since {slurm['breaker_opened_at']}: "
+            f"{slurm['last_error']} (probing; resumes by itself)"
+        )
     if d.get("jobs_dir_error"):
         click.echo(f"  jobs directory refused: {d['jobs_dir_error']}")
     for row in data["jobs"]:
