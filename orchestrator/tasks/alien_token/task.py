@@ -1,0 +1,444 @@
+"""One run of an AliEnToken job: check, renew when due, distribute, report.
+
+Order of a run:
+
+1. Read the token's notAfter from the certificate (never from alien-token-info's exit code).
+2. Renew when ``force``, when there is no usable token, or when less than ``renew_before`` is
+   left: run the init command (wrapper / container around it) and read the certificate again.
+3. When the token in place is one clients accept (at least 600 s left), copy it to the target
+   directories, write the env file, and copy it to every remote host that does not hold it yet
+   (failed hosts from earlier runs included).
+4. Report: a result (``not_after``, ``seconds_left``, ``renewed``, ``hosts``, ``hosts_ok``,
+   ``hosts_failed``, ``summary``, ...) and an exit status.
+
+Exit status: 0 all done; 1 something failed (renewal, a copy, too few hosts); 2 the manifest
+or the environment is unusable; 3 the token is inside ``alert_before`` or unusable, which is
+reported as a warning on every run until a renewal succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from orchestrator.manifests.models import AliEnTokenManifest
+from orchestrator.tasks.alien_token.certificate import (
+    TokenState,
+    expand_path,
+    format_left,
+    iso_utc,
+    read_token,
+)
+from orchestrator.tasks.alien_token.local_copy import (
+    TokenFiles,
+    atomic_write,
+    copy_to_directory,
+    env_file_text,
+)
+from orchestrator.tasks.alien_token.remote import HostResult, copy_to_hosts
+from orchestrator.tasks.alien_token.renew import run_init
+from orchestrator.tasks.alien_token.spec import CLIENT_MIN_VALID_S, AliEnTokenSpec
+from orchestrator.tasks.alien_token.state import (
+    HostState,
+    StateBusyError,
+    load_hosts,
+    locked,
+    save_hosts,
+    state_dir_for,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNUSABLE = 2
+EXIT_ALERT = 3
+
+
+@dataclass
+class Report:
+    """What a run found and did; becomes the task result and the exit status."""
+
+    token: TokenState | None = None
+    renewed: bool = False
+    renewal_error: str = ""
+    needs_passphrase: bool = False
+    directories: dict[str, dict[str, Any]] = field(default_factory=dict)
+    env_file: str = ""
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hosts_required: int = 0
+    failures: list[str] = field(default_factory=list)  # full messages, with what to do
+    headlines: list[str] = field(default_factory=list)  # the same, short, for the summary
+    warning: str = ""
+
+    def fail(self, headline: str, detail: str = "", first: bool = False) -> None:
+        message = f"{headline}{detail}"
+        if first:
+            self.headlines.insert(0, headline)
+            self.failures.insert(0, message)
+        else:
+            self.headlines.append(headline)
+            self.failures.append(message)
+
+
+class Console:
+    """Progress lines on stdout (the run's log); a rewritten status line on a TTY."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self._line_open = False
+
+    def say(self, text: str) -> None:
+        self._end_line()
+        print(text, file=self.out, flush=True)
+
+    def progress(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[K" + text)
+            self.out.flush()
+            self._line_open = True
+
+    def _end_line(self) -> None:
+        if self._line_open:
+            self.out.write("\n")
+            self._line_open = False
+
+
+def _renewal_reason(spec: AliEnTokenSpec, token: TokenState, now: datetime) -> str | None:
+    if spec.force:
+        return "force is set"
+    if token.problem:
+        return token.problem
+    left = token.seconds_left(now)
+    assert left is not None  # a token without a problem has a notAfter
+    if left < spec.renew_before:
+        return (
+            f"{format_left(left)} left, less than renew_before ({format_left(spec.renew_before)})"
+        )
+    return None
+
+
+def _describe(token: TokenState, now: datetime) -> str:
+    if token.not_after is None:
+        return token.problem or "no token"
+    text = f"valid until {iso_utc(token.not_after)} ({format_left(token.seconds_left(now))} left)"
+    if token.seconds_left(now) is not None and not token.accepted_by_clients(now):
+        text += ", which clients refuse (they need at least 600 s)"
+    if token.problem:
+        text += f"; {token.problem}"
+    return text
+
+
+def _renew(
+    spec: AliEnTokenSpec, token: TokenState, reason: str, report: Report, console: Console
+) -> TokenState:
+    console.say(f"renewing: {reason}; running {' '.join(spec.init_command)}")
+    outcome = run_init(spec, dict(os.environ))
+    for line in outcome.output_tail:
+        console.say(f"  init| {line}")
+    after = read_token(token.cert_path, token.key_path)
+    if not outcome.ok:
+        report.renewal_error = outcome.message
+        report.needs_passphrase = outcome.needs_passphrase
+    elif after.problem:
+        report.renewal_error = f"the init command exited 0 but {after.problem}"
+    elif after.fingerprint == token.fingerprint:
+        report.renewal_error = (
+            f"the init command exited 0 but left the same certificate at {after.cert_path}: "
+            "check that it writes cert_path/key_path"
+        )
+    else:
+        report.renewed = True
+        console.say(f"renewed: {outcome.message}")
+    return after
+
+
+def _distribute_local(
+    spec: AliEnTokenSpec,
+    files: TokenFiles,
+    token: TokenState,
+    job: str,
+    report: Report,
+    console: Console,
+) -> None:
+    targets = spec.targets
+    exported: tuple[Path, Path] = (token.cert_path, token.key_path)
+    for i, text in enumerate(targets.directories):
+        directory = expand_path(text)
+        try:
+            paths = copy_to_directory(directory, files)
+        except OSError as exc:
+            error = f"{exc.strerror or exc} ({exc.filename or directory})"
+            report.directories[str(directory)] = {"ok": False, "error": error}
+            report.fail(f"copy to {directory} failed: {error}")
+            console.say(f"directory {directory}: FAILED: {error}")
+            continue
+        report.directories[str(directory)] = {"ok": True, "error": ""}
+        console.say(f"directory {directory}: token in place (mode 0600)")
+        if i == 0:
+            exported = paths
+    if targets.env_file:
+        env_path = expand_path(targets.env_file)
+        debug_file = (
+            str(expand_path(targets.alienpy_debug_file))
+            if targets.alienpy_debug_file
+            else str(exported[0].parent / "alienpy_debug.log")
+        )
+        assert token.not_after is not None
+        text = env_file_text(exported[0], exported[1], debug_file, job, iso_utc(token.not_after))
+        try:
+            env_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write(env_path, text.encode())
+        except OSError as exc:
+            error = f"{exc.strerror or exc} ({exc.filename or env_path})"
+            report.fail(f"writing the env file {env_path} failed: {error}")
+            console.say(f"env file {env_path}: FAILED: {error}")
+        else:
+            report.env_file = str(env_path)
+            console.say(f"env file {env_path}: JALIEN_TOKEN_CERT={exported[0]}")
+
+
+def _distribute_remote(
+    spec: AliEnTokenSpec,
+    files: TokenFiles,
+    token: TokenState,
+    state_dir: Path | None,
+    now: Callable[[], datetime],
+    report: Report,
+    console: Console,
+) -> None:
+    targets = spec.targets
+    hosts = targets.all_hosts()
+    if not hosts:
+        return
+    report.hosts_required = targets.min_hosts if targets.min_hosts is not None else len(hosts)
+    known = load_hosts(state_dir)
+    start = now()
+    due = [
+        h
+        for h in hosts
+        if known.setdefault(h, HostState()).due(token.fingerprint, start, targets.recopy_after)
+    ]
+    for host in hosts:
+        if host not in due:
+            report.hosts[host] = {"ok": True, "error": "", "action": "up to date"}
+    console.say(
+        f"hosts: {len(due)} of {len(hosts)} to copy to"
+        + (f" ({len(hosts) - len(due)} up to date)" if len(due) < len(hosts) else "")
+    )
+    counts = {"done": 0, "failed": 0}
+
+    def on_done(result: HostResult) -> None:
+        counts["done"] += 1
+        entry = known[result.host]
+        entry.attempted_at = iso_utc(now())
+        if result.ok:
+            entry.ok, entry.error, entry.failures = True, "", 0
+            entry.fingerprint, entry.copied_at = token.fingerprint, entry.attempted_at
+            report.hosts[result.host] = {"ok": True, "error": "", "action": "copied"}
+        else:
+            counts["failed"] += 1
+            entry.ok, entry.error = False, result.error
+            entry.failures += 1
+            report.hosts[result.host] = {
+                "ok": False,
+                "error": result.error,
+                "action": "failed",
+                "failures_in_a_row": entry.failures,
+            }
+        if console.tty:
+            console.progress(
+                f"hosts: {counts['done']}/{len(due)} done, {counts['failed']} failed"
+                f" (last: {result.host} {'ok' if result.ok else 'FAILED'})"
+            )
+        else:
+            console.say(
+                f"host {result.host}: "
+                + (f"copied ({result.seconds:.1f} s)" if result.ok else f"FAILED: {result.error}")
+            )
+
+    if due:
+        files_by_host = copy_to_hosts(targets, due, files, on_done)
+        if console.tty:
+            for result in files_by_host.values():
+                if not result.ok:
+                    console.say(f"host {result.host}: FAILED: {result.error}")
+    save_hosts(state_dir, {h: known[h] for h in hosts})
+    report.hosts = {h: report.hosts[h] for h in hosts}
+    ok = sum(1 for r in report.hosts.values() if r["ok"])
+    if ok < report.hosts_required:
+        failed = [f"{h}: {r['error']}" for h, r in report.hosts.items() if not r["ok"]]
+        shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
+        report.fail(
+            f"only {ok} of {len(hosts)} hosts hold the current token "
+            f"(min_hosts {report.hosts_required})",
+            f": {shown}. Failed hosts are retried on the next run; check them with "
+            f"ssh -o BatchMode=yes HOST true",
+        )
+
+
+def _skip_distribution(spec: AliEnTokenSpec, report: Report) -> None:
+    for host in spec.targets.all_hosts():
+        report.hosts[host] = {"ok": False, "error": "no usable token to copy", "action": "skipped"}
+    report.hosts_required = (
+        spec.targets.min_hosts if spec.targets.min_hosts is not None else len(report.hosts)
+    )
+
+
+def run(
+    manifest: AliEnTokenManifest,
+    console: Console | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> tuple[int, dict[str, Any]]:
+    """Do one run; returns the exit status and the task result. Two runs of one job never
+    overlap: the second finds the lock held and fails without touching anything."""
+    console = console or Console()
+    job = os.environ.get("ORCH_JOB") or manifest.name
+    state_dir = state_dir_for(job)
+    if state_dir is None:
+        if manifest.spec.targets.all_hosts():
+            console.say("note: ORCH_STATE_DIR is not set; every host is copied to on this run")
+        return _run(manifest.spec, job, None, console, now)
+    try:
+        with locked(state_dir):
+            return _run(manifest.spec, job, state_dir, console, now)
+    except StateBusyError as exc:
+        report = Report()
+        spec = manifest.spec
+        report.token = read_token(expand_path(spec.cert_path), expand_path(spec.key_path))
+        report.fail(
+            f"another run of job {job} holds the lock {exc}",
+            "; this run did nothing. It ends by itself; check `orchestrator status`",
+        )
+        return _finish(spec, report, now(), console)
+
+
+def _run(
+    spec: AliEnTokenSpec,
+    job: str,
+    state_dir: Path | None,
+    console: Console,
+    now: Callable[[], datetime],
+) -> tuple[int, dict[str, Any]]:
+    report = Report()
+    cert_path, key_path = expand_path(spec.cert_path), expand_path(spec.key_path)
+    token = read_token(cert_path, key_path)
+    console.say(f"token {cert_path}: {_describe(token, now())}")
+    reason = _renewal_reason(spec, token, now())
+    if reason:
+        token = _renew(spec, token, reason, report, console)
+        console.say(f"token {cert_path}: {_describe(token, now())}")
+    report.token = token
+    if token.accepted_by_clients(now()):
+        files = TokenFiles(
+            cert=token.cert_path.read_bytes(),
+            key=token.key_path.read_bytes(),
+            cert_name=token.cert_path.name,
+            key_name=token.key_path.name,
+        )
+        _distribute_local(spec, files, token, job, report, console)
+        _distribute_remote(spec, files, token, state_dir, now, report, console)
+    elif spec.targets.directories or spec.targets.env_file or spec.targets.all_hosts():
+        _skip_distribution(spec, report)
+        console.say("nothing copied: the token in place is not one clients accept")
+    return _finish(spec, report, now(), console)
+
+
+def _advice(report: Report) -> str:
+    if report.needs_passphrase:
+        return (
+            "run alien-token-init by hand (it needs the grid key's passphrase), or give the job "
+            "a grid key it can use unattended; the next run then distributes the new token"
+        )
+    return (
+        "check the init command's output above (wrapper, image, JAliEn version, grid "
+        "certificate), run it by hand to see it work, then trigger this job again"
+    )
+
+
+def _finish(
+    spec: AliEnTokenSpec, report: Report, now: datetime, console: Console
+) -> tuple[int, dict[str, Any]]:
+    token = report.token
+    assert token is not None
+    left = token.seconds_left(now)
+    usable = token.accepted_by_clients(now)
+    left_text = (
+        f"{format_left(left)} left (until {iso_utc(token.not_after)})"
+        if token.not_after is not None and left is not None
+        else "no usable token in place"
+    )
+    if report.renewal_error:
+        report.fail(
+            f"renewal failed: {report.renewal_error}",
+            f". The token in place has {left_text}; " + _advice(report),
+            first=True,
+        )
+    alert = not usable or left is None or left < spec.alert_before
+    if alert:
+        if usable:
+            report.warning = (
+                f"the token expires in {format_left(left)} (at {iso_utc(token.not_after)}"  # type: ignore[arg-type]
+                f"), inside alert_before ({format_left(spec.alert_before)})"
+            )
+        else:
+            report.warning = f"no token clients accept: {_describe(token, now)}"
+    hosts_ok = sum(1 for r in report.hosts.values() if r["ok"])
+    hosts_failed = len(report.hosts) - hosts_ok
+
+    parts = [
+        f"token valid until {iso_utc(token.not_after)} ({format_left(left)} left)"
+        if usable and token.not_after is not None
+        else "NO USABLE TOKEN"
+    ]
+    parts.append(
+        "renewed" if report.renewed else "renewal FAILED" if report.renewal_error else "not renewed"
+    )
+    if report.hosts:
+        parts.append(f"hosts {hosts_ok}/{len(report.hosts)} ok")
+    if report.directories:
+        dirs_ok = sum(1 for r in report.directories.values() if r["ok"])
+        parts.append(f"directories {dirs_ok}/{len(report.directories)}")
+    summary = ", ".join(parts)
+    if alert:
+        summary = "WARNING: " + summary
+    if report.headlines:
+        summary += f"; {report.headlines[0]}"
+
+    result: dict[str, Any] = {
+        "not_after": iso_utc(token.not_after) if token.not_after is not None else None,
+        "seconds_left": int(left) if left is not None else None,
+        "valid": usable,
+        "renewed": report.renewed,
+        "renewal_error": report.renewal_error,
+        "needs_passphrase": report.needs_passphrase,
+        "alert": alert,
+        "warning": report.warning,
+        "hosts": report.hosts,
+        "hosts_ok": hosts_ok,
+        "hosts_failed": hosts_failed,
+        "hosts_required": report.hosts_required,
+        "directories": report.directories,
+        "env_file": report.env_file,
+        "errors": report.failures,
+        "summary": summary,
+    }
+    # The daemon merges results as RFC 7396 patches, where null deletes a key: leave unknown
+    # values out rather than writing nulls that would vanish anyway.
+    result = {k: v for k, v in result.items() if v is not None}
+
+    console.say(f"summary: {summary}")
+    for failure in report.failures:
+        print(f"ERROR: {failure}", file=sys.stderr, flush=True)
+    if report.warning:
+        print(f"WARNING: {report.warning}", file=sys.stderr, flush=True)
+    if alert:
+        return EXIT_ALERT, result
+    return (EXIT_FAILED if report.failures else EXIT_OK), result
+
+
+__all__ = ["CLIENT_MIN_VALID_S", "EXIT_ALERT", "EXIT_FAILED", "EXIT_OK", "EXIT_UNUSABLE", "run"]
