@@ -103,9 +103,7 @@ def wait_end(h: DaemonHarness, run_id: str, timeout_s: float) -> dict[str, Any]:
 
 
 def wait_state(h: DaemonHarness, run_id: str, state: str, timeout_s: float) -> dict[str, Any]:
-    return dict(
-        wait_for(lambda: (r := get_run(h, run_id))["state"] == state and r, timeout_s, 0.2)
-    )
+    return dict(wait_for(lambda: (r := get_run(h, run_id))["state"] == state and r, timeout_s, 0.2))
 
 
 def slurm_jobs_tagged(cluster: SlurmCluster, name: str) -> set[str]:
@@ -226,9 +224,7 @@ def test_cancel_calls_scancel_and_records_cancelled(
     h.write("long.yaml", manifest("long", "sleep 300"))
     h.start()
     run_id = trigger(h, "long")
-    job_id = wait_for(
-        lambda: get_run(h, run_id)["executor_data"].get("slurm_job_id"), 30, 0.2
-    )
+    job_id = wait_for(lambda: get_run(h, run_id)["executor_data"].get("slurm_job_id"), 30, 0.2)
     wait_state(h, run_id, "running", 30)
     h.cli("cancel", run_id)
     run = wait_end(h, run_id, 30)

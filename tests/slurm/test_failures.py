@@ -83,9 +83,7 @@ def test_hung_controller_during_sbatch_yields_one_job(
     slurm_cluster.suspend_ctld()
     try:
         run_id = trigger(h, "once")
-        wait_for(
-            lambda: any(e.get("event") == "slurm_submit_failed" for e in h.events()), 45, 0.3
-        )
+        wait_for(lambda: any(e.get("event") == "slurm_submit_failed" for e in h.events()), 45, 0.3)
     finally:
         slurm_cluster.resume_ctld()
     failed = next(e for e in h.events() if e.get("event") == "slurm_submit_failed")
@@ -110,9 +108,7 @@ def test_kill9_between_sbatch_and_recording_the_id_yields_one_job(
     marker = tmp_path / "sbatch-answered"
     ran = tmp_path / "ran"
     h.write("once.yaml", manifest("once", f'echo "$SLURM_JOB_ID" >> {ran}; exit 0'))
-    h.start(
-        extra_env={"ORCH_TEST_SBATCH_SLEEP_S": "30", "ORCH_TEST_SBATCH_MARKER": str(marker)}
-    )
+    h.start(extra_env={"ORCH_TEST_SBATCH_SLEEP_S": "30", "ORCH_TEST_SBATCH_MARKER": str(marker)})
     run_id = trigger(h, "once")
     wait_for(marker.exists, 30, 0.05)
     _wrapper_pid, job_id = marker.read_text().split()
