@@ -51,8 +51,13 @@ from orchestrator.store.base import RunRecord, RunState
 log = structlog.get_logger("orchestrator.slurm")
 
 # Severity order when array tasks end differently: the run takes the worst.
-_SEVERITY = [RunState.SUCCEEDED, RunState.CANCELLED, RunState.TIMED_OUT, RunState.LOST,
-             RunState.FAILED]
+_SEVERITY = [
+    RunState.SUCCEEDED,
+    RunState.CANCELLED,
+    RunState.TIMED_OUT,
+    RunState.LOST,
+    RunState.FAILED,
+]
 
 
 def utcnow() -> datetime:
@@ -177,8 +182,13 @@ class SlurmExecutor:
         tasks = [str(t) for t in parse_array(array)[0]] if array else [NO_TASK]
         self.store.update_executor_data(
             spec.run_id,
-            {"script": str(script), "tag": job_tag(spec.run_id), "array": array,
-             "tasks": tasks, "max_resubmits": spec.options.max_resubmits},
+            {
+                "script": str(script),
+                "tag": job_tag(spec.run_id),
+                "array": array,
+                "tasks": tasks,
+                "max_resubmits": spec.options.max_resubmits,
+            },
         )
         tracked = _Tracked(
             run_id=spec.run_id,
@@ -201,7 +211,8 @@ class SlurmExecutor:
         script = Path(data["script"]) if data.get("script") else None
         if script is None or not script.exists():
             return Outcome(
-                RunState.LOST, None,
+                RunState.LOST,
+                None,
                 "the daemon stopped before the batch script was written; never submitted",
                 utcnow(),
             )
@@ -226,8 +237,13 @@ class SlurmExecutor:
             self._tracked[run.run_id] = tracked
         self._next_poll = 0.0
         self._wake.set()
-        log.info("slurm_run_adopted", run_id=run.run_id, job=run.job,
-                 slurm_job_id=tracked.slurm_job_id, lookup=tracked.lookup_first)
+        log.info(
+            "slurm_run_adopted",
+            run_id=run.run_id,
+            job=run.job,
+            slurm_job_id=tracked.slurm_job_id,
+            lookup=tracked.lookup_first,
+        )
         return None
 
     def poll_many(self, runs: Iterable[RunRecord]) -> dict[str, Outcome]:
@@ -254,7 +270,8 @@ class SlurmExecutor:
         return {
             "breaker": "open" if self.breaker.open else "closed",
             "breaker_opened_at": self.breaker.opened_at.isoformat()
-            if self.breaker.opened_at else None,
+            if self.breaker.opened_at
+            else None,
             "consecutive_failures": self.breaker.failures,
             "last_error": self.breaker.last_error,
             "accounting": self.accounting,
@@ -274,8 +291,11 @@ class SlurmExecutor:
                 time.sleep(1)
             now = time.monotonic()
             with self._lock:
-                submit_due = [t.submit_after for t in self._tracked.values()
-                              if t.needs_submit or t.cancel_requested]
+                submit_due = [
+                    t.submit_after
+                    for t in self._tracked.values()
+                    if t.needs_submit or t.cancel_requested
+                ]
             wake_at = min([self._next_poll, *submit_due]) if submit_due else self._next_poll
             self._wake.wait(timeout=max(0.05, min(wake_at - now, self.poll_max_s)))
             self._wake.clear()
@@ -285,11 +305,13 @@ class SlurmExecutor:
             tracked = list(self._tracked.values())
         now = time.monotonic()
         for t in tracked:
-            if t.cancel_requested and (t.slurm_job_id is None and t.needs_submit
-                                       and not t.lookup_first):
+            if t.cancel_requested and (
+                t.slurm_job_id is None and t.needs_submit and not t.lookup_first
+            ):
                 # Never submitted: nothing to cancel in Slurm.
-                self._finish(t, Outcome(RunState.CANCELLED, None,
-                                        "cancelled before submission", utcnow()))
+                self._finish(
+                    t, Outcome(RunState.CANCELLED, None, "cancelled before submission", utcnow())
+                )
         for t in tracked:
             if t.run_id in self._outcomes:
                 continue
@@ -331,17 +353,22 @@ class SlurmExecutor:
         except SlurmCommandError as exc:
             if not exc.transient:
                 bound.error("slurm_submit_rejected", error=exc.message)
-                self._finish(t, Outcome(RunState.FAILED, None,
-                                        f"sbatch rejected the job: {exc.message}", utcnow()))
+                self._finish(
+                    t,
+                    Outcome(
+                        RunState.FAILED, None, f"sbatch rejected the job: {exc.message}", utcnow()
+                    ),
+                )
                 return
             t.submit_failures += 1
             t.lookup_first = True  # the job may exist although sbatch failed
-            delay = min(2.0 ** t.submit_failures, self.submit_backoff_max_s)
+            delay = min(2.0**t.submit_failures, self.submit_backoff_max_s)
             t.submit_after = time.monotonic() + delay
             if self.breaker.failure(exc.message):
                 log.error("slurm_breaker_open", error=exc.message)
-            bound.warning("slurm_submit_failed", error=exc.message, retry_in_s=delay,
-                          ambiguous=exc.ambiguous)
+            bound.warning(
+                "slurm_submit_failed", error=exc.message, retry_in_s=delay, ambiguous=exc.ambiguous
+            )
             return
         if self.breaker.success():
             log.info("slurm_breaker_closed")
@@ -395,8 +422,11 @@ class SlurmExecutor:
 
     def _poll(self) -> None:
         with self._lock:
-            active = [t for t in self._tracked.values()
-                      if t.slurm_job_id is not None and t.run_id not in self._outcomes]
+            active = [
+                t
+                for t in self._tracked.values()
+                if t.slurm_job_id is not None and t.run_id not in self._outcomes
+            ]
         if not active:
             self._next_poll = time.monotonic() + self.poll_min_s
             return
@@ -418,7 +448,8 @@ class SlurmExecutor:
         # Jobs that need sacct: a task missing from squeue, or ended there (sacct has the
         # authoritative exit code).
         need_final = [
-            t for t in active
+            t
+            for t in active
             if any(
                 (r := by_job.get(t.slurm_job_id or "", {}).get(task)) is None
                 or classify_state(r.state)[0] != Action.ACTIVE
@@ -444,9 +475,12 @@ class SlurmExecutor:
                 need_final = []
         changed = False
         for t in active:
-            changed |= self._update(t, by_job.get(t.slurm_job_id or "", {}),
-                                    final_rows.get(t.slurm_job_id or "", {}),
-                                    sacct_answered=t in need_final and self.accounting is True)
+            changed |= self._update(
+                t,
+                by_job.get(t.slurm_job_id or "", {}),
+                final_rows.get(t.slurm_job_id or "", {}),
+                sacct_answered=t in need_final and self.accounting is True,
+            )
         self._backoff(changed)
 
     def _backoff(self, changed: bool) -> None:
@@ -492,10 +526,15 @@ class SlurmExecutor:
                     state = RunState.SUCCEEDED if exit_code == 0 else RunState.FAILED
                 else:
                     first = t.first_unknown.setdefault(task, now)
-                    if now - first >= self.lost_grace_s:
-                        action, state = Action.FINAL, RunState.LOST
-                    else:
+                    if now - first < self.lost_grace_s:
                         continue
+                    if exit_code is not None:
+                        # Accounting never recorded the end, but the script did: trust the
+                        # exit code it wrote rather than calling a finished job lost.
+                        action = Action.FINAL
+                        state = RunState.SUCCEEDED if exit_code == 0 else RunState.FAILED
+                    else:
+                        action, state = Action.FINAL, RunState.LOST
             t.first_unknown.pop(task, None)
             if action == Action.ACTIVE:
                 any_running |= state == RunState.RUNNING
@@ -509,11 +548,17 @@ class SlurmExecutor:
             t.task_results[task] = {
                 "state": str(state),
                 "exit_code": exit_code,
-                "slurm_state": (row.state if row else live.get(task, JobRow("", "", None, "",
-                                                                             "LOST")).state),
+                "slurm_state": (
+                    row.state if row else live.get(task, JobRow("", "", None, "", "LOST")).state
+                ),
             }
-            log.debug("slurm_task_ended", run_id=t.run_id, task=task,
-                      **t.task_results[task], sacct_row=row.state if row else None)
+            log.debug(
+                "slurm_task_ended",
+                run_id=t.run_id,
+                task=task,
+                **t.task_results[task],
+                sacct_row=row.state if row else None,
+            )
             changed = True
         if any_running and not t.marked_running:
             t.marked_running = True
@@ -543,13 +588,15 @@ class SlurmExecutor:
         t.script.write_text(text.replace(f"--job-name={old_tag}", f"--job-name={new_tag}", 1))
         for marker in t.run_dir.glob("started.*"):
             marker.unlink(missing_ok=True)
-        log.warning("slurm_resubmitting", run_id=t.run_id, old_job=t.slurm_job_id,
-                    submission=t.submission)
+        log.warning(
+            "slurm_resubmitting", run_id=t.run_id, old_job=t.slurm_job_id, submission=t.submission
+        )
         t.slurm_job_id = None
         t.needs_submit = True
         t.submit_after = 0.0
-        self.store.update_executor_data(t.run_id, {"slurm_job_id": None,
-                                                   "submission": t.submission})
+        self.store.update_executor_data(
+            t.run_id, {"slurm_job_id": None, "submission": t.submission}
+        )
 
     def _outcome(self, t: _Tracked) -> Outcome:
         results = t.task_results
