@@ -51,3 +51,20 @@ def test_suspend_takes_only_real_booleans(tmp_path: Path, text: str) -> None:
     with pytest.raises(ManifestError) as err:
         load_manifest(path, check_perms=False)
     assert err.value.problems[0].line == 4 and err.value.problems[0].field == "suspend"
+
+
+def test_jitter_delays_fires_by_at_most_the_jitter() -> None:
+    """`jitter` delays each fire by a random amount within [0, jitter], never earlier."""
+    from orchestrator.manifests.models import CronSchedule
+    from orchestrator.scheduling.triggers import make_trigger
+
+    schedule = CronSchedule(cron="0 3 * * *", timezone="UTC", jitter=600)
+    trigger = make_trigger(schedule)
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    nominal = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)
+    delays = []
+    for _ in range(200):
+        fire = trigger.get_next_fire_time(None, now)  # type: ignore[attr-defined]
+        delays.append((fire - nominal).total_seconds())
+    assert all(0 <= d <= 600 for d in delays)
+    assert max(delays) - min(delays) > 60  # really random, not a constant offset
