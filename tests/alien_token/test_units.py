@@ -108,6 +108,7 @@ def test_spec_defaults_are_alien_token_init_paths() -> None:
         ({"targets": {"parallelism": 0}}, "greater than or equal to 1"),
         ({"force": "yes"}, "valid boolean"),
         ({"target": {}}, "Extra inputs"),
+        ({"targets": {"hosts": ["-oProxyCommand=x"]}}, "should match pattern"),
     ],
 )
 def test_spec_refuses_unworkable_settings(spec: dict[str, object], message: str) -> None:
@@ -115,6 +116,13 @@ def test_spec_refuses_unworkable_settings(spec: dict[str, object], message: str)
     with pytest.raises(ValidationError) as info:
         AliEnTokenManifest.model_validate(manifest_dict("t", spec))
     assert message in str(info.value)
+
+
+def test_alert_window_defaults_to_half_of_renew_before() -> None:
+    """Without alert_before the alert starts at half of renew_before, so a shorter
+    renew_before alone is a valid spec."""
+    assert AliEnTokenSpec.model_validate({"renew_before": "6h"}).alert_window_s == 3 * 3600
+    assert AliEnTokenSpec.model_validate({"alert_before": "2h"}).alert_window_s == 2 * 3600
 
 
 def test_hosts_and_pattern_combine_once_each() -> None:

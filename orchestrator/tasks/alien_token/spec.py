@@ -19,7 +19,8 @@ from orchestrator.tasks.alien_token.hostnames import HOST_PATTERN_RE, expand_hos
 # JAliEn clients refuse a token with less than this left (alien.py: "token valid < 600 s").
 CLIENT_MIN_VALID_S = 600.0
 
-HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@:\[\]-]+$", min_length=1)]
+# Never starting with '-': a host name must not be read as an ssh option.
+HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\[][A-Za-z0-9_.@:\[\]-]*$")]
 PathText = Annotated[str, Field(min_length=1)]
 
 
@@ -131,10 +132,10 @@ class AliEnTokenSpec(StrictModel):
         86400.0,
         description="renew when less than this is left (tokens last 2 days by default)",
     )
-    alert_before: Duration = Field(
-        43200.0,
-        description="warn (and fail the run) while less than this is left, every run, "
-        "until a renewal succeeds",
+    alert_before: Duration | None = Field(
+        None,
+        description="warn (and fail the run) while less than this is left, every run, until a "
+        "renewal succeeds; at most renew_before (default: half of renew_before)",
     )
     force: StrictBool = Field(False, description="renew on every run, whatever is left")
     init_command: Argv = Field(
@@ -169,12 +170,17 @@ class AliEnTokenSpec(StrictModel):
 
     @model_validator(mode="after")
     def _alert_inside_renewal(self) -> AliEnTokenSpec:
-        if self.alert_before > self.renew_before:
+        if self.alert_before is not None and self.alert_before > self.renew_before:
             raise ValueError(
                 "alert_before must not exceed renew_before: the alert is for a token that "
                 "renewal could not refresh"
             )
         return self
+
+    @property
+    def alert_window_s(self) -> float:
+        """``alert_before``, or half of ``renew_before`` when not set."""
+        return self.alert_before if self.alert_before is not None else self.renew_before / 2
 
     @field_validator("init_timeout")
     @classmethod

@@ -267,7 +267,14 @@ def _distribute_remote(
             for result in files_by_host.values():
                 if not result.ok:
                     console.say(f"host {result.host}: FAILED: {result.error}")
-    save_hosts(state_dir, {h: known[h] for h in hosts})
+    try:
+        save_hosts(state_dir, {h: known[h] for h in hosts})
+    except OSError as exc:
+        report.fail(
+            f"cannot save the host state in {state_dir}: {exc.strerror or exc}",
+            "; the next run copies to every host again. Check the state directory's "
+            "permissions and free space",
+        )
     report.hosts = {h: report.hosts[h] for h in hosts}
     ok = sum(1 for r in report.hosts.values() if r["ok"])
     if ok < report.hosts_required:
@@ -306,14 +313,20 @@ def run(
     try:
         with locked(state_dir):
             return _run(manifest.spec, job, state_dir, console, now)
-    except StateBusyError as exc:
+    except (StateBusyError, OSError) as exc:
         report = Report()
         spec = manifest.spec
         report.token = read_token(expand_path(spec.cert_path), expand_path(spec.key_path))
-        report.fail(
-            f"another run of job {job} holds the lock {exc}",
-            "; this run did nothing. It ends by itself; check `orchestrator status`",
-        )
+        if isinstance(exc, StateBusyError):
+            report.fail(
+                f"another run of job {job} holds the lock {exc}",
+                "; this run did nothing. It ends by itself; check `orchestrator status`",
+            )
+        else:
+            report.fail(
+                f"cannot lock the state directory {state_dir}: {exc}",
+                "; this run did nothing. Check the directory's permissions and free space",
+            )
         return _finish(spec, report, now(), console)
 
 
@@ -378,12 +391,12 @@ def _finish(
             f". The token in place has {left_text}; " + _advice(report),
             first=True,
         )
-    alert = not usable or left is None or left < spec.alert_before
+    alert = not usable or left is None or left < spec.alert_window_s
     if alert:
-        if usable:
+        if usable and token.not_after is not None:
             report.warning = (
-                f"the token expires in {format_left(left)} (at {iso_utc(token.not_after)}"  # type: ignore[arg-type]
-                f"), inside alert_before ({format_left(spec.alert_before)})"
+                f"the token expires in {format_left(left)} (at {iso_utc(token.not_after)}), "
+                f"inside alert_before ({format_left(spec.alert_window_s)})"
             )
         else:
             report.warning = f"no token clients accept: {_describe(token, now)}"
