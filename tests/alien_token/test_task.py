@@ -177,7 +177,21 @@ def test_no_usable_token_is_never_distributed(tmp_path: Path) -> None:
     assert run.returncode == 3
     assert run.result["valid"] is False and "NO USABLE TOKEN" in run.result["summary"]
     assert "clients refuse" in run.result["warning"]
+    assert 0 < run.result["seconds_left"] < 600 and run.result["not_after"]
     assert not out.exists()
+
+
+def test_key_of_another_token_gives_no_not_after(tmp_path: Path) -> None:
+    """A certificate whose key does not match is renewed; when that fails the result has no
+    not_after, so no other job's requires: check can take it for a valid token."""
+    cert, key = _paths(tmp_path)
+    make_token(cert, key, 40 * 3600)
+    make_token(tmp_path / "other-c.pem", key, 40 * 3600)  # replaces the key only
+    run = run_task(tmp_path, _spec(tmp_path, init={"mode": "fail"}))
+    assert run.returncode == 3
+    assert "does not belong" in run.stdout
+    assert "not_after" not in run.result and "seconds_left" not in run.result
+    assert run.result["valid"] is False
 
 
 def test_hanging_init_is_killed_at_init_timeout(tmp_path: Path) -> None:

@@ -422,9 +422,12 @@ def _finish(
     if report.headlines:
         summary += f"; {report.headlines[0]}"
 
+    # not_after is what other jobs' `requires:` checks read: only a certificate with its own
+    # key counts (an expired one is reported, and fails those checks by its date).
+    paired = token.problem is None and token.not_after is not None and left is not None
     result: dict[str, Any] = {
-        "not_after": iso_utc(token.not_after) if token.not_after is not None else None,
-        "seconds_left": int(left) if left is not None else None,
+        "not_after": iso_utc(token.not_after) if paired and token.not_after else None,
+        "seconds_left": int(left) if paired and left is not None else None,
         "valid": usable,
         "renewed": report.renewed,
         "renewal_error": report.renewal_error,
