@@ -4,12 +4,14 @@ building a tiny alidist-like recipe repository."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from orchestrator.tasks.o2sync.source import OOM_NEEDLE
+from orchestrator.tasks.o2sync.state import _group_alive
 from tests.conftest import wait_for
 from tests.o2sync.conftest import (
     BRANCH,
@@ -176,3 +178,62 @@ def test_dirty_checkout_is_refused_untouched(workdir: Workdir, tmp_path: Path) -
     assert run.returncode == 1 and run.result["error"] == "dirty_checkout"
     assert "uncommitted changes in: mine.txt" in run.stderr
     assert workdir.heads() == heads and (pkg / "mine.txt").read_text() == "work in progress\n"
+
+
+def test_sigterm_during_a_build_stops_it_and_releases_the_work_dir(
+    workdir: Workdir, tmp_path: Path
+) -> None:
+    """SIGTERM to the task (the daemon's timeout or cancel) stops aliBuild's whole process
+    group, writes a 'terminated' result, and leaves the work dir free for the next run."""
+    workdir.set_recipe("sleep 30")
+    spec = source_spec(workdir, require_alibuild())
+    env, result_path = task_files(tmp_path, "o2src", spec)
+    task = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.tasks.o2sync"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lock = workdir.work / ".o2sync.lock"
+        info = wait_for(
+            lambda: (
+                lock.exists() and "build_pgid" in (text := lock.read_text()) and json.loads(text)
+            ),
+            20,
+        )
+        pgid = info["build_pgid"]
+        time.sleep(0.5)  # aliBuild is now running the recipe's sleep
+        task.send_signal(signal.SIGTERM)
+        assert task.wait(20) == 128 + signal.SIGTERM
+    finally:
+        if task.poll() is None:
+            task.kill()
+            task.wait()
+    assert not _group_alive(pgid, None), "a process of the build is still running"
+    result = json.loads(result_path.read_text())
+    assert result["error"] == "terminated"
+    assert "build_pgid" not in json.loads(lock.read_text())
+
+
+def test_a_build_left_running_by_a_killed_run_blocks_the_next(
+    workdir: Workdir, tmp_path: Path
+) -> None:
+    """A build process group recorded in the work dir's lock and still alive (its run was
+    SIGKILLed) makes the next run refuse, naming the group, instead of building beside it."""
+    orphan = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        start = Path(f"/proc/{orphan.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        (workdir.work / ".o2sync.lock").write_text(
+            json.dumps({"pid": 1, "build_pgid": orphan.pid, "build_leader_start": int(start)})
+        )
+        heads = workdir.heads()
+        run = run_task(tmp_path, "o2src", source_spec(workdir, require_alibuild()))
+        assert run.returncode == 1 and run.result["error"] == "locked"
+        assert f"process group {orphan.pid}" in run.stderr and "still running" in run.stderr
+        assert workdir.heads() == heads
+    finally:
+        orphan.kill()
+        orphan.wait()
+    run = run_task(tmp_path, "o2src", source_spec(workdir, require_alibuild()))
+    assert run.returncode == 0, run.stderr

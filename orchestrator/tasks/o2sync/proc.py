@@ -24,7 +24,8 @@ from typing import IO
 
 from orchestrator.tasks.o2sync.errors import O2SyncError
 
-KILL_GRACE_S = 10.0
+# Below the daemon's default kill_grace (10 s), so that the build is gone before the task is.
+KILL_GRACE_S = 5.0
 
 
 class Terminated(O2SyncError):

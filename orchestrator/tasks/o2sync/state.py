@@ -156,29 +156,46 @@ class JobState:
 # --------------------------------------------------------------------------- locks
 
 
-def _process_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat)."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (state, ppid, pgrp, ...), or None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[19])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
 
 
 def _group_alive(pgid: int, leader_start: int | None) -> bool:
-    """Whether the process group a build ran in still has members. A pid cannot be handed to
-    a new process while a group of that id exists, so a live leader with another start time
-    means the group ended and the id was reused."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    """Whether the process group a build ran in still has live (non-zombie) members.
+
+    Zombies do not count: where PID 1 does not reap orphans (some containers), a finished
+    build leaves them behind. A member that is the group leader with another start time means
+    the group ended and its id was reused by a new session.
+    """
+    if not Path("/proc/self/stat").exists():  # not Linux: the signal test is all there is
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    start = _process_start_time(pgid)
-    return start is None or leader_start is None or start == leader_start
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(entry)
+        if not fields or int(fields[2]) != pgid or fields[0] in ("Z", "X"):
+            continue
+        reused = int(entry) == pgid and leader_start is not None and int(fields[19]) != leader_start
+        return not reused
+    return False
 
 
 class FileLock:
