@@ -28,6 +28,7 @@ run: $(STAMP)
 sysdeps:
 	bash scripts/system-deps.sh
 	bash scripts/slurm-deps.sh --accounting --best-effort
+	bash scripts/sshd-deps.sh
 
 test: $(STAMP) sysdeps
 	chmod go-w jobs.d jobs.d/*.yaml

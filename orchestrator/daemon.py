@@ -644,8 +644,12 @@ class Daemon:
             return
         result = read_task_result(Path(run.run_dir)) if run.run_dir else None
         if result is not None:
-            # A Python task's structured result (tag promoted, token expiry, hosts done).
+            # A task's structured result (tag promoted, token expiry, hosts done); its
+            # one-line `summary` says more than "exit code 1".
             self.store.update_result(run.run_id, result)
+            summary = result.get("summary")
+            if isinstance(summary, str) and summary:
+                self.store.set_message(run.run_id, summary)
         log.info(
             "run_finished",
             job=run.job,

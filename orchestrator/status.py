@@ -58,6 +58,7 @@ def last_run_summary(run: RunRecord | None) -> dict[str, Any] | None:
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
         "message": run.message,
+        "result": run.result or {},
     }
 
 

@@ -201,6 +201,9 @@ class Store(Protocol):
         """Merge ``result`` into the run's result JSON (top-level keys replace; None deletes)."""
         ...
 
+    def set_message(self, run_id: str, message: str) -> None:
+        """Replace the run's message; StoreError for an unknown run."""
+
     def update_executor_data(self, run_id: str, data: dict[str, Any]) -> None:
         """Merge ``data`` into the run's executor data JSON (top-level keys replace)."""
         ...

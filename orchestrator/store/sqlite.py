@@ -332,6 +332,11 @@ class SQLiteStore:
         )
         self._require_change(changed, run_id)
 
+    def set_message(self, run_id: str, message: str) -> None:
+        """Replace the run's message (a task's one-line summary after it ended)."""
+        changed = self._execute("UPDATE runs SET message = ? WHERE run_id = ?", (message, run_id))
+        self._require_change(changed, run_id)
+
     def update_executor_data(self, run_id: str, data: dict[str, Any]) -> None:
         """Merge ``data`` into the run's executor data (RFC 7396: None deletes a key)."""
         changed = self._execute(
