@@ -237,3 +237,17 @@ def test_a_build_left_running_by_a_killed_run_blocks_the_next(
         orphan.wait()
     run = run_task(tmp_path, "o2src", source_spec(workdir, require_alibuild()))
     assert run.returncode == 0, run.stderr
+
+
+def test_a_checkout_on_another_branch_is_refused_untouched(
+    workdir: Workdir, tmp_path: Path
+) -> None:
+    """O2 on a branch other than the one the manifest follows: refused, nothing moved (it would
+    otherwise fast-forward a branch the user did not name)."""
+    git(workdir.repo("O2"), "switch", "-q", "-c", "experiment")
+    workdir.push_upstream("O2", "o2.txt", "O2 v2\n", "O2 update")
+    heads = workdir.heads()
+    run = run_task(tmp_path, "o2src", source_spec(workdir, require_alibuild()))
+    assert run.returncode == 1 and run.result["error"] == "bad_checkout"
+    assert "O2 is on branch 'experiment', the manifest follows 'dev'" in run.stderr
+    assert workdir.heads() == heads

@@ -148,13 +148,22 @@ def _plans(workdir: Path, spec: O2SyncSpec, env: dict[str, str]) -> list[RepoPla
     plans = [RepoPlan(spec.package, pkg, spec.upstream.remote, spec.upstream.branch, True)]
     for ff in spec.fast_forward:
         git = _checkout(workdir, ff.path, spec, env)
-        ff_branch = ff.branch or git.branch()
-        if ff_branch is None:
+        checked_out = git.branch()
+        if checked_out is None:
             raise O2SyncError(
-                f"{ff.path}: HEAD is detached and spec.fast_forward names no branch; check "
-                "out a branch or set 'branch' for it",
+                f"{ff.path}: HEAD is detached; check out the branch to follow "
+                f"(git -C {git.repo} switch {ff.branch or 'BRANCH'}). Nothing was changed",
                 "bad_checkout",
             )
+        if ff.branch is not None and checked_out != ff.branch:
+            # Fast-forwarding another branch to it would move a branch the user did not name.
+            raise O2SyncError(
+                f"{ff.path} is on branch {checked_out!r}, the manifest follows {ff.branch!r}; "
+                f"switch back (git -C {git.repo} switch {ff.branch}) or change "
+                "spec.fast_forward. Nothing was changed",
+                "bad_checkout",
+            )
+        ff_branch = ff.branch or checked_out
         plans.append(RepoPlan(ff.path, git, ff.remote, ff_branch, False))
     for plan in plans:
         busy = plan.git.operation_in_progress()
