@@ -1,0 +1,248 @@
+"""Runs every science x template pair (in parallel processes), writes the light curve and plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, TextIO
+
+from orchestrator.dia.io import ExposureRow
+from orchestrator.dia.pipeline.pair import PipelineConfig, process_pair, worker_init
+
+COLUMNS = (
+    "oid",
+    "band",
+    "mjd",
+    "flux",
+    "flux_err",
+    "zpt",
+    "mag",
+    "mag_err",
+    "chi2_dof",
+    "pix_x",
+    "pix_y",
+    "science_path",
+    "template_path",
+    "science_pointing",
+    "science_sca",
+    "template_pointing",
+    "template_sca",
+    "success",
+    "error",
+    "kernel_sum",
+    "fit_chi2_dof",
+    "psf_fraction",
+    "n_flagged_in_stamp",
+    "backend",
+    "notes",
+    "elapsed_s",
+)
+
+
+def pairs(
+    sciences: list[ExposureRow], templates: list[ExposureRow]
+) -> list[tuple[ExposureRow, ExposureRow]]:
+    """Every science with every template, science-major (a worker's cache then hits)."""
+    return [(s, t) for s in sciences for t in templates]
+
+
+def threads_per_process(nprocs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, nprocs))
+
+
+def run_pairs(
+    config: PipelineConfig,
+    work: list[tuple[ExposureRow, ExposureRow]],
+    nprocs: int = 1,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows in the order of ``work``; ``nprocs > 1`` uses a spawn-context process pool."""
+    rows: list[dict[str, Any] | None] = [None] * len(work)
+    if nprocs <= 1 or len(work) <= 1:
+        for i, (s, t) in enumerate(work):
+            rows[i] = process_pair(config, s, t)
+            if on_done:
+                on_done(rows[i])  # type: ignore[arg-type]
+        return [r for r in rows if r is not None]
+    nthreads = threads_per_process(nprocs)
+    # children read these at import time (numba fixes its pool size when first imported);
+    # spawn children inherit the parent's environment, so set it before they start
+    saved = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    for k in saved:
+        os.environ[k] = str(nthreads)
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=min(nprocs, len(work)),
+            mp_context=ctx,
+            initializer=worker_init,
+            initargs=(nthreads,),
+        ) as pool:
+            futures: dict[Future[dict[str, Any]], int] = {
+                pool.submit(process_pair, config, s, t): i for i, (s, t) in enumerate(work)
+            }
+            for fut in as_completed(futures):
+                i = futures[fut]
+                try:
+                    row = fut.result()
+                except Exception as exc:  # a worker died (killed for memory, crashed)
+                    from orchestrator.dia.pipeline.pair import empty_row
+
+                    s, t = work[i]
+                    row = empty_row(config, s, t)
+                    row["error"] = f"worker failed: {type(exc).__name__}: {exc}"
+                rows[i] = row
+                if on_done:
+                    on_done(row)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return [r for r in rows if r is not None]
+
+
+def lightcurve_path(config: PipelineConfig) -> Path:
+    return config.outdir / config.oid / f"{config.oid}_{config.band}_lightcurve.csv"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([_fmt(r.get(c, "")) for c in COLUMNS])
+    tmp.replace(path)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def plot_lightcurve(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """A PNG of flux against MJD (successful rows; one marker per template)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ok = [r for r in rows if r["success"]]
+    by_template: dict[str, list[dict[str, Any]]] = {}
+    for r in ok:
+        by_template.setdefault(Path(r["template_path"]).name, []).append(r)
+    for name, rs in sorted(by_template.items()):
+        rs.sort(key=lambda r: r["mjd"])
+        ax.errorbar(
+            [r["mjd"] for r in rs],
+            [r["flux"] for r in rs],
+            yerr=[r["flux_err"] for r in rs],
+            fmt="o",
+            ms=4,
+            capsize=2,
+            label=name if len(by_template) <= 8 else None,
+        )
+    failed = len(rows) - len(ok)
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xlabel("MJD")
+    ax.set_ylabel("flux (science image units)")
+    ax.set_title(title + (f"  ({failed} failed pairs)" if failed else ""))
+    if by_template and len(by_template) <= 8:
+        ax.legend(fontsize=7, title="template", title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+class Progress:
+    """A progress bar on a TTY (rich when installed, else a plain one); log lines otherwise."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, log: Any = None) -> None:
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.stream = stream or sys.stderr
+        self.log = log
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.started = time.monotonic()
+        self._rich: Any = None
+        if self.tty:
+            try:
+                from rich.progress import Progress as RichProgress
+
+                self._rich = RichProgress(transient=False)
+                self._rich.start()
+                self._task = self._rich.add_task("pairs", total=total)
+            except ImportError:
+                self._rich = None
+
+    def update(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        self.failed += 0 if row["success"] else 1
+        if self._rich is not None:
+            self._rich.update(self._task, advance=1)
+        elif self.tty:
+            width = 30
+            filled = int(width * self.done / max(1, self.total))
+            self.stream.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} pairs, "
+                f"{self.failed} failed, {time.monotonic() - self.started:.0f} s"
+            )
+            self.stream.flush()
+        if self.log is not None:
+            event = self.log.info if row["success"] else self.log.warning
+            if not self.tty:
+                event(
+                    "pair_done",
+                    science=Path(row["science_path"]).name,
+                    template=Path(row["template_path"]).name,
+                    success=row["success"],
+                    flux=row["flux"],
+                    flux_err=row["flux_err"],
+                    error=row["error"] or None,
+                    elapsed_s=round(row["elapsed_s"], 2),
+                    done=self.done,
+                    total=self.total,
+                )
+            elif not row["success"]:
+                self._clear()
+                event(
+                    "pair_failed",
+                    science=Path(row["science_path"]).name,
+                    template=Path(row["template_path"]).name,
+                    error=row["error"],
+                )
+
+    def _clear(self) -> None:
+        if self.tty and self._rich is None:
+            self.stream.write("\r" + " " * 80 + "\r")
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+        elif self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def iter_rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    yield from sorted(rows, key=lambda r: (r["mjd"], r["template_path"]))
