@@ -1,6 +1,6 @@
-"""O2Sync end to end through a real daemon: `plan`, `trigger`, and the task's result in
-`history --json` / `status --json`. CVMFS is the directory stand-in and the probe the stand-in
-script of conftest; git and aliBuild are real."""
+"""O2Sync end to end through a real daemon: `plan`, `trigger`, and the task's result and
+summary in `history --json` / `status --json`. CVMFS is the directory stand-in and the probe
+the stand-in script of conftest; git and aliBuild are real."""
 
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ def test_cvmfs_job_through_the_daemon(
 
     run = _trigger_and_wait(daemon, "o2cv")
     assert run["state"] == "succeeded", daemon.cli("logs", run["run_id"]).stdout
+    assert run["message"] == f"promoted {A} (previous none)"
+    assert daemon.job_status("o2cv")["last_run"]["result"]["promoted"] == A
     # The daemon merges results as JSON merge patches: a null value is stored as an absent key.
     assert run["result"]["promoted"] == A and run["result"].get("previous") is None
     assert os.readlink(tmp_path / "ptr" / "O2Physics-current") == str(cvmfs_tree.payload(A))
@@ -71,9 +73,11 @@ def test_cvmfs_job_through_the_daemon(
     assert run["result"]["error"] == "verification_failed"
     assert [r["tag"] for r in run["result"]["rejected"]] == [B]
     assert run["result"]["current"] == A
-    assert run["result"]["summary"].startswith(f"no tag promoted: {B} failed verification")
     last = daemon.job_status("o2cv")["last_run"]
     assert last["run_id"] == run["run_id"] and last["state"] == "failed"
+    assert last["message"].startswith(f"no tag promoted: {B} failed verification")
+    assert last["result"]["error"] == "verification_failed"
+    assert [r["tag"] for r in last["result"]["rejected"]] == [B]
     log = daemon.cli("logs", run["run_id"]).stdout
     assert f"probe {B}: FAILED" in log and "not (fully) published" in log
 
@@ -93,36 +97,6 @@ def test_source_job_through_the_daemon(
     second = _trigger_and_wait(daemon, "o2src", 60)
     assert second["state"] == "succeeded"
     assert second["result"]["build"] == "skipped" and second["result"]["repos_moved"] == {}
-    assert "build skipped" in second["result"]["summary"]
-    assert daemon.job_status("o2src")["last_run"]["run_id"] == second["run_id"]
-
-
-@pytest.fixture
-def promoted_once(
-    daemon: DaemonHarness, cvmfs_tree: CvmfsTree, probe_script: Path, tmp_path: Path
-) -> dict[str, Any]:
-    cvmfs_tree.publish(A)
-    _write(daemon, "o2cv", cvmfs_spec(cvmfs_tree, probe_script, tmp_path / "ptr"))
-    daemon.start()
-    _trigger_and_wait(daemon, "o2cv")
-    last: dict[str, Any] = daemon.job_status("o2cv")["last_run"]
-    return last
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="orchestrator/status.py last_run_summary() does not include the run's result yet",
-)
-def test_status_json_shows_the_last_result(promoted_once: dict[str, Any]) -> None:
-    """`status --json` shows the last run's task result (last_run.result)."""
-    assert promoted_once["result"]["promoted"] == A
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the daemon does not yet copy a task result's 'summary' into the run's message "
-    "(python_task's contract says it does)",
-)
-def test_the_result_summary_becomes_the_run_message(promoted_once: dict[str, Any]) -> None:
-    """The task's `summary` is the run's message (status, history)."""
-    assert promoted_once["message"] == f"promoted {A} (previous none)"
+    last = daemon.job_status("o2src")["last_run"]
+    assert last["run_id"] == second["run_id"] and "build skipped" in last["message"]
+    assert last["result"]["alienv"] == f"alienv enter {PACKAGE}/latest-{BRANCH}-o2"
