@@ -438,3 +438,14 @@ def _control(settings: Settings, payload: dict[str, Any], key: str | None) -> No
         return
     if key:
         click.echo(reply[key])
+
+
+def _register_groups() -> None:
+    """Sub-command groups that live with their kind (their imports stay light: heavy modules
+    are imported inside the commands)."""
+    from orchestrator.tasks.o2sync.cli import o2
+
+    main.add_command(o2)
+
+
+_register_groups()
