@@ -55,6 +55,28 @@ def poly_image(i: int, j: int, shape: tuple[int, int]) -> np.ndarray:
     return np.outer(ys**j, xs**i)
 
 
+def moment_kernels(layout: Layout, kernel_terms: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Kernels ``K'_ab`` with ``sum_t p_t(x) (T conv K_t)(x) = sum_ab ((x^a y^b T) conv K'_ab)(x)``
+    for ``a + b <= DK`` (order of ``kernel_exps``): ``p_t(x) = p_t(u + k)`` with ``u = x - k``,
+    expanded with the binomial theorem, moves the polynomial from the output pixel to the
+    template pixel."""
+    from math import comb
+
+    w = layout.half_width
+    ay, ax = scale(shape[0])[0], scale(shape[1])[0]
+    r = np.arange(-w, w + 1, dtype=np.float64)
+    sy, sx = (ay * r)[:, None], (ax * r)[None, :]
+    exps = layout.kernel_exps
+    index = {(int(i), int(j)): m for m, (i, j) in enumerate(exps)}
+    out = np.zeros((len(exps), layout.side, layout.side))
+    for t, (i, j) in enumerate(exps):
+        for a in range(int(i) + 1):
+            for b in range(int(j) + 1):
+                coef = comb(int(i), a) * comb(int(j), b) * sx ** (i - a) * sy ** (j - b)
+                out[index[(a, b)]] += coef * kernel_terms[t]
+    return out
+
+
 @dataclass(frozen=True)
 class Layout:
     """Sizes and index maps of one subtraction model."""

@@ -1,17 +1,31 @@
-"""CPU backend: scipy.fft for the image-sized correlations, Numba for the pixel loops.
+"""CPU backend: scipy.fft for the image-sized work, BLAS for the lag sums, Numba for the loops.
 
-Every public function here has a twin of the same signature in :mod:`orchestrator.dia.gpu`.
-Kernels are compiled with ``cache=True`` (the first call in a fresh environment compiles, later
-processes load the cache) and ``fastmath=False`` (the fit is compared to references at 1e-10).
+Every public function here has a twin of the same signature in :mod:`orchestrator.dia.gpu`
+(the small host-side kernels are shared). Kernels are compiled with ``cache=True`` (the first
+call in a fresh environment compiles, later processes load the cache) and ``fastmath=False``
+(the fit is compared to references at 1e-10).
+
+Spectra are ``rfft2`` of images zero-padded to :func:`fft_shape`; the FFTs never compute more
+than they must:
+
+* a small kernel's spectrum on the image grid is a partial DFT (two small matrix products),
+  not a full-size FFT of a mostly-zero array;
+* a correlation needed only at lags within ``+-L`` is a partial inverse DFT of the product
+  spectrum (one complex matrix product over the rows, one small one over the columns), about a
+  fifth of an inverse FFT on a 4096^2 grid.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from functools import lru_cache
 
 import numba
 import numpy as np
 import scipy.fft as sfft
+
+from orchestrator.dia.basis import scale as basis_scale
 
 NAME = "cpu"
 
@@ -20,78 +34,215 @@ def _workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+def _smooth_len(n: int) -> int:
+    """The smallest even ``m >= n`` whose prime factors are 2, 3, 5 and 7 (pocketfft is fast
+    there; scipy's ``next_fast_len(real=True)`` skips 7 and pads 4106 to 4320, not 4116)."""
+    m = max(2, n + (n % 2))
+    while True:
+        r = m
+        for p in (2, 3, 5, 7):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 2
+
+
 def fft_shape(shape: tuple[int, int], margin: int) -> tuple[int, int]:
     """Padded FFT shape: at least ``shape + margin`` per axis (no wrap-around), fast sizes."""
-    return (
-        sfft.next_fast_len(shape[0] + margin, real=True),
-        sfft.next_fast_len(shape[1] + margin, real=True),
-    )
+    return _smooth_len(shape[0] + margin), _smooth_len(shape[1] + margin)
 
 
-def xcorr_lags(images: list[np.ndarray], ref: np.ndarray, max_lag: int) -> np.ndarray:
-    """``out[m, L + dy, L + dx] = sum_y images[m][y] * ref[y + d]`` for ``|dy|, |dx| <= L``.
+def rfft(image: np.ndarray, fshape: tuple[int, int]) -> np.ndarray:
+    """The zero-padded ``rfft2`` of ``image`` on the grid ``fshape``."""
+    return sfft.rfft2(image, s=fshape, workers=_workers())
 
-    Linear (not circular) correlation: the FFTs are zero-padded by ``max_lag``.
-    """
+
+@lru_cache(maxsize=16)
+def _twiddles(n: int, offsets: tuple[int, int], count: int, sign: int) -> np.ndarray:
+    """``exp(sign 2 pi i f k / n)`` for ``f < count`` and ``k`` in ``range(*offsets)``
+    (``(count, n_k)``); the phase is reduced modulo ``n`` in integers to keep it exact."""
+    f = np.arange(count, dtype=np.int64)[:, None]
+    k = np.arange(*offsets, dtype=np.int64)[None, :]
+    return np.exp(sign * 2j * np.pi * ((f * k) % n) / n)
+
+
+def kernel_spectrum(kernel: np.ndarray, fshape: tuple[int, int]) -> np.ndarray:
+    """``rfft2`` of an odd stamp centred on the origin (offset ``k`` at index ``k mod n``)."""
+    h0, h1 = kernel.shape[0] // 2, kernel.shape[1] // 2
+    ey = _twiddles(fshape[0], (-h0, h0 + 1), fshape[0], -1)
+    ex = _twiddles(fshape[1], (-h1, h1 + 1), fshape[1] // 2 + 1, -1)
+    return ey @ (np.asarray(kernel, dtype=np.float64) @ ex.T)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False)
+def _conj_mul(a, b, out):  # pragma: no cover
+    """``out = conj(a) * b`` in one pass (no temporaries the size of a spectrum)."""
+    for i in numba.prange(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = np.conj(a[i, j]) * b[i, j]
+
+
+def lags(
+    spec: np.ndarray, ref_spec: np.ndarray, max_lag: int, work: np.ndarray | None = None
+) -> np.ndarray:
+    """``out[L + dy, L + dx] = sum_y image[y] ref[y + d]`` for ``|dy|, |dx| <= L`` from the two
+    spectra (linear correlation when the padding is at least ``L``); ``work``, if given, is a
+    scratch array of the spectra's shape."""
     lag = int(max_lag)
-    shape = fft_shape(ref.shape, lag)
+    py = spec.shape[0]
+    pxh = spec.shape[1]
+    px = 2 * (pxh - 1)  # fft_shape sizes are even
+    prod = np.empty_like(spec) if work is None else work
+    _conj_mul(spec, ref_spec, prod)
+    ey = _twiddles(py, (-lag, lag + 1), py, 1).T  # (2L+1, py)
+    ex = _twiddles(px, (-lag, lag + 1), pxh, 1)  # (pxh, 2L+1)
+    # Hermitian symmetry of the full spectrum: columns 1..px/2-1 stand for two.
+    weight = np.full(pxh, 2.0)
+    weight[0] = weight[-1] = 1.0
+    rows = ey @ prod  # (2L+1, pxh)
+    rows *= weight
+    return np.real(rows @ ex) / (py * px)
+
+
+def moment_spectra(
+    image: np.ndarray, exps: np.ndarray, fshape: tuple[int, int]
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(m, rfft2(x~^i y~^j image))`` for every ``(i, j) = exps[m]``, ``(0, 0)`` first.
+
+    A weight that depends on y only commutes with the FFT along x, so each power of x costs one
+    FFT along x and each ``(i, j)`` one FFT along y: 5 + 15 half transforms instead of 15 full
+    ones for 2 DK = 4.
+    """
+    n0, n1 = image.shape
+    ay, by = basis_scale(n0)
+    ax, bx = basis_scale(n1)
+    xs = ax * np.arange(n1, dtype=np.float64) + bx
+    ys = ay * np.arange(n0, dtype=np.float64) + by
+    by_i: dict[int, list[tuple[int, int]]] = {}
+    for m, (i, j) in enumerate(exps):
+        by_i.setdefault(int(i), []).append((int(j), m))
     workers = _workers()
-    f_ref = sfft.rfft2(ref, s=shape, workers=workers)
-    rows = np.arange(-lag, lag + 1) % shape[0]
-    cols = np.arange(-lag, lag + 1) % shape[1]
-    out = np.empty((len(images), 2 * lag + 1, 2 * lag + 1))
-    for m, image in enumerate(images):
-        spec = sfft.rfft2(image, s=shape, workers=workers)
-        np.conjugate(spec, out=spec)
-        spec *= f_ref
-        corr = sfft.irfft2(spec, s=shape, workers=workers)
-        out[m] = corr[np.ix_(rows, cols)]
-    return out
+    for i in sorted(by_i):
+        along_x = sfft.rfft(image * xs**i if i else image, n=fshape[1], axis=1, workers=workers)
+        for j, m in sorted(by_i[i]):
+            weighted = along_x * (ys**j)[:, None] if j else along_x
+            yield m, sfft.fft(weighted, n=fshape[0], axis=0, workers=workers, overwrite_x=bool(j))
+        del along_x
+
+
+def convolve_spectra(
+    specs: list[np.ndarray], kernels: np.ndarray, fshape: tuple[int, int], shape: tuple[int, int]
+) -> np.ndarray:
+    """``sum_n image_n conv kernels[n]`` ('same', zero outside) from the images' spectra."""
+    acc = np.zeros_like(specs[0])
+    for spec, kern in zip(specs, kernels, strict=True):
+        acc += spec * kernel_spectrum(kern, fshape)
+    full = sfft.irfft2(acc, s=fshape, workers=_workers())
+    return np.ascontiguousarray(full[: shape[0], : shape[1]])
 
 
 def convolve(image: np.ndarray, kernels: np.ndarray) -> np.ndarray:
     """Zero-padded ('same') convolutions of one image with each of ``kernels`` (n, h, h), h odd."""
     half = kernels.shape[-1] // 2
-    shape = fft_shape(image.shape, 2 * half)
-    workers = _workers()
-    f_img = sfft.rfft2(image, s=shape, workers=workers)
-    out = np.empty((len(kernels), *image.shape))
-    for n, kern in enumerate(kernels):
-        spec = sfft.rfft2(kern, s=shape, workers=workers)
-        spec *= f_img
-        full = sfft.irfft2(spec, s=shape, workers=workers)
-        out[n] = full[half : half + image.shape[0], half : half + image.shape[1]]
-    return out
+    fshape = fft_shape(image.shape, half)
+    spec = rfft(image, fshape)
+    return np.stack([convolve_spectra([spec], k[None], fshape, image.shape) for k in kernels])
 
 
-def convolve_sum(image: np.ndarray, kernels: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
-    """``sum_n weights[n] * (image conv kernels[n])`` without holding all terms at once."""
-    half = kernels.shape[-1] // 2
-    shape = fft_shape(image.shape, 2 * half)
-    workers = _workers()
-    f_img = sfft.rfft2(image, s=shape, workers=workers)
-    out = np.zeros(image.shape)
-    for kern, weight in zip(kernels, weights, strict=True):
-        spec = sfft.rfft2(kern, s=shape, workers=workers)
-        spec *= f_img
-        full = sfft.irfft2(spec, s=shape, workers=workers)
-        out += weight * full[half : half + image.shape[0], half : half + image.shape[1]]
-    return out
+def line_pair_moments(
+    lines: np.ndarray, coords: np.ndarray, max_lag: int, n_mom: int
+) -> np.ndarray:
+    """``out[r1, r2, L + d, a] = sum_u coords[u]^a lines[r1, u] lines[r2, u + d]`` (zero beyond
+    the line's ends) for ``|d| <= L``: one matrix product of the moment-weighted lines with
+    every shifted copy of the lines."""
+    nr, n = lines.shape
+    lag = int(max_lag)
+    nd = 2 * lag + 1
+    weighted = np.stack([lines * coords**a for a in range(n_mom)]).reshape(n_mom * nr, n)
+    shifted = np.zeros((nd, nr, n))
+    for d in range(-lag, lag + 1):
+        lo, hi = max(0, -d), min(n, n - d)
+        if hi > lo:
+            shifted[d + lag, :, lo:hi] = lines[:, lo + d : hi + d]
+    prod = weighted @ shifted.reshape(nd * nr, n).T  # (n_mom * nr, nd * nr)
+    return np.ascontiguousarray(prod.reshape(n_mom, nr, nd, nr).transpose(1, 3, 2, 0))
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
-def _assemble_kk(moments, mom_index, kexps, alpha_y, alpha_x, half_width, out):  # pragma: no cover
-    """Kernel-kernel block of the plain normal matrix over all pixels (see fit._normal_all)."""
+def _strip_sums(
+    moments, row0, strip_lines, strip_coords, half_width, n_pow, out
+):  # pragma: no cover
+    """``out[pk, pl, d, a, j] = sum_y c(y)^j moments[y - pl - row0, y - pk - row0, d, a]`` over
+    the strip's lines ``y`` (offsets ``pk, pl`` in ``[-w, w]``, stored at ``+ w``)."""
     w = half_width
     side = 2 * w + 1
-    nk = side * side
-    nt = kexps.shape[0]
-    # binomial coefficients up to order 8 (DK <= 4)
+    nr = moments.shape[0]
+    nd = moments.shape[2]
+    na = moments.shape[3]
+    for q in numba.prange(side * side):
+        pk = q // side - w
+        pl = q % side - w
+        for iy in range(strip_lines.shape[0]):
+            y = strip_lines[iy]
+            r1 = y - pl - row0
+            r2 = y - pk - row0
+            if r1 < 0 or r1 >= nr or r2 < 0 or r2 >= nr:
+                continue
+            c = strip_coords[iy]
+            for d in range(nd):
+                for a in range(na):
+                    m = moments[r1, r2, d, a]
+                    if m == 0.0:
+                        continue
+                    cj = 1.0
+                    for j in range(n_pow):
+                        out[pk + w, pl + w, d, a, j] += cj * m
+                        cj *= c
+
+
+def strip_sums(
+    moments: np.ndarray,
+    row0: int,
+    strip_lines: np.ndarray,
+    strip_coords: np.ndarray,
+    half_width: int,
+    n_pow: int,
+) -> np.ndarray:
+    """See :func:`_strip_sums` (host arrays in and out)."""
+    side = 2 * half_width + 1
+    out = np.zeros((side, side, moments.shape[2], moments.shape[3], n_pow))
+    _strip_sums(
+        np.ascontiguousarray(moments),
+        int(row0),
+        np.ascontiguousarray(strip_lines, dtype=np.int64),
+        np.ascontiguousarray(strip_coords, dtype=np.float64),
+        int(half_width),
+        int(n_pow),
+        out,
+    )
+    return out
+
+
+@numba.njit(cache=True)
+def _binomials():  # pragma: no cover
     binom = np.zeros((9, 9))
     for n in range(9):
         binom[n, 0] = 1.0
         for r in range(1, n + 1):
             binom[n, r] = binom[n - 1, r - 1] + (binom[n - 1, r] if r <= n - 1 else 0.0)
+    return binom
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False)
+def _assemble_kk(moments, mom_index, kexps, alpha_y, alpha_x, half_width, out):  # pragma: no cover
+    """Kernel-kernel block of the plain normal matrix over the whole plane from 2-D lag moments
+    ``moments[m, 2w + dy, 2w + dx]`` (see fit.build_problem)."""
+    w = half_width
+    side = 2 * w + 1
+    nk = side * side
+    nt = kexps.shape[0]
+    binom = _binomials()
     for k in numba.prange(nk):
         ky = k // side - w
         kx = k % side - w
@@ -117,35 +268,36 @@ def _assemble_kk(moments, mom_index, kexps, alpha_y, alpha_x, half_width, out): 
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
-def _e_matvec(
-    t0p, pad, rows, cols, wgt, pvals, kern, half_width, n_chunks, acc
-):  # pragma: no cover
-    """``acc[c] = sum_{x in chunk c} wgt a (a . kern)``, ``a(x)[k, t] = p_t(x) T0(x - k)``."""
+def _assemble_strip(sums, kexps, alpha_line, half_width, horizontal, out):  # pragma: no cover
+    """Kernel-kernel block of one strip family from :func:`strip_sums`: along the line the
+    polynomial is moved onto the offset with the binomial theorem, across it it was summed."""
     w = half_width
     side = 2 * w + 1
     nk = side * side
-    nt = pvals.shape[0]
-    n = rows.shape[0]
-    step = (n + n_chunks - 1) // n_chunks
-    for c in numba.prange(n_chunks):
-        kx_local = np.empty(nk)
-        for e in range(c * step, min(n, (c + 1) * step)):
-            r = rows[e] + pad
-            q = cols[e] + pad
-            model = 0.0
-            for k in range(nk):
-                coef = 0.0
-                for t in range(nt):
-                    coef += pvals[t, e] * kern[k, t]
-                kx_local[k] = coef
-                model += coef * t0p[r - (k // side - w), q - (k % side - w)]
-            u = wgt[e] * model
-            if u == 0.0:
-                continue
-            for k in range(nk):
-                tv = u * t0p[r - (k // side - w), q - (k % side - w)]
-                for t in range(nt):
-                    acc[c, k, t] += tv * pvals[t, e]
+    nt = kexps.shape[0]
+    line_axis = 0 if horizontal else 1  # exponent along the line: x for rows, y for columns
+    binom = _binomials()
+    for k in numba.prange(nk):
+        ky = k // side - w
+        kx = k % side - w
+        for lk in range(k, nk):
+            ly = lk // side - w
+            lx = lk % side - w
+            if horizontal:
+                pk, pl, qk, ql = ky, ly, kx, lx
+            else:
+                pk, pl, qk, ql = kx, lx, ky, ly
+            d = ql - qk + 2 * w
+            sq = alpha_line * ql
+            for t in range(nt):
+                for s in range(nt):
+                    i = kexps[t, line_axis] + kexps[s, line_axis]
+                    j = kexps[t, 1 - line_axis] + kexps[s, 1 - line_axis]
+                    acc = 0.0
+                    for a in range(i + 1):
+                        acc += binom[i, a] * sq ** (i - a) * sums[pk + w, pl + w, d, a, j]
+                    out[k * nt + t, lk * nt + s] = acc
+                    out[lk * nt + s, k * nt + t] = acc
 
 
 def assemble_kk(
@@ -164,43 +316,24 @@ def assemble_kk(
     return out
 
 
-class EOperator:
-    """The correction ``N_E v = sum_{x in E} (1 - Omega(x)) a(x) a(x)^T v`` over listed pixels."""
+def assemble_strip(
+    sums: np.ndarray, kexps: np.ndarray, alpha_line: float, half_width: int, horizontal: bool
+) -> np.ndarray:
+    """Plain kernel-kernel block of horizontal (``horizontal``) or vertical strips."""
+    nk = (2 * half_width + 1) ** 2
+    nt = kexps.shape[0]
+    out = np.empty((nk * nt, nk * nt))
+    _assemble_strip(
+        np.ascontiguousarray(sums),
+        np.ascontiguousarray(kexps),
+        float(alpha_line),
+        int(half_width),
+        bool(horizontal),
+        out,
+    )
+    return out
 
-    def __init__(
-        self,
-        t0p: np.ndarray,
-        pad: int,
-        rows: np.ndarray,
-        cols: np.ndarray,
-        wgt: np.ndarray,
-        pvals: np.ndarray,
-        half_width: int,
-    ) -> None:
-        self.t0p = np.ascontiguousarray(t0p, dtype=np.float64)
-        self.pad = int(pad)
-        self.rows = np.ascontiguousarray(rows, dtype=np.int64)
-        self.cols = np.ascontiguousarray(cols, dtype=np.int64)
-        self.wgt = np.ascontiguousarray(wgt, dtype=np.float64)
-        self.pvals = np.ascontiguousarray(pvals, dtype=np.float64)
-        self.half_width = int(half_width)
-        self.n_chunks = max(1, min(4 * numba.get_num_threads(), len(self.rows)))
 
-    def apply(self, kern: np.ndarray) -> np.ndarray:
-        """``(nk, nt)`` plain kernel coefficients -> ``(nk, nt)`` correction."""
-        nk, nt = kern.shape
-        acc = np.zeros((self.n_chunks, nk, nt))
-        if len(self.rows):
-            _e_matvec(
-                self.t0p,
-                self.pad,
-                self.rows,
-                self.cols,
-                self.wgt,
-                self.pvals,
-                np.ascontiguousarray(kern),
-                self.half_width,
-                self.n_chunks,
-                acc,
-            )
-        return acc.sum(axis=0)
+def empty_like(spec: np.ndarray) -> np.ndarray:
+    """A scratch array like ``spec`` (on the backend's device)."""
+    return np.empty_like(spec)

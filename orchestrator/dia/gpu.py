@@ -6,11 +6,12 @@ go in and come out; the image-sized work runs on the device.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from orchestrator.dia import cpu
+from orchestrator.dia import basis, cpu
 from orchestrator.dia.errors import DiaBackendError
 
 NAME = "gpu"
@@ -49,73 +50,77 @@ def require() -> None:
 
 
 fft_shape = cpu.fft_shape
-assemble_kk = cpu.assemble_kk  # small (N^2) host work; the moments come from the device
+# small (n_unknowns^2 or strip-sized) host work; the image-sized inputs come from the device
+assemble_kk = cpu.assemble_kk
+assemble_strip = cpu.assemble_strip
+line_pair_moments = cpu.line_pair_moments
+strip_sums = cpu.strip_sums
 
 
-def xcorr_lags(images: list[np.ndarray], ref: np.ndarray, max_lag: int) -> np.ndarray:
-    """See :func:`orchestrator.dia.cpu.xcorr_lags`."""
+def rfft(image: np.ndarray, fshape: tuple[int, int]) -> Any:
+    """See :func:`orchestrator.dia.cpu.rfft`; the spectrum stays on the device."""
+    cp = _cupy()
+    return cp.fft.rfft2(cp.asarray(image), s=fshape)
+
+
+def empty_like(spec: Any) -> Any:
+    """See :func:`orchestrator.dia.cpu.empty_like`."""
+    return _cupy().empty_like(spec)
+
+
+def _twiddles(n: int, offsets: tuple[int, int], count: int, sign: int) -> Any:
+    return _cupy().asarray(cpu._twiddles(n, offsets, count, sign))
+
+
+def lags(spec: Any, ref_spec: Any, max_lag: int, work: Any = None) -> np.ndarray:
+    """See :func:`orchestrator.dia.cpu.lags` (partial inverse DFT on the device)."""
     cp = _cupy()
     lag = int(max_lag)
-    shape = fft_shape(ref.shape, lag)
-    f_ref = cp.fft.rfft2(cp.asarray(ref), s=shape)
-    rows = cp.asarray(np.arange(-lag, lag + 1) % shape[0])
-    cols = cp.asarray(np.arange(-lag, lag + 1) % shape[1])
-    out = np.empty((len(images), 2 * lag + 1, 2 * lag + 1))
-    for m, image in enumerate(images):
-        spec = cp.conj(cp.fft.rfft2(cp.asarray(image), s=shape)) * f_ref
-        corr = cp.fft.irfft2(spec, s=shape)
-        out[m] = cp.asnumpy(corr[rows[:, None], cols[None, :]])
-    return out
+    py, pxh = spec.shape
+    px = 2 * (pxh - 1)
+    prod = cp.conj(spec) * ref_spec
+    weight = cp.full(pxh, 2.0)
+    weight[0] = weight[-1] = 1.0
+    rows = (_twiddles(py, (-lag, lag + 1), py, 1).T @ prod) * weight
+    out = cp.real(rows @ _twiddles(px, (-lag, lag + 1), pxh, 1)) / (py * px)
+    return np.asarray(cp.asnumpy(out))
+
+
+def moment_spectra(
+    image: np.ndarray, exps: np.ndarray, fshape: tuple[int, int]
+) -> Iterator[tuple[int, Any]]:
+    """See :func:`orchestrator.dia.cpu.moment_spectra` (device spectra)."""
+    cp = _cupy()
+    img = cp.asarray(image)
+    for m, (i, j) in enumerate(exps):
+        poly = cp.asarray(basis.poly_image(int(i), int(j), image.shape))
+        yield m, cp.fft.rfft2(poly * img, s=fshape)
+
+
+def kernel_spectrum(kernel: np.ndarray, fshape: tuple[int, int]) -> Any:
+    """See :func:`orchestrator.dia.cpu.kernel_spectrum` (on the device)."""
+    cp = _cupy()
+    h0, h1 = kernel.shape[0] // 2, kernel.shape[1] // 2
+    ey = _twiddles(fshape[0], (-h0, h0 + 1), fshape[0], -1)
+    ex = _twiddles(fshape[1], (-h1, h1 + 1), fshape[1] // 2 + 1, -1)
+    return ey @ (cp.asarray(kernel, dtype=cp.float64) @ ex.T)
+
+
+def convolve_spectra(
+    specs: list[Any], kernels: np.ndarray, fshape: tuple[int, int], shape: tuple[int, int]
+) -> np.ndarray:
+    """See :func:`orchestrator.dia.cpu.convolve_spectra`."""
+    cp = _cupy()
+    acc = cp.zeros_like(specs[0])
+    for spec, kern in zip(specs, kernels, strict=True):
+        acc += spec * kernel_spectrum(kern, fshape)
+    full = cp.fft.irfft2(acc, s=fshape)
+    return np.asarray(cp.asnumpy(full[: shape[0], : shape[1]]))
 
 
 def convolve(image: np.ndarray, kernels: np.ndarray) -> np.ndarray:
     """See :func:`orchestrator.dia.cpu.convolve`."""
-    return np.stack(
-        [convolve_sum(image, kernels[n : n + 1], [np.ones(1)]) for n in range(len(kernels))]
-    )
-
-
-def convolve_sum(image: np.ndarray, kernels: np.ndarray, weights: Any) -> np.ndarray:
-    """See :func:`orchestrator.dia.cpu.convolve_sum`."""
-    cp = _cupy()
     half = kernels.shape[-1] // 2
-    shape = fft_shape(image.shape, 2 * half)
-    f_img = cp.fft.rfft2(cp.asarray(image), s=shape)
-    out = cp.zeros(image.shape)
-    for kern, weight in zip(kernels, weights, strict=True):
-        full = cp.fft.irfft2(cp.fft.rfft2(cp.asarray(kern), s=shape) * f_img, s=shape)
-        out += cp.asarray(weight) * full[half : half + image.shape[0], half : half + image.shape[1]]
-    return cp.asnumpy(out)
-
-
-class EOperator:
-    """See :class:`orchestrator.dia.cpu.EOperator`; patches are gathered once on the device."""
-
-    def __init__(
-        self,
-        t0p: np.ndarray,
-        pad: int,
-        rows: np.ndarray,
-        cols: np.ndarray,
-        wgt: np.ndarray,
-        pvals: np.ndarray,
-        half_width: int,
-    ) -> None:
-        cp = _cupy()
-        w = int(half_width)
-        r = np.arange(-w, w + 1)
-        dy, dx = (a.ravel() for a in np.meshgrid(r, r, indexing="ij"))
-        t0 = cp.asarray(t0p)
-        rr = cp.asarray(rows[:, None] - dy[None, :] + pad)
-        cc = cp.asarray(cols[:, None] - dx[None, :] + pad)
-        self.patches = t0[rr, cc]  # (nE, nk)
-        self.wgt = cp.asarray(wgt)
-        self.pvals = cp.asarray(pvals)  # (nt, nE)
-
-    def apply(self, kern: np.ndarray) -> np.ndarray:
-        cp = _cupy()
-        k = cp.asarray(kern)  # (nk, nt)
-        model = cp.sum((self.patches @ k) * self.pvals.T, axis=1)  # (nE,)
-        u = self.wgt * model
-        out = self.patches.T @ (u[:, None] * self.pvals.T)  # (nk, nt)
-        return cp.asnumpy(out)
+    fshape = fft_shape(image.shape, half)
+    spec = rfft(image, fshape)
+    return np.stack([convolve_spectra([spec], k[None], fshape, image.shape) for k in kernels])
