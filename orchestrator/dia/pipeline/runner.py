@@ -117,8 +117,8 @@ def lightcurve_path(config: PipelineConfig) -> Path:
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else repr(value)
+    if isinstance(value, float):  # numpy floats too (repr would say np.float64(...))
+        return "nan" if math.isnan(value) else repr(float(value))
     return str(value)
 
 

@@ -1,0 +1,154 @@
+"""The command line end to end: `photometry simulate`, then `photometry run`, against the truth."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLI = [sys.executable, "-m", "orchestrator.dia.cli"]
+TIMEOUT_S = 300
+
+
+def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT_S, env=env
+    )
+
+
+def _simulate(out: Path, size: int, epochs: int, templates: int, seed: int) -> dict[str, object]:
+    proc = _cli(
+        "simulate",
+        "--out",
+        out,
+        "--size",
+        size,
+        "--epochs",
+        epochs,
+        "--templates",
+        templates,
+        "--seed",
+        seed,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "object.json").read_text())
+
+
+def _run(
+    data: Path, obj: dict[str, object], *extra: str | Path
+) -> subprocess.CompletedProcess[str]:
+    return _cli(
+        "run",
+        "--oid",
+        obj["oid"],
+        "-r",
+        obj["ra"],
+        "-d",
+        obj["dec"],
+        "-b",
+        obj["band"],
+        "-t",
+        data / "templates.txt",
+        "-s",
+        data / "science.txt",
+        "-o",
+        data / "out",
+        *extra,
+    )
+
+
+def _rows(data: Path, obj: dict[str, object]) -> list[dict[str, str]]:
+    path = data / "out" / str(obj["oid"]) / f"{obj['oid']}_{obj['band']}_lightcurve.csv"
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _pulls(data: Path, obj: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
+    truth = {}
+    with (data / "truth.csv").open() as fh:
+        for t in csv.DictReader(fh):
+            truth[str(data / t["science_path"])] = float(t["true_flux"])
+    rows = _rows(data, obj)
+    assert all(r["success"] == "true" for r in rows), [r["error"] for r in rows]
+    flux = np.array([float(r["flux"]) for r in rows])
+    err = np.array([float(r["flux_err"]) for r in rows])
+    true = np.array([truth[r["science_path"]] for r in rows])
+    for r in rows:
+        f = float(r["flux"])
+        assert float(r["mag"]) == pytest.approx(float(r["zpt"]) - 2.5 * math.log10(f))
+        assert float(r["mag_err"]) == pytest.approx(1.0857 * float(r["flux_err"]) / f, rel=1e-3)
+    pulls = (flux - true) / err
+    weights = (true / err) ** 2  # inverse variance of flux / true
+    print("pulls", np.round(pulls, 2), "ratio", np.round(flux / true, 3))
+    return pulls, np.array([np.average(flux / true, weights=weights)])
+
+
+def test_simulated_light_curve_is_recovered(tmp_path: Path) -> None:
+    """Every pair succeeds and each flux lies within 4 sigma of the truth, with no bias over 3 %.
+
+    Tolerance: the errors are the forced-photometry sigma; 4 sigma per pair (8 pairs, correlated
+    in pairs sharing a science image) fails by chance with probability < 1e-3. The weighted mean
+    flux/true ratio bounds a systematic error (PSF, resampling, aperture correction) to 3 %,
+    about 1.5 times its own statistical scatter here.
+    """
+    data = tmp_path / "sim"
+    obj = _simulate(data, 256, 4, 2, 3)
+    proc = _run(data, obj, "-p", "2", "--keep-products")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pulls, ratio = _pulls(data, obj)
+    assert len(pulls) == 8
+    assert np.all(np.abs(pulls) < 4), pulls
+    assert abs(ratio[0] - 1) < 0.03, ratio
+    out = data / "out" / str(obj["oid"])
+    assert (out / f"{obj['oid']}_{obj['band']}_lightcurve.png").stat().st_size > 1000
+    assert len(list((out / "products").glob("*_diff.fits"))) == 8
+
+
+def test_one_unreadable_image_fails_only_its_rows(tmp_path: Path) -> None:
+    """A corrupt science image fails its own rows (success false, a message); exit status 1."""
+    data = tmp_path / "sim"
+    obj = _simulate(data, 160, 2, 1, 4)
+    (data / "images" / "science_01.fits").write_bytes(b"SIMPLE  = broken" * 10)
+    proc = _run(data, obj, "--psf", "gaussian:1.6")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    rows = {Path(r["science_path"]).name: r for r in _rows(data, obj)}
+    assert rows["science_00.fits"]["success"] == "true"
+    assert rows["science_01.fits"]["success"] == "false"
+    assert "science_01.fits" in rows["science_01.fits"]["error"]
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    """A missing list or a bad --psf value is a usage error: exit status 2 and a message."""
+    obj = {"oid": "x", "ra": 1.0, "dec": 2.0, "band": "R062"}
+    proc = _run(tmp_path, obj)
+    assert proc.returncode == 2 and "templates.txt" in proc.stderr
+    proc = _run(tmp_path, obj, "--psf", "gaussian:zero")
+    assert proc.returncode == 2 and "--psf" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="PSFs estimated from stars bias fluxes high by about 6 % on this data set (seed 11); "
+    "not yet understood (normalisation or centring of the estimated effective PSF)",
+    strict=False,
+)
+def test_larger_simulation_with_estimated_psfs(tmp_path: Path) -> None:
+    """With PSFs estimated from stars (no psf column), 512-pixel images: fluxes within 5 sigma."""
+    data = tmp_path / "sim"
+    obj = _simulate(data, 512, 6, 2, 11)
+    for name in ("templates.txt", "science.txt"):
+        lines = (data / name).read_text().splitlines()
+        (data / name).write_text("\n".join(" ".join(ln.split()[:5]) for ln in lines) + "\n")
+    proc = _run(data, obj, "-p", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pulls, ratio = _pulls(data, obj)
+    assert np.all(np.abs(pulls) < 5), pulls
+    assert abs(ratio[0] - 1) < 0.05, ratio
