@@ -47,7 +47,30 @@ def _print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Sub-command groups that live with their kind or package, imported only when used, so
+    that `orchestrator --help` and the daemon never import numpy/scipy (orchestrator.dia)."""
+
+    lazy = {
+        "o2": "orchestrator.tasks.o2sync.cli:o2",
+        "photometry": "orchestrator.dia.cli:photometry",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            import importlib
+
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="orchestrator")
 def main() -> None:
     """Run jobs from YAML manifests: scheduled, supervised, recorded."""
@@ -438,14 +461,3 @@ def _control(settings: Settings, payload: dict[str, Any], key: str | None) -> No
         return
     if key:
         click.echo(reply[key])
-
-
-def _register_groups() -> None:
-    """Sub-command groups that live with their kind (their imports stay light: heavy modules
-    are imported inside the commands)."""
-    from orchestrator.tasks.o2sync.cli import o2
-
-    main.add_command(o2)
-
-
-_register_groups()
