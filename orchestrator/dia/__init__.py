@@ -310,7 +310,14 @@ def subtract(
     fit uses pixels whose whole kernel footprint is good, away from the edges. Without variance
     maps a constant variance is estimated from each image (median absolute deviation).
     ``weights='ivar'`` down-weights pixels whose variance exceeds the median (sources) by
-    ``median / variance``; it is exact but slower (those pixels join the correction set).
+    ``median / variance`` and keeps weight 1 elsewhere: a constant (sky) weight, which the
+    FFT lag-moment sums can carry, plus exact per-pixel inverse-variance weights where sources
+    raise the variance. A weight inside the sums (``sum_x W(x) T(x - k) T(x - l)``) is not a
+    function of the lag ``l - k`` alone, so per-pixel weights everywhere would give up the FFT
+    form; instead each down-weighted pixel is one rank-one update of the normal matrix (BLAS
+    ``dsyrk``, about 0.04 s per 1,000 pixels at w = 9, DK = 2 on two cores). Cheap for sparse
+    fields; in a crowded 4088^2 field with smooth variance maps it can add tens of seconds, and
+    with noisy variance maps (half the pixels above the median) it is impractical.
     Cross-convolution needs both PSFs; when one is missing the images are fitted directly.
     ``fit_exclude`` (True = leave out) keeps pixels out of the fit only, e.g. around the target,
     so that a bright transient cannot pull the kernel; they are still subtracted.
