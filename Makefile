@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The daemon in the foreground on the bundled jobs.d/, with its state inside the repository.
+# The venv's bin/ goes first on PATH so that jobs can call `orchestrator` (the photometry demo).
 # Manifests run commands, so the daemon refuses a jobs directory others can write: a checkout
 # made under a umask of 002 gets its group write bit removed here.
 run: $(STAMP)
 	chmod go-w jobs.d jobs.d/*.yaml
 	mkdir -p $(STATE)
-	$(BIN)/orchestrator run --jobs-dir jobs.d --state-dir $(STATE)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/orchestrator run --jobs-dir jobs.d --state-dir $(STATE)
 
 sysdeps:
 	bash scripts/system-deps.sh

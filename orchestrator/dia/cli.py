@@ -54,11 +54,18 @@ def photometry() -> None:
 
 
 @photometry.command("run", help=RUN_HELP)
-@click.option("--oid", required=True, help="Object id (names the output folder and files).")
-@click.option("-r", "--ra", type=float, required=True, help="Right ascension, degrees.")
-@click.option("-d", "--dec", type=float, required=True, help="Declination, degrees.")
 @click.option(
-    "-b", "--band", required=True, help="Band, e.g. R062; rows of other bands are skipped."
+    "--object",
+    "object_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="JSON with oid, ra, dec, band (as `photometry simulate` writes); flags override it.",
+)
+@click.option("--oid", default=None, help="Object id (names the output folder and files).")
+@click.option("-r", "--ra", type=float, default=None, help="Right ascension, degrees.")
+@click.option("-d", "--dec", type=float, default=None, help="Declination, degrees.")
+@click.option(
+    "-b", "--band", default=None, help="Band, e.g. R062; rows of other bands are skipped."
 )
 @click.option(
     "-t",
@@ -147,10 +154,11 @@ def photometry() -> None:
 @click.option("--keep-products", is_flag=True, help="Write difference, variance and PSF images.")
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning, error.")
 def run_command(
-    oid: str,
-    ra: float,
-    dec: float,
-    band: str,
+    object_file: Path | None,
+    oid: str | None,
+    ra: float | None,
+    dec: float | None,
+    band: str | None,
     templates: Path,
     science: Path,
     outdir: Path,
@@ -168,6 +176,21 @@ def run_command(
 ) -> None:
     from orchestrator.logs import configure_logging, get_logger
 
+    if object_file is not None:
+        import json
+
+        try:
+            obj = json.loads(object_file.read_text())
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--object") from None
+        oid = oid if oid is not None else str(obj.get("oid", "")) or None
+        ra = ra if ra is not None else obj.get("ra")
+        dec = dec if dec is not None else obj.get("dec")
+        band = band if band is not None else obj.get("band")
+    for value, hint in ((oid, "--oid"), (ra, "-r/--ra"), (dec, "-d/--dec"), (band, "-b/--band")):
+        if value is None:
+            raise click.UsageError(f"missing {hint} (give it, or --object FILE)")
+    assert oid is not None and ra is not None and dec is not None and band is not None
     configure_logging(log_level)
     log = get_logger(oid=oid, band=band)
     if not -90 <= dec <= 90:
