@@ -17,21 +17,9 @@ from typing import Any
 import click
 
 from orchestrator import __version__
+from orchestrator.cli_options import JOBS_DIR, STATE_DIR
 from orchestrator.errors import ControlError, DaemonNotRunningError, OrchestratorError
 from orchestrator.settings import Settings
-
-JOBS_DIR = click.option(
-    "--jobs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="ORCH_JOBS_DIR",
-    help="Directory of manifests [env ORCH_JOBS_DIR; default ~/.config/orchestrator/jobs.d].",
-)
-STATE_DIR = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="ORCH_STATE_DIR",
-    help="Run history, logs, lease [env ORCH_STATE_DIR; default $XDG_STATE_HOME/orchestrator].",
-)
 
 
 def _settings(jobs_dir: Path | None, state_dir: Path | None) -> Settings:

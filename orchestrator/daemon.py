@@ -835,23 +835,10 @@ class Daemon:
                 self.active[run.run_id] = run
                 log.info("run_adopted", job=run.job, run_id=run.run_id, pid=run.pid)
                 continue
-            changed = self.store.finish_run(
-                run.run_id,
-                outcome.state,
-                exit_code=outcome.exit_code,
-                message=outcome.message,
-                finished_at=outcome.finished_at,
-            )
-            if changed:
-                log.info(
-                    "run_adopted_finished",
-                    job=run.job,
-                    run_id=run.run_id,
-                    state=str(outcome.state),
-                    exit_code=outcome.exit_code,
-                )
-                if outcome.state in RETRYABLE:
-                    self._adopted_failures.append(run)
+            # Ended while no daemon ran: recorded like any end (its task result too); retries
+            # wait until the manifests are loaded (_retry_adopted_failures).
+            log.info("run_adopted_finished", job=run.job, run_id=run.run_id)
+            self._finish(run, outcome, allow_followups=False)
 
     def _retry_adopted_failures(self) -> None:
         """Runs found lost or failed at start-up are retried per their job's policy, once the

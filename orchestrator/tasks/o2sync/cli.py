@@ -19,24 +19,12 @@ from typing import Any
 
 import click
 
+from orchestrator.cli_options import JOBS_DIR, STATE_DIR
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import Settings
 from orchestrator.tasks.o2sync.errors import O2SyncError
 from orchestrator.tasks.o2sync.spec import O2SyncSpec
 from orchestrator.tasks.o2sync.state import JobState, expand_path, job_lock
-
-_JOBS_DIR = click.option(
-    "--jobs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="ORCH_JOBS_DIR",
-    help="Directory of manifests [env ORCH_JOBS_DIR].",
-)
-_STATE_DIR = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="ORCH_STATE_DIR",
-    help="The daemon's state directory [env ORCH_STATE_DIR].",
-)
 
 o2 = click.Group(
     "o2",
@@ -90,8 +78,8 @@ def _tags_view(state: JobState) -> dict[str, Any]:
 
 @o2.command()
 @click.argument("job")
-@_JOBS_DIR
-@_STATE_DIR
+@JOBS_DIR
+@STATE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def tags(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """The current tag of JOB, the tags kept for rollback, and the rejected tags."""
@@ -121,8 +109,8 @@ def tags(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: bool)
 @o2.command()
 @click.argument("job")
 @click.argument("tag", required=False)
-@_JOBS_DIR
-@_STATE_DIR
+@JOBS_DIR
+@STATE_DIR
 def rollback(job: str, tag: str | None, jobs_dir: Path | None, state_dir: Path | None) -> None:
     """Point JOB back at TAG (default: the tag promoted before the current one)."""
     from orchestrator.tasks.o2sync.pointer import PointerFiles
@@ -179,8 +167,8 @@ def rollback(job: str, tag: str | None, jobs_dir: Path | None, state_dir: Path |
 @o2.command()
 @click.argument("job")
 @click.argument("tag")
-@_JOBS_DIR
-@_STATE_DIR
+@JOBS_DIR
+@STATE_DIR
 def unreject(job: str, tag: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
     """Let future runs of JOB probe (and promote) TAG again."""
     _, job_state_dir = _job(job, jobs_dir, state_dir)
