@@ -192,7 +192,7 @@ def estimate_psf(
     half: int = 8,
     oversamp: int = 4,
     min_stars: int = 5,
-    iterations: int = 8,
+    iterations: int = 12,
 ) -> PsfModel:
     """An oversampled effective PSF from the bright isolated stars of one image.
 
@@ -200,7 +200,25 @@ def estimate_psf(
     phases fill the oversampled grid (Anderson & King 2000). Each iteration fits every star's
     flux and position with the current model, then adds the smoothed mean residual to the model
     (smoothing the *correction*, not the model, so the converged model is not broadened),
-    re-centres it and normalises it to sum 1 within the stamp.
+    re-centres it and normalises it. Three details keep the flux scale unbiased (each was worth
+    several per cent on the simulated data set, where the old iteration gave a model ~9 % too
+    low at the peak and fluxes ~6 % too high):
+
+    - residuals are averaged with inverse-variance weights ``f^2 / var`` (the faintest stars'
+      stamps are almost pure noise at the model's scale; an unweighted mean filled the wings
+      with their noise);
+    - the model is neither clipped at zero nor sampled with clipping while it is fitted: a
+      clip turns zero-mean noise in the wings into a positive pedestal that grows with every
+      iteration and, after normalisation, steals flux from the core (and a clipped rendering
+      hides negative wings from the residual, so they drift instead);
+    - every sub-pixel phase's lattice of the model sums to 1, as an effective PSF must (the
+      flux of a star does not depend on where it falls in its pixel); normalising one phase
+      only left the others free to trade scale with the stars' fitted fluxes.
+
+    The correction is smoothed by at most 0.4 pixel (0.2 pixel in the last iterations): more
+    washes out the phase dependence of an undersampled effective PSF (fluxes then depend on
+    the sub-pixel position by +-3 %). The model holds the flux within the stars' ``2 half + 1``
+    stamps: wings beyond them cannot be measured from the stars of one image.
     """
     stars = find_stars(image, variance, mask, half=half)
     if len(stars) < min_stars:
@@ -214,43 +232,59 @@ def estimate_psf(
     n = model.grid.shape[0]
     c = n // 2
     off = np.arange(-half, half + 1, dtype=np.float64)
-    stamps = [
-        image[round(s.y) - half : round(s.y) + half + 1, round(s.x) - half : round(s.x) + half + 1]
+    boxes = [
+        (
+            slice(round(s.y) - half, round(s.y) + half + 1),
+            slice(round(s.x) - half, round(s.x) + half + 1),
+        )
         for s in stars
     ]
+    stamps = [image[b] for b in boxes]
+    variances = [np.maximum(variance[b], 1e-30) for b in boxes]
     positions = [(s.x, s.y, s.flux) for s in stars]
     for it in range(iterations):
         positions = [
-            _fit_star(model, st, x, y, f, half)
-            for st, (x, y, f) in zip(stamps, positions, strict=True)
+            _fit_star(model, st, var, x, y, f, half)
+            for st, var, (x, y, f) in zip(stamps, variances, positions, strict=True)
         ]
         acc = np.zeros((n, n))
-        cnt = np.zeros((n, n))
-        for st, (x, y, f) in zip(stamps, positions, strict=True):
+        wsum = np.zeros((n, n))
+        for st, var, (x, y, f) in zip(stamps, variances, positions, strict=True):
             dx, dy = x - round(x), y - round(y)
-            pred = model.stamp(half, dx, dy)
-            resid = st / f - pred
+            resid = st / f - _sample(model, half, dx, dy)
+            weight = f * f / var  # inverse variance of st / f
             fy = np.rint(c + (off[:, None] - dy) * oversamp).astype(int)
             fx = np.rint(c + (off[None, :] - dx) * oversamp).astype(int)
             fy, fx = np.broadcast_arrays(fy, fx)
             ok = (fy >= 0) & (fy < n) & (fx >= 0) & (fx < n)
-            np.add.at(acc, (fy[ok], fx[ok]), resid[ok])
-            np.add.at(cnt, (fy[ok], fx[ok]), 1.0)
-        sm = 0.6 * oversamp if it < iterations - 2 else 0.35 * oversamp
+            np.add.at(acc, (fy[ok], fx[ok]), (weight * resid)[ok])
+            np.add.at(wsum, (fy[ok], fx[ok]), weight[ok])
+        sm = (0.4 if it < iterations - 2 else 0.2) * oversamp
         num = ndimage.gaussian_filter(acc, sm, mode="constant")
-        den = ndimage.gaussian_filter(cnt, sm, mode="constant")
-        corr = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
-        grid = np.maximum(model.grid + corr, 0.0)
-        grid = _recentre(grid, oversamp)
-        grid /= _lattice_sum(grid, oversamp)
-        model = PsfModel(grid, oversamp)
+        den = ndimage.gaussian_filter(wsum, sm, mode="constant")
+        covered = den > 1e-6 * den.max()
+        corr = np.where(covered, num / np.where(covered, den, 1.0), 0.0)
+        grid = _recentre(model.grid + corr, oversamp)
+        model = PsfModel(_normalise_phases(grid, oversamp), oversamp)
     return model
 
 
-def _lattice_sum(grid: np.ndarray, oversamp: int) -> float:
-    """Sum of the model sampled at whole-pixel offsets (what a centred star puts in its pixels)."""
-    c = grid.shape[0] // 2
-    return float(grid[c % oversamp :: oversamp, c % oversamp :: oversamp].sum())
+def _sample(model: PsfModel, half: int, dx: float, dy: float) -> np.ndarray:
+    """The model at whole-pixel offsets from ``(dx, dy)``, without clipping (for fitting)."""
+    off = np.arange(-half, half + 1, dtype=np.float64)
+    ux, uy = np.broadcast_arrays(off[None, :] - dx, off[:, None] - dy)
+    c = model.grid.shape[0] // 2
+    coords = np.stack([c + uy * model.oversamp, c + ux * model.oversamp])
+    return np.asarray(ndimage.map_coordinates(model.grid, coords, order=3, mode="constant"))
+
+
+def _normalise_phases(grid: np.ndarray, oversamp: int) -> np.ndarray:
+    """``grid`` scaled so that the samples of every sub-pixel phase sum to 1 (flux conservation)."""
+    out = grid.copy()
+    for i in range(oversamp):
+        for j in range(oversamp):
+            out[i::oversamp, j::oversamp] /= out[i::oversamp, j::oversamp].sum()
+    return out
 
 
 def _recentre(grid: np.ndarray, oversamp: int) -> np.ndarray:
@@ -283,20 +317,27 @@ def _moment_fwhm(image: np.ndarray, stars: list[Star], half: int) -> float:
 
 
 def _fit_star(
-    model: PsfModel, stamp: np.ndarray, x: float, y: float, flux: float, half: int
+    model: PsfModel,
+    stamp: np.ndarray,
+    variance: np.ndarray,
+    x: float,
+    y: float,
+    flux: float,
+    half: int,
 ) -> tuple[float, float, float]:
-    """Flux and position of one star by Gauss-Newton on the model (three steps)."""
+    """Flux and position of one star by weighted Gauss-Newton on the model (three steps)."""
     ix, iy = round(x), round(y)
     dx, dy = x - ix, y - iy
     eps = 1e-3
+    w = 1.0 / np.sqrt(variance.ravel())
     for _ in range(3):
-        p = model.stamp(half, dx, dy)
-        gx = (model.stamp(half, dx + eps, dy) - model.stamp(half, dx - eps, dy)) / (2 * eps)
-        gy = (model.stamp(half, dx, dy + eps) - model.stamp(half, dx, dy - eps)) / (2 * eps)
+        p = _sample(model, half, dx, dy)
+        gx = (_sample(model, half, dx + eps, dy) - _sample(model, half, dx - eps, dy)) / (2 * eps)
+        gy = (_sample(model, half, dx, dy + eps) - _sample(model, half, dx, dy - eps)) / (2 * eps)
         a = np.stack([p.ravel(), flux * gx.ravel(), flux * gy.ravel()], 1)
         r = (stamp - flux * p).ravel()
         try:
-            step, *_ = np.linalg.lstsq(a, r, rcond=None)
+            step, *_ = np.linalg.lstsq(a * w[:, None], r * w, rcond=None)
         except np.linalg.LinAlgError:
             break
         flux += float(step[0])

@@ -43,7 +43,7 @@ def _simulate(out: Path, size: int, epochs: int, templates: int, seed: int) -> d
 
 
 def _run(
-    data: Path, obj: dict[str, object], *extra: str | Path
+    data: Path, obj: dict[str, object], *extra: str | Path, lists: str = ""
 ) -> subprocess.CompletedProcess[str]:
     return _cli(
         "run",
@@ -56,17 +56,17 @@ def _run(
         "-b",
         obj["band"],
         "-t",
-        data / "templates.txt",
+        data / f"templates{lists}.txt",
         "-s",
-        data / "science.txt",
+        data / f"science{lists}.txt",
         "-o",
-        data / "out",
+        data / f"out{lists}",
         *extra,
     )
 
 
-def _rows(data: Path, obj: dict[str, object]) -> list[dict[str, str]]:
-    path = data / "out" / str(obj["oid"]) / f"{obj['oid']}_{obj['band']}_lightcurve.csv"
+def _rows(data: Path, obj: dict[str, object], lists: str = "") -> list[dict[str, str]]:
+    path = data / f"out{lists}" / str(obj["oid"]) / f"{obj['oid']}_{obj['band']}_lightcurve.csv"
     with path.open() as fh:
         return list(csv.DictReader(fh))
 
@@ -135,20 +135,41 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="PSFs estimated from stars bias fluxes high by about 6 % on this data set (seed 11); "
-    "not yet understood (normalisation or centring of the estimated effective PSF)",
-    strict=False,
-)
 def test_larger_simulation_with_estimated_psfs(tmp_path: Path) -> None:
-    """With PSFs estimated from stars (no psf column), 512-pixel images: fluxes within 5 sigma."""
+    """With PSFs estimated from stars (no psf column), 512-pixel images: no flux bias.
+
+    Tolerances (12 pairs, pairs sharing a science image share its noise): each pull within
+    4 sigma; the weighted mean flux/true ratio within 3 % (its statistical error is 1.3 % here)
+    and the mean pull within 1.2 (3 times its error of about sqrt(2 / 12)), which bound the bias
+    on the bright and on the faint epochs. The sharpest check compares with the same pairs run
+    with the true PSFs (the psf column): the pixels and their noise are the same, so the
+    weighted mean ratio of the two runs measures the PSF estimate's own error, -1.0 % to +0.1 %
+    on seeds 11-14; it must stay within 2 %. The estimator that clipped its model at zero
+    failed all four (largest pull 4.1, ratio +6.1 %, mean pull +1.8, +4.2 % against the true
+    PSFs).
+    """
     data = tmp_path / "sim"
     obj = _simulate(data, 512, 6, 2, 11)
-    for name in ("templates.txt", "science.txt"):
-        lines = (data / name).read_text().splitlines()
-        (data / name).write_text("\n".join(" ".join(ln.split()[:5]) for ln in lines) + "\n")
+    for name in ("templates", "science"):
+        lines = (data / f"{name}.txt").read_text().splitlines()
+        (data / f"{name}_given.txt").write_text("\n".join(lines) + "\n")
+        (data / f"{name}.txt").write_text(
+            "\n".join(" ".join(ln.split()[:5]) for ln in lines) + "\n"
+        )
     proc = _run(data, obj, "-p", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     pulls, ratio = _pulls(data, obj)
-    assert np.all(np.abs(pulls) < 5), pulls
-    assert abs(ratio[0] - 1) < 0.05, ratio
+    assert len(pulls) == 12
+    assert np.all(np.abs(pulls) < 4), pulls
+    assert abs(ratio[0] - 1) < 0.03, ratio
+    assert abs(pulls.mean()) < 1.2, pulls
+    proc = _run(data, obj, "-p", "2", lists="_given")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    estimated, given = _rows(data, obj), _rows(data, obj, "_given")
+    assert [r["science_path"] for r in estimated] == [r["science_path"] for r in given]
+    f_est = np.array([float(r["flux"]) for r in estimated])
+    f_given = np.array([float(r["flux"]) for r in given])
+    weights = (f_given / np.array([float(r["flux_err"]) for r in given])) ** 2
+    versus_given = np.average(f_est / f_given, weights=weights)
+    print("estimated / given", np.round(f_est / f_given, 3), round(float(versus_given), 4))
+    assert abs(versus_given - 1) < 0.02, versus_given

@@ -43,6 +43,32 @@ def test_estimate_recovers_a_known_undersampled_psf() -> None:
     assert np.abs(diff).max() < 0.01 * true.stamp(6).max() * 3
 
 
+def test_estimate_gives_unbiased_psf_fluxes() -> None:
+    """A PSF fit with the estimated model measures a true star's flux within 2.5 % at any phase.
+
+    The field holds faint stars too (log-uniform 1e3-3e5 e-) and the PSF has a halo, as the
+    simulated data set does: the estimator that clipped its model at zero and averaged the
+    residuals unweighted measured 2-7 % too much here (a positive pedestal in the wings took
+    flux from the core). Every sub-pixel phase of the model conserves flux (sums to 1).
+    """
+    rng = np.random.default_rng(0)
+    n, core = 400, 0.55
+    img = np.zeros((n, n))
+    xs, ys = rng.uniform(15, n - 15, 80), rng.uniform(15, n - 15, 80)
+    for x, y, f in zip(xs, ys, np.exp(rng.uniform(np.log(1e3), np.log(3e5), 80)), strict=True):
+        _add_source(img, x, y, f, core)
+    var = img + 100.0
+    img += rng.normal(size=img.shape) * np.sqrt(var)
+    est = estimate_psf(img, var, np.zeros(img.shape, bool), half=10)
+    true = PsfModel.from_instrumental(psf_image(core), 4)
+    for d in (0.0, 0.25, 0.5):
+        p, q = est.stamp(12, d, -d), true.stamp(12, d, -d)
+        assert (p * q).sum() / (p * p).sum() == pytest.approx(1.0, abs=0.025), d
+    o = est.oversamp
+    sums = [est.grid[i::o, j::o].sum() for i in range(o) for j in range(o)]
+    assert sums == pytest.approx([1.0] * o * o, abs=1e-9)
+
+
 def test_estimate_without_stars_says_so() -> None:
     """An image without bright isolated stars raises PsfEstimationError naming the alternatives."""
     rng = np.random.default_rng(0)
