@@ -68,8 +68,33 @@ def _check_mount_path(runtime: str, mount: Mount) -> None:
             )
 
 
-def _mount_spec(mount: Mount) -> str:
-    return f"{mount.source}:{mount.target}" + (":ro" if mount.readonly else "")
+def _mount_spec(mount: Mount, env: dict[str, str] | None = None) -> str:
+    """``source:target[:ro]``; ``~`` and ``$VARS`` in the host-side source are expanded from
+    the run's environment (``$SCRATCH``, ``$CFS`` on Perlmutter), as the workdir is, because
+    the argv reaches the runtime without a shell."""
+    return f"{expand_host_path(mount.source, env)}:{mount.target}" + (
+        ":ro" if mount.readonly else ""
+    )
+
+
+def expand_host_path(path: str, env: dict[str, str] | None = None) -> str:
+    """Expand ``~`` and ``$VAR``/``${VAR}`` from ``env`` (default: this process's); unknown
+    variables stay as written, so the runtime's error names them."""
+    import os
+    import re
+
+    values = os.environ if env is None else env
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return values.get(name, match.group(0))
+
+    expanded = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", sub, path)
+    if expanded.startswith("~"):
+        home = values.get("HOME") or os.path.expanduser("~")
+        if expanded == "~" or expanded.startswith("~/"):
+            expanded = home + expanded[1:]
+    return expanded
 
 
 def _split_podman_globals(extra_args: list[str]) -> tuple[list[str], list[str]]:
@@ -114,7 +139,7 @@ def render_command(
 
     if runtime == "shifter":
         cmd = ["shifter", f"--image={image}"]
-        cmd += [f"--volume={_mount_spec(m)}" for m in container.mounts]
+        cmd += [f"--volume={_mount_spec(m, env)}" for m in container.mounts]
         if workdir is not None:
             cmd.append(f"--workdir={workdir}")
         cmd += container.extra_args
@@ -125,7 +150,7 @@ def render_command(
         global_opts, run_opts = _split_podman_globals(container.extra_args)
         cmd = [runtime, *global_opts, "run", "--rm"]
         for m in container.mounts:
-            cmd += ["-v", _mount_spec(m)]
+            cmd += ["-v", _mount_spec(m, env)]
         for key, value in container.env.items():
             cmd += ["-e", f"{key}={value}"]
         if workdir is not None:
@@ -136,7 +161,7 @@ def render_command(
     if runtime == "apptainer":
         cmd = ["apptainer", "exec"]
         for m in container.mounts:
-            cmd += ["--bind", _mount_spec(m)]
+            cmd += ["--bind", _mount_spec(m, env)]
         for key, value in container.env.items():
             if "," in value:
                 env[f"APPTAINERENV_{key}"] = value

@@ -208,3 +208,18 @@ def test_podman_really_runs_the_rendered_command(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[:3] == ["hello 'big' world", "/data", "from the host"]
     assert lines[-1] == "read-only"
+
+
+def test_mount_sources_expand_variables_and_home_from_the_runs_environment() -> None:
+    """`$SCRATCH/x` and `~/y` mount sources are expanded from the run's environment (no shell
+    will do it); unknown variables stay as written; targets are never expanded."""
+    c = Container.model_validate(
+        {
+            "runtime": "podman-hpc",
+            "image": "img",
+            "mounts": ["$SCRATCH/data:/data", "${CFS}/m1:/m1:ro", "~/cfg:/cfg", "$NOPE/x:/$T"],
+        }
+    )
+    argv, _ = render_command(c, ["true"], {"SCRATCH": "/s", "CFS": "/c", "HOME": "/h"}, None)
+    assert argv[argv.index("-v") + 1] == "/s/data:/data"
+    assert "/c/m1:/m1:ro" in argv and "/h/cfg:/cfg" in argv and "$NOPE/x:/$T" in argv
