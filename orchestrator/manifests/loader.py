@@ -28,6 +28,10 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 # coarse: a kernel tick, or a second on some file systems), so its parse is not cached yet;
 # git calls these index entries "racily clean".
 _RACY_WINDOW_NS = 2_000_000_000
+# Deeper nesting is refused before composing: libyaml's composer recurses on the C stack and
+# segfaults near 50,000 levels (taking the daemon with it); no manifest needs more than a few.
+MAX_DEPTH = 100
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -113,6 +117,7 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
     loader = _ManifestYamlLoader(text)
     try:
         try:
+            _check_depth(text)
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
@@ -137,6 +142,17 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
             isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style
         ):
             raise _single(path, 1, 1, "", "empty manifest; " + _expected_top())
+        duplicate = _first_duplicate_key(node)
+        if duplicate is not None:
+            fld, first, second = duplicate
+            raise _single(
+                path,
+                second.start_mark.line + 1,
+                second.start_mark.column + 1,
+                fld,
+                f"duplicate key {second.value!r} (first given at line "
+                f"{first.start_mark.line + 1}); each key may appear once in a mapping",
+            )
         try:
             obj = loader.construct_document(node)
         except yaml.MarkedYAMLError as exc:
@@ -254,8 +270,7 @@ def scan_directory(
         if first is not None:
             scan.invalid[path] = _single(
                 path,
-                1,
-                1,
+                *_name_position(path),
                 "name",
                 f"job name {result.name!r} is already defined in {first}; names must be unique",
             )
@@ -287,8 +302,7 @@ def validate_paths(paths: Iterable[Path]) -> tuple[list[LoadedManifest], list[Ma
                 problems.append(
                     ManifestProblem(
                         path,
-                        1,
-                        1,
+                        *_name_position(path),
                         "name",
                         f"job name {item.name!r} is already defined in "
                         f"{names[item.name]}; names must be unique",
@@ -312,6 +326,15 @@ def field_position(path: Path, loc: tuple[Any, ...]) -> tuple[int, int]:
         return 1, 1
     node, _ = _locate(root, loc)
     return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _name_position(path: Path) -> tuple[int, int]:
+    """Where a loaded manifest's ``name`` value is, for a clash with another file; 1:1 if the
+    file changed under us and cannot be read again."""
+    try:
+        return field_position(path, ("name",))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return 1, 1
 
 
 # --------------------------------------------------------------------------- positions
@@ -339,6 +362,55 @@ def _yaml_problem(path: Path, text: str, exc: yaml.YAMLError) -> ManifestError:
     if isinstance(character, int):
         what = f"{what}: character U+{character:04X}"
     return _single(path, line, col, "", f"YAML: {what}")
+
+
+class _TooDeepError(yaml.MarkedYAMLError):
+    pass
+
+
+def _check_depth(text: str) -> None:
+    """Raise a marked YAML error where the nesting first goes deeper than MAX_DEPTH (the event
+    stream is flat, so this pass cannot recurse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_ManifestYamlLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooDeepError(
+                    problem=f"nested more than {MAX_DEPTH} levels deep; "
+                    "a manifest needs only a few",
+                    problem_mark=event.start_mark,  # type: ignore[arg-type]  # libyaml's Mark
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _first_duplicate_key(
+    root: yaml.Node,
+) -> tuple[str, yaml.ScalarNode, yaml.ScalarNode] | None:
+    """The first key given twice in one mapping (PyYAML keeps the last silently): its field
+    path, the first key node and the repeated one. Merge keys (``<<``) may be overridden."""
+    stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
+    seen_nodes: set[int] = set()
+    while stack:
+        node, where = stack.pop()
+        if id(node) in seen_nodes:  # aliases share nodes, and may be recursive
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: dict[tuple[str, str], yaml.ScalarNode] = {}
+            children = []
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                    first = keys.setdefault((key.tag, key.value), key)
+                    if first is not key:
+                        return ".".join((*where, name)), first, key
+                children.append((value, (*where, name)))
+            stack.extend(reversed(children))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed([(v, (*where, str(i))) for i, v in enumerate(node.value)]))
+    return None
 
 
 def _single(path: Path, line: int, col: int, fld: str, message: str) -> ManifestError:
