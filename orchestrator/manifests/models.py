@@ -19,9 +19,11 @@ from pydantic import (
     StrictBool,
     Tag,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
 )
 
+from orchestrator.durations import format_duration
 from orchestrator.manifests.fields import (  # noqa: F401 - re-exported for callers
     API_VERSION,
     ENV_NAME_PATTERN,
@@ -87,6 +89,19 @@ class EverySchedule(StrictModel):
     def _positive(cls, value: float) -> float:
         if value < 1:
             raise ValueError("'every' must be at least 1s")
+        return value
+
+    @field_validator("jitter")
+    @classmethod
+    def _jitter_below_interval(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # Each fire is placed at its grid point plus up to `jitter`; a jitter as long as the
+        # interval would let one fire overtake the next.
+        every = info.data.get("every")
+        if value is not None and every is not None and value >= every:
+            raise ValueError(
+                f"'jitter' must be shorter than 'every' ({format_duration(every)}); "
+                f"got {format_duration(value)}"
+            )
         return value
 
 

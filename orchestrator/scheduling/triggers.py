@@ -30,9 +30,15 @@ def check_cron(expr: str) -> str:
             "minute hour day-of-month month day-of-week (e.g. '30 3 * * *')"
         )
     try:
-        CronTrigger.from_crontab(expr, timezone="UTC")
+        trigger = CronTrigger.from_crontab(expr, timezone="UTC")
     except ValueError as exc:
         raise ValueError(f"cron {expr!r} is not valid: {exc}") from exc
+    # From a leap year's first day, so that '0 0 29 2 *' counts as firing.
+    if trigger.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=UTC)) is None:
+        raise ValueError(
+            f"cron {expr!r} never fires: no date matches its day-of-month, month and "
+            "day-of-week together (e.g. 31 February)"
+        )
     return expr
 
 
@@ -48,7 +54,30 @@ def make_trigger(schedule: CronSchedule | EverySchedule, start: datetime | None 
         return CronTrigger(
             **_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone), jitter=jitter
         )
-    return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC, jitter=jitter)
+    if jitter:
+        return _GridIntervalTrigger(
+            seconds=schedule.every, start_date=start, timezone=UTC, jitter=jitter
+        )
+    return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC)
+
+
+class _GridIntervalTrigger(IntervalTrigger):
+    """An interval trigger whose jitter does not accumulate.
+
+    APScheduler 3 asks for the next fire time from the previous, jittered one and adds the
+    interval to it, so every fire moves the whole schedule later by jitter/2 on average and
+    the anchored phase is lost. Here the previous fire is first taken back to its grid point
+    (unambiguous because the manifest's jitter is shorter than the interval).
+    """
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None:
+            steps = math.floor((previous_fire_time - self.start_date) / self.interval)
+            previous_fire_time = self.start_date + steps * self.interval
+        fire: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+        return fire
 
 
 def _cron_fields(expr: str) -> dict[str, str]:
