@@ -12,21 +12,25 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from orchestrator import __version__
 from orchestrator.cli_options import JOBS_DIR, STATE_DIR
 from orchestrator.errors import ControlError, DaemonNotRunningError, OrchestratorError
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, SettingsError
 
 
 def _settings(jobs_dir: Path | None, state_dir: Path | None) -> Settings:
-    return Settings.resolve(jobs_dir, state_dir)
+    try:
+        return Settings.resolve(jobs_dir, state_dir)
+    except SettingsError as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"orchestrator: {message}", err=True)
     sys.exit(code)
 
@@ -146,8 +150,11 @@ def schema(jobs_dir: Path | None, state_dir: Path | None, out_dir: Path, check: 
             _fail(f"{target} is stale; run 'orchestrator schema'")
         click.echo(f"{target} is up to date")
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    except OSError as exc:
+        _fail(f"{exc.filename or target}: cannot write the schema: {exc.strerror or exc}")
     click.echo(f"wrote {target}")
 
 
@@ -164,6 +171,8 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
     from orchestrator.status import describe_schedule
 
     settings = _settings(jobs_dir, state_dir)
+    if not settings.jobs_dir.is_dir():
+        _fail(f"{settings.jobs_dir}: jobs directory does not exist (create it or pass --jobs-dir)")
     anchors = _read_job_state(settings, "anchor")
     scan = scan_directory(settings.jobs_dir)
     now = datetime.now(UTC)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from orchestrator.errors import OrchestratorError
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -21,9 +24,24 @@ def default_state_dir() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state") / "orchestrator"
 
 
+class SettingsError(OrchestratorError, ValueError):
+    """An ORCH_* variable holds a value that is not a setting."""
+
+
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
-    return float(value) if value else default
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise SettingsError(
+            f"{name}={value!r} is not a number of seconds; use a number >= 0 such as "
+            f"{default:g}, or unset it for the default"
+        )
+    return number
 
 
 @dataclass(frozen=True)
