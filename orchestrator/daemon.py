@@ -27,7 +27,6 @@ import structlog
 
 from orchestrator.control import ControlServer
 from orchestrator.errors import (
-    ExecutorError,
     ManifestError,
     ManifestProblem,
     OrchestratorError,
@@ -89,6 +88,16 @@ class _Retry:
     array: str | None = field(default=None, compare=False)  # failed array tasks only
 
 
+@dataclass
+class _ControlTicket:
+    """Who handles one control request: the main loop takes it, or the waiting socket thread
+    gives up on it (then the main loop must not act on it: the client was told it did not)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    taken: bool = False
+    abandoned: bool = False
+
+
 class DeferredError(OrchestratorError):
     """A manual trigger that will run later (it waits for a token job)."""
 
@@ -107,7 +116,9 @@ class Daemon:
         self._scan_cache: dict[Path, Any] = {}
         self._stop_requested = False
         self._reload_requested = False
-        self._adopted_failures: list[RunRecord] = []
+        # Runs found ended at start-up (their follow-ups wait until the manifests are loaded).
+        self._adopted_ended: list[RunRecord] = []
+        self._draining = False
         # job -> (token job it waits for, the trigger it was due with): runs deferred by
         # `requires:` until the token job has renewed the token.
         self.waiting_for_token: dict[str, tuple[str, Trigger]] = {}
@@ -215,8 +226,15 @@ class Daemon:
                 self._reload_requested = False
                 self._reload()
             now = time.monotonic()
-            self._poll_runs()
-            self._dispatch_due_retries()
+            # One run's trouble (a store error, a bad task result) must not end the loop.
+            try:
+                self._poll_runs()
+            except Exception:
+                log.exception("poll_runs_failed")
+            try:
+                self._dispatch_due_retries()
+            except Exception:
+                log.exception("dispatch_retries_failed")
             if now - last_rescan >= s.rescan_interval_s:
                 last_rescan = now
                 self.reconcile()
@@ -237,6 +255,13 @@ class Daemon:
                 self._fire(event[1], event[2])
             elif kind == "control":
                 request, reply = event[1], event[2]
+                ticket: _ControlTicket | None = event[3] if len(event) > 3 else None
+                if ticket is not None:
+                    with ticket.lock:
+                        if ticket.abandoned:
+                            log.warning("control_request_expired", op=request.get("op"))
+                            return
+                        ticket.taken = True
                 try:
                     reply.put(self._control(request))
                 except OrchestratorError as exc:
@@ -254,6 +279,7 @@ class Daemon:
     def _drain(self) -> None:
         """Stop taking work, let local runs finish for up to the grace period, then cancel
         and record the rest (their shims kill each process group, TERM then KILL)."""
+        self._draining = True
         self.notifier.stopping()
         self.scheduler.shutdown()
         self.watcher.stop()
@@ -389,6 +415,8 @@ class Daemon:
         self.scheduler.unschedule(name)
         self.retries = [r for r in self.retries if r.job != name]
         heapq.heapify(self.retries)
+        if self.store is not None:
+            self._save_retries(name)  # a removed job's retry must not come back on restart
         policy = view.loaded.manifest.policy if view.loaded else None
         active = [r for r in self.active.values() if r.job == name]
         log.info("job_removed", job=name, active_runs=len(active))
@@ -593,8 +621,10 @@ class Daemon:
                 handle = None
             else:
                 handle = self.executor.start(spec)
-        except (ExecutorError, OSError) as exc:
-            bound.error("run_start_failed", error=str(exc))
+        except Exception as exc:
+            # ExecutorError, OSError, or a command that cannot be rendered (ValueError from a
+            # container mount path): the record exists, so it must end, and nothing else stops.
+            bound.error("run_start_failed", error=str(exc), error_type=type(exc).__name__)
             self.store.finish_run(
                 record.run_id, RunState.FAILED, exit_code=None, message=f"could not start: {exc}"
             )
@@ -660,8 +690,12 @@ class Daemon:
         )
         if allow_followups:
             self._after_finish(run.job, run.run_id, outcome.state, run.attempt)
-        elif outcome.state in RETRYABLE:
-            self._adopted_failures.append(run)
+        elif self._draining:
+            # Start nothing while stopping, but keep the retry the policy asks for: it is
+            # stored, and the next daemon runs it.
+            self._after_finish(run.job, run.run_id, outcome.state, run.attempt, start_runs=False)
+        else:
+            self._adopted_ended.append(run)
         self._prune(run.job)
         self._notify_status()
 
@@ -704,14 +738,20 @@ class Daemon:
             except OrchestratorError as exc:
                 log.error("deferred_run_failed", job=job, error=str(exc))
 
-    def _after_finish(self, job: str, run_id: str, state: RunState, attempt: int) -> None:
-        if any(needed == job for needed, _ in self.waiting_for_token.values()):
+    def _after_finish(
+        self, job: str, run_id: str, state: RunState, attempt: int, start_runs: bool = True
+    ) -> None:
+        """Follow-ups of a finished run: `after` triggers, token waiters, retries. With
+        ``start_runs`` False (draining) only a retry is scheduled (and stored)."""
+        if start_runs and any(needed == job for needed, _ in self.waiting_for_token.values()):
             self._release_token_waiters(job, state == RunState.SUCCEEDED)
         view = self.jobs.get(job)
         if view is None or view.loaded is None:
             return
         policy = view.loaded.manifest.policy
         if state == RunState.SUCCEEDED:
+            if not start_runs:
+                return
             for other in sorted(self.jobs.values(), key=lambda v: v.name):
                 if other.loaded and job in other.loaded.manifest.after:
                     if other.loaded.manifest.suspend:
@@ -730,15 +770,14 @@ class Daemon:
                 array=self._failed_tasks_array(job, run_id),
             )
             heapq.heappush(self.retries, retry)
-            self._save_retry(retry)
+            self._save_retries(job)
             log.info("retry_scheduled", job=job, run_id=run_id, attempt=attempt + 1, delay_s=delay)
 
     def _dispatch_due_retries(self) -> None:
         now = utcnow()
         while self.retries and self.retries[0].due <= now:
             retry = heapq.heappop(self.retries)
-            assert self.store is not None
-            self.store.set_job_state(retry.job, "retry", None)
+            self._save_retries(retry.job)
             if retry.job in self.jobs:
                 try:
                     self.dispatch(
@@ -751,31 +790,35 @@ class Daemon:
                 except OrchestratorError as exc:
                     log.error("retry_failed", job=retry.job, error=str(exc))
 
-    def _save_retry(self, retry: _Retry) -> None:
+    def _save_retries(self, job: str) -> None:
+        """Store every pending retry of ``job`` (a job may have several: concurrency allow, or
+        a scheduled run that failed while an earlier failure waited for its retry)."""
         assert self.store is not None
-        self.store.set_job_state(
-            retry.job,
-            "retry",
+        pending = [
             {
-                "due": retry.due.isoformat(),
-                "attempt": retry.attempt,
-                "retry_of": retry.retry_of,
-                "array": retry.array,
-            },
-        )
+                "due": r.due.isoformat(),
+                "attempt": r.attempt,
+                "retry_of": r.retry_of,
+                "array": r.array,
+            }
+            for r in sorted(self.retries)
+            if r.job == job
+        ]
+        self.store.set_job_state(job, "retry", pending or None)
 
     def _load_retries(self) -> None:
         assert self.store is not None
         for job, value in self.store.all_job_state("retry").items():
-            if value:
+            # One retry (a dict) as earlier versions stored it, or a list of them.
+            for item in [value] if isinstance(value, dict) else value or []:
                 heapq.heappush(
                     self.retries,
                     _Retry(
-                        datetime.fromisoformat(value["due"]),
+                        datetime.fromisoformat(item["due"]),
                         job,
-                        int(value["attempt"]),
-                        value["retry_of"],
-                        value.get("array"),
+                        int(item["attempt"]),
+                        item["retry_of"],
+                        item.get("array"),
                     ),
                 )
 
@@ -841,13 +884,16 @@ class Daemon:
             self._finish(run, outcome, allow_followups=False)
 
     def _retry_adopted_failures(self) -> None:
-        """Runs found lost or failed at start-up are retried per their job's policy, once the
-        manifests are loaded (the policy lives there)."""
-        for run in self._adopted_failures:
+        """Runs found ended at start-up get their follow-ups once the manifests are loaded (the
+        policy lives there): lost or failed ones are retried per policy, and succeeded ones
+        trigger the jobs that name them in `after`."""
+        for run in self._adopted_ended:
             final = self.store.get_run(run.run_id) if self.store else None
             if final is not None:
-                self._after_finish(run.job, run.run_id, RunState(final.state), run.attempt)
-        self._adopted_failures = []
+                self._guarded(
+                    self._after_finish, run.job, run.run_id, RunState(final.state), run.attempt
+                )
+        self._adopted_ended = []
 
     # ------------------------------------------------------------------ status & control
 
@@ -896,14 +942,27 @@ class Daemon:
             "jobs": rows,
         }
 
+    CONTROL_REPLY_TIMEOUT_S = 10.0
+
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Called on a control-socket thread: hand over to the main loop and wait."""
+        """Called on a control-socket thread: hand over to the main loop and wait. A request
+        the main loop has not taken when the wait ends is withdrawn, so that "busy; try again"
+        never leaves a trigger or cancel to happen later as well."""
         reply: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.events.put(("control", request, reply))
+        ticket = _ControlTicket()
+        self.events.put(("control", request, reply, ticket))
         try:
-            return reply.get(timeout=10)
+            return reply.get(timeout=self.CONTROL_REPLY_TIMEOUT_S)
         except queue.Empty:
-            return {"ok": False, "error": "the daemon is busy; try again"}
+            pass
+        with ticket.lock:
+            if not ticket.taken:
+                ticket.abandoned = True
+                return {"ok": False, "error": "the daemon is busy; try again"}
+        try:  # the main loop is answering it right now
+            return reply.get(timeout=self.CONTROL_REPLY_TIMEOUT_S)
+        except queue.Empty:
+            return {"ok": False, "error": "the daemon took too long to answer; see its log"}
 
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")

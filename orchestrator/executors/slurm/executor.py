@@ -344,6 +344,13 @@ class SlurmExecutor:
                 self._record_job_id(t, found)
                 return
             t.lookup_first = False
+        if t.cancel_requested:
+            # Cancelled while an ambiguous submission was being looked up, and Slurm has no
+            # such job: submit nothing (only a job that exists needs scancel).
+            self._finish(
+                t, Outcome(RunState.CANCELLED, None, "cancelled before submission", utcnow())
+            )
+            return
         assert t.script is not None
         self.store.update_executor_data(
             t.run_id, {"submit_attempted_at": utcnow().isoformat(), "submission": t.submission}
