@@ -42,7 +42,7 @@ INVALID = {
     # A second file claiming an existing job's name: the first file by name keeps the job.
     "zz-duplicate.yaml": (
         'apiVersion: orchestrator/v1\nkind: Command\nname: job-0001\nspec: {command: ["true"]}\n',
-        "1:1",
+        "3:7",  # the clashing name value
     ),
 }
 
