@@ -43,7 +43,11 @@ def _job(job: str, jobs_dir: Path | None, state_dir: Path | None) -> tuple[O2Syn
     from orchestrator.manifests.loader import scan_directory
     from orchestrator.manifests.models import O2SyncManifest
 
-    settings = Settings.resolve(jobs_dir, state_dir)
+    try:
+        settings = Settings.resolve(jobs_dir, state_dir)
+    except OrchestratorError as exc:  # a bad ORCH_* value: one line, no traceback
+        _fail(str(exc))
+        raise AssertionError from exc  # unreachable: _fail exits
     scan = scan_directory(settings.jobs_dir)
     loaded = scan.valid.get(job)
     if loaded is None:
