@@ -276,6 +276,12 @@ def _offline_status(settings: Settings) -> dict[str, Any]:
             "lease": read_holder(settings.state_dir),
             "jobs_dir": str(settings.jobs_dir),
             "state_dir": str(settings.state_dir),
+            "jobs_dir_error": None
+            if settings.jobs_dir.is_dir()
+            else f"{settings.jobs_dir}: jobs directory does not exist",
+            "state_dir_note": None
+            if settings.db_path.exists()
+            else f"no run history in {settings.state_dir} (no daemon has run with it)",
         },
         "jobs": rows,
     }
@@ -313,6 +319,8 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
             f"  Slurm submission paused since {slurm['breaker_opened_at']}: "
             f"{slurm['last_error']} (probing; resumes by itself)"
         )
+    if d.get("state_dir_note"):
+        click.echo(f"  {d['state_dir_note']}")
     if d.get("jobs_dir_error"):
         click.echo(f"  jobs directory refused: {d['jobs_dir_error']}")
     for row in data["jobs"]:
