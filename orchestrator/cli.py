@@ -322,7 +322,7 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
     if d.get("state_dir_note"):
         click.echo(f"  {d['state_dir_note']}")
     if d.get("jobs_dir_error"):
-        click.echo(f"  jobs directory refused: {d['jobs_dir_error']}")
+        click.echo(f"  jobs directory: {d['jobs_dir_error']}")
     for row in data["jobs"]:
         last = row["last_run"]
         last_text = (
