@@ -123,6 +123,9 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
             mark = exc.problem_mark or exc.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             what = exc.problem or str(exc)
+            mark = exc.problem_mark
+            if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+                what += " (a tab: YAML indents with spaces only)"
             ctx = exc.context_mark
             if (
                 exc.context
@@ -338,6 +341,13 @@ def _name_position(path: Path) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- positions
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    if 0 <= line < len(lines) and 0 <= column < len(lines[line]):
+        return lines[line][column]
+    return ""
 
 
 def _expected_top() -> str:

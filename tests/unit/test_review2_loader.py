@@ -81,3 +81,14 @@ def test_name_clash_points_at_the_name_line(tmp_path: Path) -> None:
     assert (problem.line, problem.col) == (4, 7)
     _, problems = validate_paths([jobs])
     assert [(p.line, p.col) for p in problems] == [(4, 7)]
+
+
+def test_tab_indentation_says_so(tmp_path: Path) -> None:
+    """A tab used for indentation is reported at its position with the hint that YAML
+    indents with spaces."""
+    path = tmp_path / "tab.yaml"
+    path.write_text("apiVersion: orchestrator/v1\nkind: Command\nname: t\nspec:\n\tcommand: [x]\n")
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path, check_perms=False)
+    problem = err.value.problems[0]
+    assert (problem.line, problem.col) == (5, 1) and "tab" in problem.message
