@@ -7,6 +7,7 @@ lives with its task in ``orchestrator/tasks``) and one entry in ``Manifest``.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +22,7 @@ from pydantic import (
     TypeAdapter,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from orchestrator.durations import format_duration
@@ -75,6 +77,25 @@ class CronSchedule(StrictModel):
     @classmethod
     def _valid_timezone(cls, value: str) -> str:
         return _check_timezone(value)
+
+    @model_validator(mode="after")
+    def _jitter_shorter_than_gaps(self) -> CronSchedule:
+        # APScheduler computes the next fire from the previous jittered one: a jitter as long
+        # as the gap between two fires silently skips fires.
+        if not self.jitter:
+            return self
+        from datetime import UTC, datetime
+
+        from orchestrator.scheduling.triggers import next_fire_times
+
+        fires = next_fire_times(self, datetime.now(UTC), 60)
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fires)]
+        if gaps and self.jitter >= min(gaps):
+            raise ValueError(
+                f"jitter ({format_duration(self.jitter)}) must be shorter than the shortest gap "
+                f"between two fires of {self.cron!r} ({format_duration(min(gaps))})"
+            )
+        return self
 
 
 class EverySchedule(StrictModel):

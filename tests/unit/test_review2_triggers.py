@@ -47,3 +47,17 @@ def test_every_with_jitter_keeps_its_phase() -> None:
     offset = (fire - anchor) % timedelta(seconds=60)
     assert timedelta(0) <= offset <= timedelta(seconds=30)
     assert fire - anchor < timedelta(seconds=60 * 502)
+
+
+def test_cron_jitter_must_be_shorter_than_the_gap_between_fires() -> None:
+    """A cron jitter as long as the gap between two fires would silently skip fires (APScheduler
+    counts from the jittered fire), so it is refused; a short jitter is fine."""
+    import pytest
+    from pydantic import ValidationError
+
+    from orchestrator.manifests.models import CronSchedule
+
+    with pytest.raises(ValidationError, match="shorter than the shortest gap"):
+        CronSchedule(cron="*/5 * * * *", jitter=300)
+    assert CronSchedule(cron="*/5 * * * *", jitter=299).jitter == 299
+    assert CronSchedule(cron="0 3 * * 1-5", jitter=3600).jitter == 3600
