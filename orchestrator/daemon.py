@@ -662,7 +662,8 @@ class Daemon:
 
     def _finish(self, run: RunRecord, outcome: Outcome, allow_followups: bool = True) -> None:
         assert self.store is not None
-        self.active.pop(run.run_id, None)
+        # Recorded first, forgotten after: if the store fails here the run stays active and
+        # the next poll records it.
         changed = self.store.finish_run(
             run.run_id,
             outcome.state,
@@ -670,6 +671,7 @@ class Daemon:
             message=outcome.message,
             finished_at=outcome.finished_at,
         )
+        self.active.pop(run.run_id, None)
         if not changed:
             return
         result = read_task_result(Path(run.run_dir)) if run.run_dir else None
@@ -715,9 +717,16 @@ class Daemon:
             not_after = None
             for run in self.store.history(token_job, limit=20):
                 value = (run.result or {}).get("not_after")
-                if value:
-                    not_after = datetime.fromisoformat(value)
-                    break
+                if not value:
+                    continue
+                try:
+                    parsed = datetime.fromisoformat(str(value))
+                except ValueError:
+                    log.warning("token_result_unreadable", token_job=token_job, not_after=value)
+                    continue
+                # A time without a zone is read as UTC, as the token tools print it.
+                not_after = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+                break
             needed = utcnow() + timedelta(seconds=timeout_s + self.TOKEN_MARGIN_S)
             if not_after is None:
                 return token_job, "no token expiry known yet"
@@ -777,7 +786,8 @@ class Daemon:
         now = utcnow()
         while self.retries and self.retries[0].due <= now:
             retry = heapq.heappop(self.retries)
-            self._save_retries(retry.job)
+            # Dispatch first, then forget the stored retry: a crash in between leaves a retry
+            # whose run exists, which _load_retries recognises (by retry_of) and drops.
             if retry.job in self.jobs:
                 try:
                     self.dispatch(
@@ -789,6 +799,7 @@ class Daemon:
                     )
                 except OrchestratorError as exc:
                     log.error("retry_failed", job=retry.job, error=str(exc))
+            self._save_retries(retry.job)
 
     def _save_retries(self, job: str) -> None:
         """Store every pending retry of ``job`` (a job may have several: concurrency allow, or
@@ -811,6 +822,8 @@ class Daemon:
         for job, value in self.store.all_job_state("retry").items():
             # One retry (a dict) as earlier versions stored it, or a list of them.
             for item in [value] if isinstance(value, dict) else value or []:
+                if self._retry_already_ran(job, item["retry_of"], int(item["attempt"])):
+                    continue
                 heapq.heappush(
                     self.retries,
                     _Retry(
@@ -821,6 +834,13 @@ class Daemon:
                         item.get("array"),
                     ),
                 )
+
+    def _retry_already_ran(self, job: str, retry_of: str, attempt: int) -> bool:
+        assert self.store is not None
+        return any(
+            r.retry_of == retry_of and r.attempt == attempt
+            for r in self.store.history(job, limit=200)
+        )
 
     def _failed_tasks_array(self, job: str, run_id: str) -> str | None:
         """For a Slurm array run: an array spec of the tasks that did not succeed, with the

@@ -64,8 +64,9 @@ class StrictModel(BaseModel):
 
 
 class Mount(StrictModel):
-    source: str
-    target: str
+    # No ':' in either path: every runtime reads it as the source:target separator.
+    source: str = Field(pattern=r"^[^:]+$", description="host path (~ and $VARS expanded)")
+    target: str = Field(pattern=r"^[^:]+$", description="path inside the container")
     readonly: StrictBool = False
 
 

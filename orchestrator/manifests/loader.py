@@ -531,6 +531,8 @@ _PATTERN_HINTS = {
     "qos": "no whitespace allowed",
     "constraint": "no whitespace allowed",
     "output": "no whitespace allowed in the path",
+    "source": "a mount path may not contain ':' (every runtime reads it as the separator)",
+    "target": "a mount path may not contain ':' (every runtime reads it as the separator)",
     "error": "no whitespace allowed in the path",
 }
 

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.daemon
 
 
 def test_after_trigger_of_an_unrenderable_job_fails_that_run_only(daemon: DaemonHarness) -> None:
-    """A job started by `after` whose command cannot be rendered (a container mount path with
-    ':') is recorded failed with the reason, and the daemon keeps running and scheduling."""
+    """A job started by `after` whose command cannot be rendered (an apptainer bind path with
+    ',', which --bind reads as a separator) is recorded failed with the reason, and the daemon
+    keeps running and scheduling."""
     daemon.write(
         "first.yaml",
         """\
@@ -34,16 +35,16 @@ def test_after_trigger_of_an_unrenderable_job_fails_that_run_only(daemon: Daemon
         spec:
           command: ["true"]
           container:
-            runtime: podman
-            image: docker.io/library/alpine:3.20
-            mounts: [{source: "/tmp/a:b", target: /data}]
+            runtime: apptainer
+            image: docker://alpine:3.20
+            mounts: [{source: "/tmp/a,b", target: /data}]
         """,
     )
     daemon.start()
     daemon.cli("trigger", "first")
     run = wait_for(lambda: (h := daemon.history("second")) and h[0]["finished_at"] and h[0], 5)
     assert run["state"] == "failed" and "could not start" in run["message"]
-    assert "':'" in run["message"]
+    assert "','" in run["message"]
     time.sleep(1.5)
     assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log_path.read_text()
     assert daemon.cli("trigger", "first").stdout.strip()
