@@ -760,6 +760,11 @@ class Daemon:
         policy = view.loaded.manifest.policy
         if state == RunState.SUCCEEDED:
             if not start_runs:
+                # Stopping: the `after` triggers of this success are stored, and the next
+                # daemon starts them (_retry_adopted_failures).
+                assert self.store is not None
+                pending = list(self.store.get_job_state(job, "pending_after") or [])
+                self.store.set_job_state(job, "pending_after", [*pending, run_id])
                 return
             for other in sorted(self.jobs.values(), key=lambda v: v.name):
                 if other.loaded and job in other.loaded.manifest.after:
@@ -914,6 +919,15 @@ class Daemon:
                     self._after_finish, run.job, run.run_id, RunState(final.state), run.attempt
                 )
         self._adopted_ended = []
+        assert self.store is not None
+        for job, run_ids in self.store.all_job_state("pending_after").items():
+            self.store.set_job_state(job, "pending_after", None)
+            for run_id in run_ids or []:
+                stored = self.store.get_run(run_id)
+                if stored is not None:
+                    self._guarded(
+                        self._after_finish, job, run_id, RunState(stored.state), stored.attempt
+                    )
 
     # ------------------------------------------------------------------ status & control
 

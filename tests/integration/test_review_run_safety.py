@@ -140,3 +140,42 @@ def test_two_pending_retries_of_one_job_both_survive_a_restart(daemon: DaemonHar
         10,
     )
     assert {r["retry_of"] for r in retries} == {a, b}
+
+
+def test_after_trigger_of_a_run_succeeding_during_drain_runs_after_restart(
+    daemon: DaemonHarness,
+) -> None:
+    """A run that succeeds while the daemon drains (SIGTERM) starts nothing then, but the
+    restarted daemon starts the jobs that name it in `after`, once."""
+    daemon.write(
+        "first.yaml",
+        """\
+        apiVersion: orchestrator/v1
+        kind: Command
+        name: first
+        spec: {command: [bash, -c, "sleep 1"]}
+        """,
+    )
+    daemon.write(
+        "second.yaml",
+        """\
+        apiVersion: orchestrator/v1
+        kind: Command
+        name: second
+        after: [first]
+        spec: {command: ["true"]}
+        """,
+    )
+    daemon.start()
+    daemon.cli("trigger", "first")
+    wait_for(lambda: daemon.history("first")[0]["pid"], 5)
+    assert daemon.stop() == 0  # drain grace 5 s: `first` succeeds during the drain
+    assert daemon.history("first")[0]["state"] == "succeeded"
+    assert daemon.history("second") == []
+    daemon.start()
+    run = wait_for(lambda: [r for r in daemon.history("second") if r["finished_at"]], 5)
+    assert run[0]["trigger"] == "after" and run[0]["state"] == "succeeded"
+    daemon.stop()
+    daemon.start()
+    time.sleep(1)
+    assert len(daemon.history("second")) == 1  # not replayed by a further restart
