@@ -28,7 +28,6 @@ import structlog
 from orchestrator.control import ControlServer
 from orchestrator.errors import (
     ManifestError,
-    ManifestProblem,
     OrchestratorError,
     UnsafePermissionsError,
 )
@@ -1031,7 +1030,3 @@ class Daemon:
             self._cancel_run(run)
             return {"ok": True, "run_id": run_id}
         raise OrchestratorError(f"unknown request {op!r}")
-
-
-def problems_of(err: ManifestError) -> list[ManifestProblem]:
-    return err.problems

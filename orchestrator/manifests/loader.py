@@ -226,7 +226,6 @@ def manifest_files(jobs_dir: Path) -> list[Path]:
 
 def scan_directory(
     jobs_dir: Path,
-    previous: DirectoryScan | None = None,
     cache: dict[Path, tuple[tuple[int, ...], LoadedManifest | ManifestError]] | None = None,
     check_perms: bool = True,
 ) -> DirectoryScan:
@@ -236,9 +235,8 @@ def scan_directory(
     (``cp -p``, ``rsync -t``, ``touch -r``) still changes ``st_ctime``, which no user can set.
 
     Duplicate job names: the first file by name keeps the job, later ones get an error that
-    names the first. ``previous`` is unused here (the daemon applies last-known-good itself).
+    names the first (the daemon applies last-known-good itself).
     """
-    del previous
     scan = DirectoryScan()
     seen: dict[str, Path] = {}
     paths = manifest_files(jobs_dir)

@@ -8,7 +8,6 @@ lives with its task in ``orchestrator/tasks``) and one entry in ``Manifest``.
 from __future__ import annotations
 
 import itertools
-import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -415,10 +414,3 @@ def manifest_json_schema() -> dict[str, Any]:
     schema["$id"] = "https://github.com/orchestrator/orchestrator/schemas/manifest.schema.json"
     schema["title"] = "orchestrator manifest (apiVersion orchestrator/v1)"
     return schema
-
-
-def schedule_kind(schedule: Any) -> str:
-    return _schedule_tag(schedule) or "none"
-
-
-_ = re  # kept for callers that validate names with NAME_PATTERN

@@ -99,40 +99,18 @@ class SlurmClient:
 
     def sacct(self, job_ids: Sequence[str], start: datetime) -> list[JobRow]:
         """Final states and exit codes of the given jobs (arrays expand to their tasks)."""
-        out = self._run(
-            [
-                "sacct",
-                "-X",
-                "-n",
-                "-P",
-                f"--format={SACCT_FORMAT}",
-                "-S",
-                start.strftime("%Y-%m-%dT%H:%M:%S"),
-                "-j",
-                ",".join(job_ids),
-            ],
-            "sacct",
-        )
-        return parse_sacct(out)
+        return self._sacct(["-j", ",".join(job_ids)], start)
 
     def sacct_by_name(self, names: Sequence[str], start: datetime) -> list[JobRow]:
         """Jobs by --job-name (the run's tag), to find a submission whose id was never seen."""
-        out = self._run(
-            [
-                "sacct",
-                "-X",
-                "-n",
-                "-P",
-                f"--format={SACCT_FORMAT}",
-                "-S",
-                start.strftime("%Y-%m-%dT%H:%M:%S"),
-                "-u",
-                self.user,
-                f"--name={','.join(names)}",
-            ],
-            "sacct",
-        )
-        return parse_sacct(out)
+        return self._sacct(["-u", self.user, f"--name={','.join(names)}"], start)
+
+    def _sacct(self, selection: list[str], start: datetime) -> list[JobRow]:
+        """Allocations only (-X), parsable, with an explicit start time (sacct's default
+        window would miss older jobs)."""
+        argv = ["sacct", "-X", "-n", "-P", f"--format={SACCT_FORMAT}"]
+        argv += ["-S", start.strftime("%Y-%m-%dT%H:%M:%S"), *selection]
+        return parse_sacct(self._run(argv, "sacct"))
 
     def scancel(self, job_ids: Sequence[str] = (), name: str | None = None) -> None:
         argv = ["scancel"]

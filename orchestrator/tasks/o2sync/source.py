@@ -129,40 +129,34 @@ def _checkout(workdir: Path, rel: str, spec: O2SyncSpec, env: dict[str, str]) ->
     return git
 
 
-def _plans(workdir: Path, spec: O2SyncSpec, env: dict[str, str]) -> list[RepoPlan]:
-    pkg = _checkout(workdir, spec.package, spec, env)
-    branch = pkg.branch()
+def _current_branch(git: Git, name: str, expected: str | None, field: str) -> str:
+    """The branch ``git`` has checked out, refusing a detached HEAD or a branch other than the
+    manifest's (``field`` names the manifest setting). Fast-forwarding or rebasing another
+    branch would move a branch the user did not name."""
+    branch = git.branch()
     if branch is None:
         raise O2SyncError(
-            f"{spec.package}: HEAD is detached; check out your branch "
-            f"(git -C {pkg.repo} switch {spec.branch or 'BRANCH'})",
+            f"{name}: HEAD is detached; check out the branch to follow "
+            f"(git -C {git.repo} switch {expected or 'BRANCH'}). Nothing was changed",
             "bad_checkout",
         )
-    if spec.branch is not None and branch != spec.branch:
+    if expected is not None and branch != expected:
         raise O2SyncError(
-            f"{spec.package} is on branch {branch!r}, the manifest says {spec.branch!r}; "
-            f"switch back (git -C {pkg.repo} switch {spec.branch}) or change spec.branch. "
+            f"{name} is on branch {branch!r}, the manifest follows {expected!r}; "
+            f"switch back (git -C {git.repo} switch {expected}) or change {field}. "
             "Nothing was changed",
             "bad_checkout",
         )
+    return branch
+
+
+def _plans(workdir: Path, spec: O2SyncSpec, env: dict[str, str]) -> list[RepoPlan]:
+    pkg = _checkout(workdir, spec.package, spec, env)
+    _current_branch(pkg, spec.package, spec.branch, "spec.branch")
     plans = [RepoPlan(spec.package, pkg, spec.upstream.remote, spec.upstream.branch, True)]
     for ff in spec.fast_forward:
         git = _checkout(workdir, ff.path, spec, env)
-        checked_out = git.branch()
-        if checked_out is None:
-            raise O2SyncError(
-                f"{ff.path}: HEAD is detached; check out the branch to follow "
-                f"(git -C {git.repo} switch {ff.branch or 'BRANCH'}). Nothing was changed",
-                "bad_checkout",
-            )
-        if ff.branch is not None and checked_out != ff.branch:
-            # Fast-forwarding another branch to it would move a branch the user did not name.
-            raise O2SyncError(
-                f"{ff.path} is on branch {checked_out!r}, the manifest follows {ff.branch!r}; "
-                f"switch back (git -C {git.repo} switch {ff.branch}) or change "
-                "spec.fast_forward. Nothing was changed",
-                "bad_checkout",
-            )
+        checked_out = _current_branch(git, ff.path, ff.branch, "spec.fast_forward")
         ff_branch = ff.branch or checked_out
         plans.append(RepoPlan(ff.path, git, ff.remote, ff_branch, False))
     for plan in plans:
