@@ -288,3 +288,27 @@ def test_status_polls_make_at_most_two_calls_per_cycle(
     if slurm_cluster.accounting:
         # One sacct asks for many jobs at once.
         assert max(len(c[2].split("-j ", 1)[1].split(",")) for c in status if c[1] == "sacct") > 1
+
+
+def test_cancel_after_ambiguous_submission_submits_nothing(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """A run cancelled while its ambiguous submission ("Socket timed out", the job may exist)
+    awaits a retry is looked up by its tag first; found nowhere, it ends cancelled before
+    submission, and no Slurm job with its tag ever exists."""
+    h = DaemonHarness(
+        tmp_path, env=daemon_env(slurm_cluster, tmp_path, ORCH_TEST_SBATCH_TIMEOUT="1")
+    )
+    try:
+        h.write("stuck.yaml", manifest("stuck", "true"))
+        h.start()
+        run_id = trigger(h, "stuck")
+        wait_for(lambda: any(c[1] == "sbatch" for c in slurm_calls(h)), 15, 0.1)
+        h.cli("cancel", run_id)
+        run = wait_end(h, run_id, 30)
+        assert run["state"] == "cancelled" and "before submission" in run["message"], run
+        assert run["executor_data"].get("slurm_job_id") is None
+        assert slurm_jobs_tagged(slurm_cluster, tag(run_id)) == set()
+    finally:
+        if h.proc is not None and h.proc.poll() is None:
+            h.stop()
