@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from orchestrator.durations import format_duration
+from orchestrator.executors.slurm.timelimit import SlurmTimeLimit
 from orchestrator.manifests.fields import (  # noqa: F401 - re-exported for callers
     API_VERSION,
     ENV_NAME_PATTERN,
@@ -266,7 +267,8 @@ class SlurmOptions(StrictModel):
     partition: str | None = Field(None, pattern=_NO_SPACE)
     qos: str | None = Field(None, pattern=_NO_SPACE)
     constraint: str | None = Field(None, pattern=_NO_SPACE)
-    time: Duration | None = Field(None, description="wall-clock limit, e.g. '30m', '2h'")
+    # A bare number is minutes here, as in sbatch --time (every other duration counts seconds).
+    time: SlurmTimeLimit | None = None
     nodes: int | None = Field(None, ge=1)
     ntasks: int | None = Field(None, ge=1)
     cpus_per_task: int | None = Field(None, ge=1)
@@ -292,13 +294,6 @@ class SlurmOptions(StrictModel):
     max_resubmits: int = Field(
         2, ge=0, le=10, description="new submissions after NODE_FAIL or BOOT_FAIL"
     )
-
-    @field_validator("time")
-    @classmethod
-    def _time_at_least_a_minute(cls, value: float | None) -> float | None:
-        if value is not None and value < 60:
-            raise ValueError("Slurm time limits count in minutes: use at least '1m'")
-        return value
 
     @field_validator("array")
     @classmethod

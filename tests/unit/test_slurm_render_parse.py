@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from orchestrator.executors.slurm.parse import (
     Action,
@@ -23,7 +25,8 @@ from orchestrator.executors.slurm.render import (
     render_batch_script,
     sbatch_options,
 )
-from orchestrator.manifests.models import SlurmOptions, parse_array
+from orchestrator.manifests.loader import validate_paths
+from orchestrator.manifests.models import SlurmOptions, manifest_json_schema, parse_array
 from orchestrator.store.base import RunState
 
 
@@ -49,7 +52,7 @@ def test_header_holds_every_option_and_the_unique_tag(tmp_path: Path) -> None:
         partition="gpu",
         qos="shared",
         constraint="gpu",
-        time=1800,
+        time=30,
         nodes=1,
         ntasks=1,
         cpus_per_task=32,
@@ -116,6 +119,112 @@ def test_time_limits_round_up_to_minutes() -> None:
     """Slurm counts minutes: 90 s becomes 2 minutes, 2 days stay 2 days."""
     assert format_time_limit(90) == "0-00:02:00"
     assert format_time_limit(2 * 86400) == "2-00:00:00"
+
+
+@pytest.mark.parametrize(
+    ("written", "rendered"),
+    [
+        (90, "0-01:30:00"),  # a bare number is minutes, as in sbatch --time=90
+        (1, "0-00:01:00"),
+        (90.0, "0-01:30:00"),  # YAML's 90.0: still whole minutes
+        ("90", "0-01:30:00"),
+        (" 45 ", "0-00:45:00"),
+        ("90:00", "0-01:30:00"),  # MM:SS, the minutes unbounded
+        ("1:30", "0-00:02:00"),  # MM:SS: 90 s, rounded up to Slurm's whole minutes
+        ("01:30:00", "0-01:30:00"),  # HH:MM:SS
+        ("36:00:00", "1-12:00:00"),
+        ("2-12", "2-12:00:00"),  # D-HH
+        ("2-12:30", "2-12:30:00"),  # D-HH:MM
+        ("2-12:30:15", "2-12:31:00"),  # D-HH:MM:SS, rounded up
+        ("90m", "0-01:30:00"),
+        ("2h", "0-02:00:00"),
+        ("1h30m", "0-01:30:00"),
+        ("90s", "0-00:02:00"),
+        ("365d", "365-00:00:00"),  # the maximum
+    ],
+)
+def test_time_limit_forms_render_as_slurm_reads_them(
+    tmp_path: Path, written: object, rendered: str
+) -> None:
+    """executor.slurm.time accepts Slurm's own forms, bare minutes and durations with units,
+    and the #SBATCH --time line says the same limit as D-HH:MM:SS."""
+    opts = sbatch_options(_request(tmp_path, ["true"], time=written))
+    assert f"--time={rendered}" in opts
+
+
+@pytest.mark.parametrize(
+    ("written", "says"),
+    [
+        (0, "under a minute"),  # sbatch's 0 would mean no limit at all
+        ("0:30", "under a minute"),
+        ("30s", "under a minute"),
+        ("1:60", "must be 0-59"),
+        ("1:60:00", "must be 0-59"),
+        ("1-24", "hours after 'D-' must be 0-23"),
+        ("1-2:3:4:5", "is not a time limit"),
+        ("1:2:3:4", "is not a time limit"),
+        ("soon", "is not a time limit"),
+        ("-5", "is not a time limit"),
+        (1.5, "not a whole number of minutes"),
+        (True, "expected a time limit"),
+        ("UNLIMITED", "leave executor.slurm.time out"),
+        ("infinite", "leave executor.slurm.time out"),
+        (525601, "maximum of 365 days"),
+        ("366d", "maximum of 365 days"),
+        ("9" * 5000, "maximum of 365 days"),
+        (10**5000, "maximum of 365 days"),  # whose repr() itself would raise
+        ("\u0669\u0660", "is not a time limit"),  # Arabic-Indic 90: digits, but not ASCII
+    ],
+    # Short ids: repr() of a 5000-digit int raises, and a 5000-character id helps no one.
+    ids=lambda v: f"{type(v).__name__}:{v.bit_length() if isinstance(v, int) else str(v)[:20]}",
+)
+def test_time_limit_refusals_say_what_is_valid(written: object, says: str) -> None:
+    """A time limit that is no Slurm time, under a minute, unlimited or over 365 days is
+    refused with a message that names the accepted forms or the bound."""
+    with pytest.raises(ValidationError) as info:
+        SlurmOptions.model_validate({"time": written})
+    message = info.value.errors()[0]["msg"]
+    assert says in message
+    if "not a time limit" in says or "must be" in says:
+        assert "MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS" in message
+        assert "'1h30m'" in message
+
+
+def test_time_limit_error_names_file_line_and_field(tmp_path: Path) -> None:
+    """`validate` reports a bad executor.slurm.time at its file, line and column."""
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "apiVersion: orchestrator/v1\nkind: Command\nname: job\n"
+        "executor:\n  slurm:\n    time: '1:75'\nspec: {command: ['true']}\n"
+    )
+    path.chmod(0o644)
+    _, problems = validate_paths([path])
+    assert [(p.line, p.col, p.field) for p in problems] == [(6, 11, "executor.slurm.time")]
+    assert "must be 0-59" in problems[0].message
+
+
+@pytest.mark.parametrize("written", [90, "1:30", "2-12:30:15", "1h30m", "90s", "365d"])
+def test_time_limit_round_trips_through_a_dump(written: object) -> None:
+    """A dumped SlurmOptions (as Python task kinds receive their manifest) reads back to the
+    same limit: the dump uses units, never a bare number that would read as minutes."""
+    opts = SlurmOptions.model_validate({"time": written})
+    dumped = json.loads(opts.model_dump_json())
+    assert isinstance(dumped["time"], str)
+    assert SlurmOptions.model_validate(dumped).time == opts.time
+
+
+def test_time_limit_json_schema_describes_the_accepted_forms() -> None:
+    """Editors see the same forms: the generated JSON Schema accepts every form the loader
+    accepts and refuses the malformed ones it can tell by shape."""
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed")
+    schema = manifest_json_schema()["$defs"]["SlurmOptions"]["properties"]["time"]
+    check = jsonschema.validators.validator_for(schema)(schema)
+    for good in [90, 1, "90", "90:00", "1:30", "01:30:00", "2-12", "2-12:30", "2-12:30:15"]:
+        assert check.is_valid(good), good
+    for good in ["90m", "2h", "1h30m", "365d", 525600]:
+        assert check.is_valid(good), good
+    for bad in [0, 525601, 1.5, True, "1:60", "1-24", "1:2:3:4", "UNLIMITED", "soon"]:
+        assert not check.is_valid(bad), bad
 
 
 @pytest.mark.parametrize(

@@ -92,9 +92,23 @@ def sbatch_options(req: BatchRequest) -> list[str]:
     return opts
 
 
+# The script's own shell variables. The prefix keeps them apart from anything a program reads,
+# and they are unset and set at the top, never tested as inherited: sbatch exports the submitting
+# daemon's environment, so a daemon started with `rc=0` exported once made every job skip its
+# command and report success (issue 8).
+_RC = "__orch_rc"
+_RUN_DIR = "__orch_run_dir"
+_TASK = "__orch_task"
+
+
 def render_batch_script(req: BatchRequest, env_overrides: dict[str, str]) -> str:
     """The whole batch script. ``env_overrides`` are the variables the manifest sets (the rest
-    of the environment is the submitting daemon's, which sbatch exports by default)."""
+    of the environment is the submitting daemon's, which sbatch exports by default).
+
+    The manifest's variables are exported only in the subshell that runs the command, so that no
+    name in a manifest's ``env`` (``rc``, ``PATH``, ``IFS``, even ``__orch_rc``) can change the
+    script's own steps: the markers and the exit code it reports.
+    """
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH {opt}" for opt in sbatch_options(req)]
     run_dir = shlex.quote(str(req.run_dir))
@@ -104,25 +118,27 @@ def render_batch_script(req: BatchRequest, env_overrides: dict[str, str]) -> str
         f"# To resubmit by hand: sbatch {shlex.quote(str(req.run_dir / SCRIPT_NAME))}",
         "",
         "set -u",
-        f"run_dir={run_dir}",
-        f'task="${{SLURM_ARRAY_TASK_ID:-{NO_TASK}}}"',
+        f"unset {_RC} {_RUN_DIR} {_TASK}",
+        f"{_RUN_DIR}={run_dir}",
+        f'{_TASK}="${{SLURM_ARRAY_TASK_ID:-{NO_TASK}}}"',
         "# Written first: lets the orchestrator find this job even if it never got the id.",
-        'printf \'%s\\n\' "$SLURM_JOB_ID" > "$run_dir/started.$task"',
+        f'printf \'%s\\n\' "$SLURM_JOB_ID" > "${_RUN_DIR}/started.${_TASK}"',
+        "# The command, in a subshell that alone sees the manifest's environment.",
+        "(",
     ]
     for name, value in sorted(env_overrides.items()):
-        lines.append(f"export {name}={shlex.quote(value)}")
+        lines.append(f"  export {name}={shlex.quote(value)}")
     if req.workdir:
         wd = shlex.quote(req.workdir)
-        lines.append(f'cd {wd} || {{ echo "cannot cd to "{wd} >&2; rc=127; }}')
+        lines.append(f'  cd {wd} || {{ echo "cannot cd to "{wd} >&2; exit 127; }}')
     lines += [
-        'if [ -z "${rc:-}" ]; then',
-        "  " + " ".join(shlex.quote(a) for a in req.argv),
-        "  rc=$?",
-        "fi",
+        "  exec " + " ".join(shlex.quote(a) for a in req.argv),
+        ")",
+        f"{_RC}=$?",
         "# Written last, atomically: the exit code when accounting (sacct) is disabled.",
-        'printf \'%s\\n\' "$rc" > "$run_dir/exit.$task.tmp" && '
-        'mv -f "$run_dir/exit.$task.tmp" "$run_dir/exit.$task"',
-        'exit "$rc"',
+        f'printf \'%s\\n\' "${_RC}" > "${_RUN_DIR}/exit.${_TASK}.tmp" && '
+        f'mv -f "${_RUN_DIR}/exit.${_TASK}.tmp" "${_RUN_DIR}/exit.${_TASK}"',
+        f'exit "${_RC}"',
         "",
     ]
     return "\n".join(lines)
