@@ -95,7 +95,8 @@ def run(jobs_dir: Path | None, state_dir: Path | None, log_level: str | None) ->
 @click.option(
     "--cluster",
     is_flag=True,
-    help="Also check Slurm partition, QOS and account names against the cluster.",
+    help="Also check Slurm partition, QOS and account names against the cluster "
+    "(exit 1 when sinfo/sacctmgr cannot be asked).",
 )
 def validate(
     paths: tuple[Path, ...], jobs_dir: Path | None, state_dir: Path | None, cluster: bool
@@ -111,16 +112,20 @@ def validate(
     for path in missing:
         click.echo(f"{path}:1:1: no such file or directory")
     loaded, problems = validate_paths([p for p in targets if p.exists()])
+    unchecked = False  # --cluster asked, and the cluster did not answer: not a pass
     if cluster:
         from orchestrator.executors.slurm.clustercheck import check_against_cluster
 
-        cluster_problems, notes = check_against_cluster(loaded)
-        problems = sorted([*problems, *cluster_problems], key=lambda p: (str(p.path), p.line))
-        for note in notes:
+        check = check_against_cluster(loaded)
+        problems = sorted([*problems, *check.problems], key=lambda p: (str(p.path), p.line))
+        for note in check.notes:
             click.echo(f"note: {note}", err=True)
+        for failure in check.failures:
+            click.echo(f"orchestrator: {failure}", err=True)
+        unchecked = bool(check.failures)
     for problem in problems:
         click.echo(str(problem))
-    if problems or missing:
+    if problems or missing or unchecked:
         sys.exit(1)
     click.echo(f"{len(loaded)} manifest(s) valid", err=True)
 

@@ -1,45 +1,75 @@
 """``orchestrator validate --cluster``: check Slurm names in manifests against the cluster.
 
 A manifest can be valid in form and still name a partition, QOS or account the cluster does
-not have; sbatch would then reject every run. This asks the cluster once (sinfo, sacctmgr) and
-reports each unknown name at its line and column. Where the cluster cannot be asked (no
-accounting for QOS and accounts), that is said once, and the check is skipped, not failed.
+not have; sbatch would then reject every run. This asks the cluster once (sinfo, and sacctmgr
+only when a manifest names a QOS or an account) and reports each unknown name at its line and
+column.
+
+Where the cluster cannot be asked (sinfo or sacctmgr missing, failing or timing out), the
+check has not been made: that is a failure, so that ``validate --cluster`` in CI or a deploy
+script never passes a manifest it could not check. The one exception is a deployment without
+accounting (no slurmdbd): sacctmgr then says it has no supported accounting_storage plugin,
+QOS and account names cannot exist to be checked, and that check is skipped with a note.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from orchestrator.errors import ManifestProblem
 from orchestrator.executors.slurm.commands import SlurmClient, SlurmCommandError
 from orchestrator.manifests.loader import LoadedManifest, field_position
 from orchestrator.manifests.models import SlurmExecutor
 
+# sacctmgr's answer (exit 1) on a cluster with AccountingStorageType other than slurmdbd
+# (measured on Slurm 22.05: "You are not running a supported accounting_storage plugin").
+_NO_ACCOUNTING = "not running a supported accounting_storage plugin"
+
+
+@dataclass
+class ClusterCheck:
+    """What ``validate --cluster`` found."""
+
+    problems: list[ManifestProblem] = field(default_factory=list)
+    # Checks this deployment cannot make (no accounting): skipped, not failed.
+    notes: list[str] = field(default_factory=list)
+    # Questions the cluster did not answer: the check is incomplete, validate must fail.
+    failures: list[str] = field(default_factory=list)
+
 
 def check_against_cluster(
     loaded: list[LoadedManifest], client: SlurmClient | None = None
-) -> tuple[list[ManifestProblem], list[str]]:
-    """Problems (unknown names) and notes (checks that could not be made)."""
+) -> ClusterCheck:
+    """Unknown names as problems, skipped checks as notes, unanswered questions as failures."""
     client = client or SlurmClient()
-    slurm_jobs = [lm for lm in loaded if isinstance(lm.manifest.executor, SlurmExecutor)]
-    problems: list[ManifestProblem] = []
-    notes: list[str] = []
+    slurm_jobs = [
+        (lm, lm.manifest.executor.slurm)
+        for lm in loaded
+        if isinstance(lm.manifest.executor, SlurmExecutor)
+    ]
+    result = ClusterCheck()
     if not slurm_jobs:
-        return problems, notes
+        return result
 
-    def known(kind: str, fetch: Callable[[], set[str]]) -> set[str] | None:
+    def known(kind: str, fetch: Callable[[], set[str]], needed: bool) -> set[str] | None:
+        if not needed:
+            return None
         try:
             return fetch()
         except SlurmCommandError as exc:
-            notes.append(f"cannot check {kind} names: {exc}")
+            if exc.command == "sacctmgr" and _NO_ACCOUNTING in exc.message:
+                result.notes.append(f"cannot check {kind} names: the cluster has no accounting")
+            else:
+                result.failures.append(f"cannot check {kind} names: {exc}")
             return None
 
-    partitions = known("partition", client.partitions)
-    qos = known("QOS", client.qos_names)
-    accounts = known("account", client.accounts)
-    for lm in slurm_jobs:
-        assert isinstance(lm.manifest.executor, SlurmExecutor)
-        opts = lm.manifest.executor.slurm
+    # sinfo is asked whenever there are Slurm jobs, even without a partition named: `--cluster`
+    # passes only when a cluster answered. sacctmgr only when there is something to look up.
+    partitions = known("partition", client.partitions, True)
+    qos = known("QOS", client.qos_names, any(o.qos is not None for _, o in slurm_jobs))
+    accounts = known("account", client.accounts, any(o.account is not None for _, o in slurm_jobs))
+    for lm, opts in slurm_jobs:
         for fld, value, names in (
             ("partition", opts.partition, partitions),
             ("qos", opts.qos, qos),
@@ -49,7 +79,7 @@ def check_against_cluster(
                 continue
             line, col = field_position(lm.path, ("executor", "slurm", fld))
             choices = ", ".join(sorted(names)) or "none"
-            problems.append(
+            result.problems.append(
                 ManifestProblem(
                     lm.path,
                     line,
@@ -58,4 +88,4 @@ def check_against_cluster(
                     f"the cluster has no {fld} {value!r}; it has: {choices}",
                 )
             )
-    return problems, notes
+    return result
