@@ -179,6 +179,7 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
     if not settings.jobs_dir.is_dir():
         _fail(f"{settings.jobs_dir}: jobs directory does not exist (create it or pass --jobs-dir)")
     anchors = _read_job_state(settings, "anchor")
+    retries = _read_job_state(settings, "retry")
     scan = scan_directory(settings.jobs_dir)
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
@@ -198,6 +199,7 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
                 "suspended": m.suspend,
                 "after": list(m.after),
                 "next_runs": times,
+                "pending_retries": _stored_retries(retries.get(name)),
                 "error": None,
             }
         )
@@ -212,6 +214,7 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
                 "suspended": None,
                 "after": [],
                 "next_runs": [],
+                "pending_retries": [],
                 "error": str(err),
             }
         )
@@ -229,8 +232,23 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
         click.echo(f"{row['name']:<30} {row['kind']:<10} {what}{flag}")
         for t in row["next_runs"]:
             click.echo(f"    {t}")
+        _echo_retries(row["pending_retries"])
     if any(not r["valid"] for r in rows):
         sys.exit(1)
+
+
+def _stored_retries(value: Any) -> list[dict[str, Any]]:
+    """Pending retries as the daemon stores them: one dict (older versions) or a list."""
+    items = [value] if isinstance(value, dict) else value or []
+    return sorted((dict(i) for i in items if isinstance(i, dict)), key=lambda i: str(i.get("due")))
+
+
+def _echo_retries(retries: list[dict[str, Any]]) -> None:
+    for r in retries:
+        click.echo(
+            f"    retry (attempt {r.get('attempt')}) of run {r.get('retry_of')} due {r.get('due')}"
+            f"; 'orchestrator cancel {r.get('retry_of')}' drops it"
+        )
 
 
 def _read_job_state(settings: Settings, key: str) -> dict[str, Any]:
@@ -260,6 +278,7 @@ def _offline_status(settings: Settings) -> dict[str, Any]:
     rows = []
     try:
         anchors = store.all_job_state("anchor") if store else {}
+        retries = store.all_job_state("retry") if store else {}
         for name, loaded in sorted(scan.valid.items()):
             m = loaded.manifest
             nxt = None
@@ -269,7 +288,9 @@ def _offline_status(settings: Settings) -> dict[str, Any]:
                 nxt = found[0] if found else None
             last = store.last_run(name) if store else None
             active = store.active_runs(name) if store else []
-            rows.append(job_row(JobView(loaded.path, loaded), nxt, last, active))
+            row = job_row(JobView(loaded.path, loaded), nxt, last, active)
+            row["pending_retries"] = _stored_retries(retries.get(name))
+            rows.append(row)
         for path, err in sorted(scan.invalid.items()):
             rows.append(job_row(JobView(path, None, err), None, None, []))
     finally:
@@ -324,6 +345,13 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
             f"  Slurm submission paused since {slurm['breaker_opened_at']}: "
             f"{slurm['last_error']} (probing; resumes by itself)"
         )
+    store_health = d.get("store") or {}
+    if store_health.get("ok") is False:
+        click.echo(
+            f"  run store unavailable since {store_health.get('since')}: "
+            f"{store_health.get('error')} (retrying in {store_health.get('next_retry_in_s')} s; "
+            f"{store_health.get('deferred_events', 0)} events kept until it answers)"
+        )
     if d.get("state_dir_note"):
         click.echo(f"  {d['state_dir_note']}")
     if d.get("jobs_dir_error"):
@@ -343,6 +371,7 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
         if row["error"]:
             for line in row["error"].splitlines():
                 click.echo(f"    {line}")
+        _echo_retries(row.get("pending_retries") or [])
 
 
 @main.command()
@@ -430,7 +459,8 @@ def trigger(job: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
 @JOBS_DIR
 @STATE_DIR
 def cancel(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
-    """Cancel an active run (its whole process group: TERM, grace, KILL)."""
+    """Cancel an active run (its whole process group: TERM, grace, KILL), or drop the pending
+    retry of a failed run (RUN_ID is the failed run; `status` lists pending retries)."""
     _control(_settings(jobs_dir, state_dir), {"op": "cancel", "run_id": run_id}, "run_id")
 
 
@@ -468,6 +498,13 @@ def _control(settings: Settings, payload: dict[str, Any], key: str | None) -> No
         return
     if reply.get("deferred"):
         click.echo(f"deferred: {reply['deferred']}", err=True)
+        return
+    if reply.get("retry_dropped"):
+        dropped = reply["retry_dropped"]
+        click.echo(
+            f"dropped the pending retry (attempt {dropped['attempt']}) of job "
+            f"{dropped['job']!r} after run {reply['run_id']}"
+        )
         return
     if key:
         click.echo(reply[key])

@@ -10,6 +10,7 @@ the lease and feed the systemd watchdog.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import os
 import queue
@@ -27,8 +28,11 @@ import structlog
 
 from orchestrator.control import ControlServer
 from orchestrator.errors import (
+    LeaseHeldError,
     ManifestError,
     OrchestratorError,
+    StoreError,
+    StoreUnavailableError,
     UnsafePermissionsError,
 )
 from orchestrator.executors.base import Outcome, RunSpec
@@ -51,10 +55,12 @@ from orchestrator.manifests.models import (
     SlurmExecutor as SlurmExecutorSpec,
 )
 from orchestrator.manifests.watch import DirectoryWatcher
+from orchestrator.outage import Outage
 from orchestrator.scheduling.scheduler import Scheduler
 from orchestrator.scheduling.triggers import fire_times_between, retry_delay_s
 from orchestrator.sdnotify import Notifier
 from orchestrator.settings import Settings
+from orchestrator.statedir import make_run_dir, prepare_state_dir
 from orchestrator.status import JobView, job_row
 from orchestrator.store.base import RunRecord, RunState, Trigger
 from orchestrator.store.sqlite import SQLiteStore
@@ -64,7 +70,11 @@ from orchestrator.tasks.python_task import read_result as read_task_result
 log = structlog.get_logger("orchestrator.daemon")
 
 MAX_MISSED_RECORDS = 100
-RETRYABLE = {RunState.FAILED, RunState.TIMED_OUT, RunState.LOST}
+# The longest wait before a retry, whatever the policy says (a year; models bound it too).
+MAX_RETRY_DELAY_S = 366 * 86400.0
+RETRYABLE = {RunState.FAILED, RunState.TIMED_OUT, RunState.LOST, RunState.INTERRUPTED}
+# Events whose work needs the run store: kept while it is unavailable, done once it is back.
+STORE_EVENTS = ("fire", "dispatch", "result")
 
 
 def utcnow() -> datetime:
@@ -122,6 +132,16 @@ class Daemon:
         # `requires:` until the token job has renewed the token.
         self.waiting_for_token: dict[str, tuple[str, Trigger]] = {}
         self.started_at = utcnow()
+        # The run store's health: a locked or full database is an outage to wait out, never
+        # fatal. Work that failed on it is kept in _deferred (event tuples) until a probe
+        # write succeeds; jobs whose schedule could not be applied are re-applied then.
+        self.store_outage = Outage("run store")
+        self._deferred: list[tuple[Any, ...]] = []
+        self._unapplied: set[str] = set()
+        self._retries_dirty: set[str] = set()
+        # Local runs the drain cancelled: recorded 'interrupted' (retried by the next daemon
+        # per policy), not 'cancelled' (which means a person or a policy asked for it).
+        self._drain_cancelled: set[str] = set()
         self.notifier = Notifier.from_env()
         self.lease = Lease(settings.state_dir, heartbeat_s=settings.heartbeat_s)
         self.store: SQLiteStore | None = None
@@ -146,7 +166,7 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         s = self.settings
-        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prepare_state_dir(s)  # the state dir and runs/: ours, 0700 (issue 8, point 7)
         check_permissions(s.jobs_dir)  # refuse to run commands from a directory others can write
         takeover = self.lease.acquire()
         log.info(
@@ -164,11 +184,13 @@ class Daemon:
                 fstype=filesystem_type(s.state_dir),
                 advice="SQLite locking is unreliable there; use a local state directory",
             )
-        self.store = SQLiteStore(s.db_path)
+        self._install_signals()  # before the store: a stop while waiting for it is honoured
+        self.store = self._open_store()
+        if self.store is None:  # asked to stop while waiting for the store
+            self.lease.release()
+            return 0
         self.slurm.store = self.store
-        s.runs_dir.mkdir(exist_ok=True)
         try:
-            self._install_signals()
             self._adopt_runs()
             self.slurm.start_worker()
             self._load_retries()
@@ -185,6 +207,29 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _open_store(self) -> SQLiteStore | None:
+        """Open the run store, waiting out a lock held by another process or a full disk
+        (with backoff, shown in systemd's STATUS) instead of exiting; None if asked to stop
+        meanwhile. A store of an unknown schema version is fatal: waiting will not fix it."""
+        while True:
+            try:
+                store = SQLiteStore(self.settings.db_path)
+            except StoreError as exc:
+                if "schema version" in str(exc):
+                    raise
+                error: Exception = exc
+            else:
+                self.store_outage.recovered()
+                return store
+            delay = self.store_outage.failed(error)
+            log.warning("store_unavailable", step="open", error=str(error), retry_in_s=delay)
+            self.notifier.status(self.store_outage.summary() or "")
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if self._stop_requested:
+                    return None
+                time.sleep(0.1)
 
     def _install_signals(self) -> None:
         # Handlers only set flags and wake the loop from a fresh thread: a queue.put from a
@@ -223,50 +268,148 @@ class Daemon:
                         break
             if self._reload_requested:
                 self._reload_requested = False
-                self._reload()
+                self._step("reload", self._reload)
             now = time.monotonic()
-            # One run's trouble (a store error, a bad task result) must not end the loop.
-            try:
-                self._poll_runs()
-            except Exception:
-                log.exception("poll_runs_failed")
-            try:
-                self._dispatch_due_retries()
-            except Exception:
-                log.exception("dispatch_retries_failed")
+            # Each step is guarded: one run's trouble, a locked or full store, a full disk
+            # under the lease file never ends the loop (a lost lease does: _step re-raises it).
+            if self.store_outage.retry_due():
+                self._step("store_probe", self._probe_store)
+            if not self.store_outage.active:
+                self._step("poll_runs", self._poll_runs)
+                self._step("dispatch_retries", self._dispatch_due_retries)
             if now - last_rescan >= s.rescan_interval_s:
                 last_rescan = now
-                self.reconcile()
+                self._step("rescan", self.reconcile)
             if now - last_heartbeat >= s.heartbeat_s:
                 last_heartbeat = now
-                self.lease.heartbeat()
+                self._step("heartbeat", self._heartbeat)
             if watchdog_every and now - last_watchdog >= watchdog_every:
                 last_watchdog = now
-                self.notifier.watchdog()
+                self._step("watchdog", self.notifier.watchdog)
         self._drain()
 
+    def _step(self, what: str, action: Any, *args: Any) -> bool:
+        """Run one step of the loop; log any failure with context and go on. Returns whether
+        it succeeded. A store that is unavailable starts (or extends) an outage."""
+        try:
+            action(*args)
+        except LeaseHeldError:
+            raise  # another daemon took over: stop scheduling at once
+        except StoreUnavailableError as exc:
+            self._store_failed(what, exc)
+            return False
+        except Exception:
+            log.exception("daemon_step_failed", step=what)
+            return False
+        return True
+
+    def _store_failed(
+        self, what: str, exc: BaseException, retry: tuple[Any, ...] | None = None
+    ) -> None:
+        """Note a store failure: the outage backs off, and ``retry`` (an event) is kept to be
+        handled again once the store answers."""
+        delay = self.store_outage.failed(exc)
+        if retry is not None and retry not in self._deferred:
+            self._deferred.append(retry)
+        log.warning(
+            "store_unavailable",
+            step=what,
+            error=str(exc),
+            retry_in_s=round(delay, 1),
+            deferred=len(self._deferred),
+        )
+        self._notify_status()
+
+    def _probe_store(self) -> None:
+        """One small write: if it succeeds the outage is over and the kept work is done."""
+        assert self.store is not None
+        try:
+            self.store.set_job_state("", "store_probe", utcnow().isoformat())
+        except StoreUnavailableError as exc:
+            delay = self.store_outage.failed(exc)
+            log.warning("store_still_unavailable", error=str(exc), retry_in_s=round(delay, 1))
+            self._notify_status()
+            return
+        was = self.store_outage.since
+        self.store_outage.recovered()
+        kept, self._deferred = self._deferred, []
+        log.info(
+            "store_recovered",
+            unavailable_since=was.isoformat() if was else None,
+            deferred=len(kept),
+        )
+        for job in sorted(self._retries_dirty):
+            self._retries_dirty.discard(job)
+            self._save_retries(job)
+        for event in kept:
+            self.events.put(event)
+        if self._unapplied:
+            self.events.put(("changed",))
+        self._notify_status()
+
+    def _heartbeat(self) -> None:
+        """Renew the lease; a full or read-only disk under the lease file is logged and the
+        next heartbeat tries again (the flock, not the file, is what excludes a second
+        daemon)."""
+        try:
+            self.lease.heartbeat()
+        except OSError as exc:
+            log.warning("lease_heartbeat_failed", error=str(exc), lease=str(self.lease.lease_path))
+
+    def _require_store(self) -> None:
+        """Fail fast while the store is known to be unavailable (a write would wait out the
+        busy timeout and block the loop, only to fail)."""
+        if self.store_outage.active:
+            raise StoreUnavailableError(
+                f"the run store has been unavailable since "
+                f"{self.store_outage.since.isoformat() if self.store_outage.since else '?'} "
+                f"({self.store_outage.error}); nothing was recorded, try again later"
+            )
+
     def _handle(self, event: tuple[Any, ...]) -> None:
+        """Handle one event; whatever goes wrong is logged with context and the loop goes on.
+        Work that needs the store while it is unavailable is kept for later (_deferred)."""
         kind = event[0]
+        if kind == "control":
+            self._handle_control(event)
+            return
+        if kind in STORE_EVENTS and self.store_outage.active:
+            self._deferred.append(event)
+            return
         try:
             if kind == "changed":
                 self.reconcile()
             elif kind == "fire":
                 self._fire(event[1], event[2])
-            elif kind == "control":
-                request, reply = event[1], event[2]
-                ticket: _ControlTicket | None = event[3] if len(event) > 3 else None
-                if ticket is not None:
-                    with ticket.lock:
-                        if ticket.abandoned:
-                            log.warning("control_request_expired", op=request.get("op"))
-                            return
-                        ticket.taken = True
-                try:
-                    reply.put(self._control(request))
-                except OrchestratorError as exc:
-                    reply.put({"ok": False, "error": str(exc)})
+            elif kind == "dispatch":
+                self.dispatch(event[1], event[2], **event[3])
+            elif kind == "result":
+                self._record_result(event[1])
+        except StoreUnavailableError as exc:
+            self._store_failed(kind, exc, retry=event if kind in STORE_EVENTS else None)
         except Exception:
-            log.exception("event_failed", event=kind)
+            # Not `event=`: structlog's first argument is already called that.
+            log.exception("event_failed", event_kind=kind, event_args=repr(event[1:])[:300])
+
+    def _handle_control(self, event: tuple[Any, ...]) -> None:
+        request, reply = event[1], event[2]
+        ticket: _ControlTicket | None = event[3] if len(event) > 3 else None
+        if ticket is not None:
+            with ticket.lock:
+                if ticket.abandoned:
+                    log.warning("control_request_expired", op=request.get("op"))
+                    return
+                ticket.taken = True
+        try:
+            answer = self._control(request)
+        except StoreUnavailableError as exc:
+            answer = {"ok": False, "error": f"run store unavailable: {exc}"}
+        except OrchestratorError as exc:
+            answer = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # the client gets an answer, the loop goes on
+            log.exception("control_request_failed", op=request.get("op"))
+            answer = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+        reply.put(answer)
 
     def _reload(self) -> None:
         log.info("reloading")
@@ -299,6 +442,7 @@ class Daemon:
             return
         for run in local():
             log.warning("drain_cancelling", job=run.job, run_id=run.run_id)
+            self._drain_cancelled.add(run.run_id)
             self._cancel_run(run)
         kill_wait = max(self._policy_grace(run.job) for run in local()) + 3.0
         deadline = time.monotonic() + kill_wait
@@ -308,7 +452,9 @@ class Daemon:
         for run in local():
             self._finish(
                 run,
-                Outcome(RunState.CANCELLED, None, "daemon stopped before the run ended", utcnow()),
+                Outcome(
+                    RunState.INTERRUPTED, None, "daemon stopped before the run ended", utcnow()
+                ),
                 allow_followups=False,
             )
 
@@ -363,22 +509,37 @@ class Daemon:
                 before is None or before.error is None or str(before.error) != str(view.error)
             ):
                 log.error("manifest_invalid_keeping_last_good", job=name, error=str(view.error))
-            if before is None or before.loaded is None:
-                self._guarded(self._add_job, view, startup)
+            if before is None or before.loaded is None or name in self._unapplied:
+                applied = self._guarded(self._add_job, view, startup)
             elif view.loaded is not None and before.loaded.content_hash != view.loaded.content_hash:
-                self._guarded(self._change_job, before, view)
+                applied = self._guarded(self._change_job, before, view)
+            else:
+                continue
+            # A job whose schedule could not be applied (the store was locked) is applied
+            # again by a later reconcile, instead of being taken as done.
+            if applied:
+                self._unapplied.discard(name)
+            else:
+                self._unapplied.add(name)
+        self._unapplied &= set(desired)
         for path, err in self.orphan_errors.items():
             if path not in previous_orphans or str(previous_orphans[path]) != str(err):
                 log.error("manifest_invalid", path=str(path), error=str(err))
         self._notify_status()
         log.debug("reconciled", jobs=len(desired), seconds=round(time.perf_counter() - t0, 4))
 
-    def _guarded(self, action: Any, *args: Any) -> None:
-        """One job's trouble (a failed dispatch, a store error) never stops the others."""
+    def _guarded(self, action: Any, *args: Any) -> bool:
+        """One job's trouble (a failed dispatch, a store error) never stops the others;
+        returns whether the action succeeded."""
         try:
             action(*args)
+        except StoreUnavailableError as exc:
+            self._store_failed(action.__name__, exc)
+            return False
         except Exception:
             log.exception("job_action_failed", action=action.__name__)
+            return False
+        return True
 
     def _desired(self, scan: DirectoryScan) -> dict[str, JobView]:
         desired = {name: JobView(lm.path, lm) for name, lm in scan.valid.items()}
@@ -391,6 +552,7 @@ class Daemon:
 
     def _add_job(self, view: JobView, startup: bool) -> None:
         assert view.loaded is not None and self.store is not None
+        self._require_store()
         name = view.name
         manifest = view.loaded.manifest
         log.info("job_added", job=name, path=str(view.path), kind=manifest.kind)
@@ -400,6 +562,7 @@ class Daemon:
 
     def _change_job(self, before: JobView, view: JobView) -> None:
         assert before.loaded is not None and view.loaded is not None
+        self._require_store()
         name = view.name
         same_schedule = _schedule_signature(before.loaded) == _schedule_signature(view.loaded)
         log.info("job_changed", job=name, schedule_changed=not same_schedule)
@@ -513,7 +676,12 @@ class Daemon:
         if view is None or view.loaded is None:
             return
         self.dispatch(job, Trigger.SCHEDULE, scheduled_for=scheduled_for)
-        self.store.set_job_state(job, "scheduled_through", scheduled_for.isoformat())
+        # The run is recorded: failing to note the fire must not make the event run again
+        # (catch-up also counts recorded runs as fired).
+        try:
+            self.store.set_job_state(job, "scheduled_through", scheduled_for.isoformat())
+        except StoreUnavailableError as exc:
+            self._store_failed("scheduled_through", exc)
 
     def dispatch(
         self,
@@ -531,6 +699,7 @@ class Daemon:
         view = self.jobs.get(job)
         if view is None or view.loaded is None:
             raise OrchestratorError(f"no job named {job!r}")
+        self._require_store()
         manifest = view.loaded.manifest
         bound = log.bind(job=job, trigger=str(trigger))
         short = self._token_too_short(job, manifest.requires, manifest.policy.timeout)
@@ -544,7 +713,7 @@ class Daemon:
             bound.warning("run_deferred_for_token", token_job=token_job, reason=reason)
             self.waiting_for_token[job] = (token_job, trigger)
             if not any(r.job == token_job for r in self.active.values()):
-                self.dispatch(token_job, Trigger.AFTER)
+                self._dispatch_or_defer(token_job, Trigger.AFTER)
             if trigger == Trigger.MANUAL:
                 raise DeferredError(
                     f"job {job!r} waits for token job {token_job!r}: {reason}; it starts once "
@@ -595,7 +764,7 @@ class Daemon:
         log_path = run_dir / ("output-%a.log" if effective_array else "output.log")
         bound = bound.bind(run_id=record.run_id, attempt=attempt)
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            make_run_dir(run_dir)  # 0700, in a 0700 runs/ or Slurm spool directory
             self.store.set_run_paths(record.run_id, str(run_dir), str(log_path))
             invocation = build_invocation(
                 manifest, record.run_id, run_dir=run_dir, state_dir=self.settings.state_dir
@@ -624,15 +793,36 @@ class Daemon:
             # ExecutorError, OSError, or a command that cannot be rendered (ValueError from a
             # container mount path): the record exists, so it must end, and nothing else stops.
             bound.error("run_start_failed", error=str(exc), error_type=type(exc).__name__)
-            self.store.finish_run(
-                record.run_id, RunState.FAILED, exit_code=None, message=f"could not start: {exc}"
-            )
+            try:
+                self.store.finish_run(
+                    record.run_id,
+                    RunState.FAILED,
+                    exit_code=None,
+                    message=f"could not start: {exc}",
+                )
+            except StoreUnavailableError as store_exc:
+                # The record stays active: polling finds no shim and records it lost (then
+                # retried per policy) once the store answers; never a second record here.
+                self.active[record.run_id] = dataclasses.replace(record, run_dir=str(run_dir))
+                self._store_failed("dispatch", store_exc)
+                return None
             self._after_finish(job, record.run_id, RunState.FAILED, attempt)
             return self.store.get_run(record.run_id)
-        if handle is not None:
-            self.store.mark_running(record.run_id, handle.pid, handle.pid_start_time)
-        started = self.store.get_run(record.run_id)
-        assert started is not None
+        # From here the process exists: whatever the store says, the run is followed.
+        started = dataclasses.replace(
+            record,
+            run_dir=str(run_dir),
+            log_path=str(log_path),
+            state=RunState.RUNNING if handle is not None else record.state,
+            pid=handle.pid if handle is not None else None,
+            pid_start_time=handle.pid_start_time if handle is not None else None,
+        )
+        try:
+            if handle is not None:
+                self.store.mark_running(record.run_id, handle.pid, handle.pid_start_time)
+            started = self.store.get_run(record.run_id) or started
+        except StoreUnavailableError as exc:
+            self._store_failed("mark_running", exc)
         self.active[record.run_id] = started
         if handle is not None:
             bound.info("run_started", pid=handle.pid, argv=invocation.argv)
@@ -661,6 +851,14 @@ class Daemon:
 
     def _finish(self, run: RunRecord, outcome: Outcome, allow_followups: bool = True) -> None:
         assert self.store is not None
+        if run.run_id in self._drain_cancelled and outcome.state == RunState.CANCELLED:
+            # The daemon stopped it, not a person: 'interrupted', retried by the next daemon
+            # when the policy has retries.
+            outcome = dataclasses.replace(
+                outcome,
+                state=RunState.INTERRUPTED,
+                message="interrupted: the daemon stopped before the run ended",
+            )
         # Recorded first, forgotten after: if the store fails here the run stays active and
         # the next poll records it.
         changed = self.store.finish_run(
@@ -673,14 +871,10 @@ class Daemon:
         self.active.pop(run.run_id, None)
         if not changed:
             return
-        result = read_task_result(Path(run.run_dir)) if run.run_dir else None
-        if result is not None:
-            # A task's structured result (tag promoted, token expiry, hosts done); its
-            # one-line `summary` says more than "exit code 1".
-            self.store.update_result(run.run_id, result)
-            summary = result.get("summary")
-            if isinstance(summary, str) and summary:
-                self.store.set_message(run.run_id, summary)
+        try:
+            self._record_result(run)
+        except StoreUnavailableError as exc:
+            self._store_failed("record_result", exc, retry=("result", run))
         log.info(
             "run_finished",
             job=run.job,
@@ -697,8 +891,19 @@ class Daemon:
             self._after_finish(run.job, run.run_id, outcome.state, run.attempt, start_runs=False)
         else:
             self._adopted_ended.append(run)
-        self._prune(run.job)
+        self._step("prune", self._prune, run.job)
         self._notify_status()
+
+    def _record_result(self, run: RunRecord) -> None:
+        """A task's structured result (tag promoted, token expiry, hosts done); its one-line
+        `summary` says more than "exit code 1". Idempotent: redone after a store outage."""
+        assert self.store is not None
+        result = read_task_result(Path(run.run_dir)) if run.run_dir else None
+        if result is not None:
+            self.store.update_result(run.run_id, result)
+            summary = result.get("summary")
+            if isinstance(summary, str) and summary:
+                self.store.set_message(run.run_id, summary)
 
     # Clients treat a token with less than 600 s left as invalid (JAliEn; /shared/notes/hpc.md).
     TOKEN_MARGIN_S = 600.0
@@ -742,7 +947,7 @@ class Daemon:
                 log.error("run_blocked_by_token", job=job, token_job=token_job)
                 continue
             try:
-                self.dispatch(job, trigger, after_token=True)
+                self._dispatch_or_defer(job, trigger, after_token=True)
             except OrchestratorError as exc:
                 log.error("deferred_run_failed", job=job, error=str(exc))
 
@@ -757,24 +962,35 @@ class Daemon:
         if view is None or view.loaded is None:
             return
         policy = view.loaded.manifest.policy
+        if view.loaded.manifest.suspend:
+            # A suspended job does nothing in the background: a run a person started by hand
+            # is neither retried nor followed by its `after` jobs (here, or after a restart).
+            if state != RunState.SUCCEEDED and attempt <= policy.retries:
+                log.info("retry_skipped_suspended", job=job, run_id=run_id)
+            elif state == RunState.SUCCEEDED and self._after_jobs(job):
+                log.info("after_skipped_suspended", job=job, run_id=run_id)
+            return
         if state == RunState.SUCCEEDED:
             if not start_runs:
                 # Stopping: the `after` triggers of this success are stored, and the next
                 # daemon starts them (_retry_adopted_failures).
                 assert self.store is not None
-                pending = list(self.store.get_job_state(job, "pending_after") or [])
-                self.store.set_job_state(job, "pending_after", [*pending, run_id])
+                try:
+                    pending = list(self.store.get_job_state(job, "pending_after") or [])
+                    self.store.set_job_state(job, "pending_after", [*pending, run_id])
+                except StoreUnavailableError as exc:
+                    log.error("after_triggers_lost_store_unavailable", job=job, error=str(exc))
                 return
-            for other in sorted(self.jobs.values(), key=lambda v: v.name):
-                if other.loaded and job in other.loaded.manifest.after:
-                    if other.loaded.manifest.suspend:
-                        continue
-                    try:
-                        self.dispatch(other.name, Trigger.AFTER)
-                    except OrchestratorError as exc:
-                        log.error("after_trigger_failed", job=other.name, error=str(exc))
+            for other in self._after_jobs(job):
+                try:
+                    self._dispatch_or_defer(other, Trigger.AFTER)
+                except OrchestratorError as exc:
+                    log.error("after_trigger_failed", job=other, error=str(exc))
         elif state in RETRYABLE and attempt <= policy.retries:
             delay = retry_delay_s(policy.retry_backoff.base, policy.retry_backoff.max, attempt)
+            # Saturates: the models bound every duration, but a due time past datetime's
+            # range must never raise on the event path.
+            delay = min(delay, MAX_RETRY_DELAY_S)
             retry = _Retry(
                 utcnow() + timedelta(seconds=delay),
                 job,
@@ -786,13 +1002,33 @@ class Daemon:
             self._save_retries(job)
             log.info("retry_scheduled", job=job, run_id=run_id, attempt=attempt + 1, delay_s=delay)
 
+    def _after_jobs(self, job: str) -> list[str]:
+        """The jobs that a success of ``job`` triggers (`after:`), suspended ones left out."""
+        return [
+            other.name
+            for other in sorted(self.jobs.values(), key=lambda v: v.name)
+            if other.loaded
+            and job in other.loaded.manifest.after
+            and not other.loaded.manifest.suspend
+        ]
+
+    def _dispatch_or_defer(self, job: str, trigger: Trigger, **kwargs: Any) -> None:
+        """Dispatch a follow-up run; if the store is unavailable, keep it until it is back."""
+        try:
+            self.dispatch(job, trigger, **kwargs)
+        except StoreUnavailableError as exc:
+            self._store_failed("dispatch", exc, retry=("dispatch", job, trigger, kwargs))
+
     def _dispatch_due_retries(self) -> None:
         now = utcnow()
         while self.retries and self.retries[0].due <= now:
             retry = heapq.heappop(self.retries)
             # Dispatch first, then forget the stored retry: a crash in between leaves a retry
             # whose run exists, which _load_retries recognises (by retry_of) and drops.
-            if retry.job in self.jobs:
+            view = self.jobs.get(retry.job)
+            if view is not None and view.loaded is not None and view.loaded.manifest.suspend:
+                log.info("retry_dropped_suspended", job=retry.job, retry_of=retry.retry_of)
+            elif view is not None:
                 try:
                     self.dispatch(
                         retry.job,
@@ -801,15 +1037,18 @@ class Daemon:
                         retry_of=retry.retry_of,
                         array=retry.array,
                     )
+                except StoreUnavailableError as exc:
+                    # Kept, still due: dispatched as soon as the store answers.
+                    heapq.heappush(self.retries, retry)
+                    self._store_failed("retry", exc)
+                    return
                 except OrchestratorError as exc:
                     log.error("retry_failed", job=retry.job, error=str(exc))
             self._save_retries(retry.job)
 
-    def _save_retries(self, job: str) -> None:
-        """Store every pending retry of ``job`` (a job may have several: concurrency allow, or
-        a scheduled run that failed while an earlier failure waited for its retry)."""
-        assert self.store is not None
-        pending = [
+    def pending_retries(self, job: str) -> list[dict[str, Any]]:
+        """The retries waiting for ``job``, soonest first (for status and describe)."""
+        return [
             {
                 "due": r.due.isoformat(),
                 "attempt": r.attempt,
@@ -819,7 +1058,29 @@ class Daemon:
             for r in sorted(self.retries)
             if r.job == job
         ]
-        self.store.set_job_state(job, "retry", pending or None)
+
+    def _drop_retry(self, run_id: str) -> _Retry | None:
+        """Forget the pending retry of run ``run_id`` (``cancel`` on a failed run)."""
+        for retry in self.retries:
+            if retry.retry_of == run_id:
+                self.retries.remove(retry)
+                heapq.heapify(self.retries)
+                self._save_retries(retry.job)
+                log.info("retry_cancelled", job=retry.job, retry_of=run_id, attempt=retry.attempt)
+                return retry
+        return None
+
+    def _save_retries(self, job: str) -> None:
+        """Store every pending retry of ``job`` (a job may have several: concurrency allow, or
+        a scheduled run that failed while an earlier failure waited for its retry)."""
+        assert self.store is not None
+        pending = self.pending_retries(job)
+        try:
+            self.store.set_job_state(job, "retry", pending or None)
+        except StoreUnavailableError as exc:
+            # The retries are in memory; they are stored again once the store answers.
+            self._retries_dirty.add(job)
+            self._store_failed("save_retries", exc)
 
     def _load_retries(self) -> None:
         assert self.store is not None
@@ -850,7 +1111,11 @@ class Daemon:
         """For a Slurm array run: an array spec of the tasks that did not succeed, with the
         manifest's throttle, so that a retry runs those tasks alone."""
         assert self.store is not None
-        run = self.store.get_run(run_id)
+        try:
+            run = self.store.get_run(run_id)
+        except StoreUnavailableError as exc:
+            log.warning("failed_tasks_unknown_retrying_all", job=job, run_id=run_id, error=str(exc))
+            return None
         tasks = (run.result or {}).get("tasks") if run else None
         if not tasks:
             return None
@@ -935,6 +1200,9 @@ class Daemon:
         text = f"{len(self.jobs)} jobs, {len(self.active)} running, {invalid} invalid manifests"
         if self.slurm.breaker.open:
             text += f"; Slurm submission paused: {self.slurm.breaker.last_error}"
+        store_problem = self.store_outage.summary()
+        if store_problem:
+            text = f"{store_problem}; {text}"
         if self.dir_error:
             text = f"jobs directory refused: {self.dir_error}"
         elif invalid:
@@ -948,15 +1216,23 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         assert self.store is not None
         rows = []
+        store_read_error: str | None = None
         for name, view in sorted(self.jobs.items()):
-            rows.append(
-                job_row(
-                    view,
-                    self.scheduler.next_fire_time(name),
-                    self.store.last_run(name),
-                    [r for r in self.active.values() if r.job == name],
-                )
+            last: RunRecord | None = None
+            if store_read_error is None:
+                try:
+                    last = self.store.last_run(name)
+                except StoreUnavailableError as exc:
+                    # Status answers without the last runs rather than not at all.
+                    store_read_error = str(exc)
+            row = job_row(
+                view,
+                self.scheduler.next_fire_time(name),
+                last,
+                [r for r in self.active.values() if r.job == name],
             )
+            row["pending_retries"] = self.pending_retries(name)
+            rows.append(row)
         for path, err in sorted(self.orphan_errors.items()):
             rows.append(job_row(JobView(path, None, err), None, None, []))
         return {
@@ -971,6 +1247,11 @@ class Daemon:
                 "jobs_dir_error": self.dir_error,
                 "active_runs": len(self.active),
                 "slurm": self.slurm.health(),
+                "store": {
+                    **self.store_outage.as_dict(),
+                    "deferred_events": len(self._deferred),
+                    "read_error": store_read_error,
+                },
             },
             "jobs": rows,
         }
@@ -1022,6 +1303,13 @@ class Daemon:
             run_id = str(request.get("run_id", ""))
             run = self.active.get(run_id)
             if run is None:
+                dropped = self._drop_retry(run_id)
+                if dropped is not None:
+                    return {
+                        "ok": True,
+                        "run_id": run_id,
+                        "retry_dropped": {"job": dropped.job, "attempt": dropped.attempt},
+                    }
                 assert self.store is not None
                 record_found = self.store.get_run(run_id)
                 if record_found is None:

@@ -57,6 +57,12 @@ class StoreError(OrchestratorError):
     """The run store could not be opened or is of an unknown schema version."""
 
 
+class StoreUnavailableError(StoreError):
+    """The run store is there but cannot be read or written right now: another process holds
+    its write lock beyond the busy timeout, the disk is full, or an I/O error. The same call may
+    succeed later; the daemon retries with backoff and shows the problem in ``status``."""
+
+
 class ExecutorError(OrchestratorError):
     """A run could not be started by its executor."""
 

@@ -34,6 +34,7 @@ class RunState(StrEnum):
     CANCELLED = "cancelled"  # killed on request (CLI, concurrency: replace, manifest removed)
     MISSED = "missed"  # a scheduled time that passed while the daemon was down, not caught up
     LOST = "lost"  # process gone and no result file: the outcome is unknown
+    INTERRUPTED = "interrupted"  # stopped because the daemon stopped (drain); retried per policy
 
 
 TERMINAL_STATES: frozenset[RunState] = frozenset(
@@ -44,6 +45,7 @@ TERMINAL_STATES: frozenset[RunState] = frozenset(
         RunState.CANCELLED,
         RunState.MISSED,
         RunState.LOST,
+        RunState.INTERRUPTED,
     }
 )
 ACTIVE_STATES: frozenset[RunState] = frozenset({RunState.PENDING, RunState.RUNNING})

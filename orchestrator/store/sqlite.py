@@ -10,6 +10,8 @@ Timestamps are stored as ISO-8601 strings in UTC with a fixed width
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import secrets
 import shutil
@@ -21,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import StoreError
+from orchestrator.errors import StoreError, StoreUnavailableError
+from orchestrator.statedir import create_private_file, tighten_file
 from orchestrator.store.base import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -142,7 +145,12 @@ class SQLiteStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # History is the user's alone whatever the umask: SQLite gives -wal and -shm the
+            # database file's mode, so a file created 0600 here makes all three 0600.
+            create_private_file(self.path)
+            for suffix in ("-wal", "-shm", "-journal"):
+                tighten_file(self.path.with_name(self.path.name + suffix))
             # isolation_level=None: autocommit; multi-statement changes use explicit BEGIN.
             self._conn = sqlite3.connect(
                 str(self.path),
@@ -175,10 +183,14 @@ class SQLiteStore:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # A COMMIT that failed (disk full) leaves the transaction open; without the
+                # rollback every later BEGIN would fail with "within a transaction".
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     def _init_schema(self) -> None:
         with self._transaction() as conn:
@@ -469,3 +481,26 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unavailable_on_sqlite_errors(method: Any) -> Any:
+    """A locked, full or failing database raises ``StoreUnavailableError`` (a ``StoreError``),
+    so that callers can tell "try again later" from a bug; the message names the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError:
+            raise
+        except sqlite3.IntegrityError:
+            raise
+        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+            raise StoreUnavailableError(f"run store {self.path}: {exc}") from exc
+
+    return wrapper
+
+
+for _name, _method in list(vars(SQLiteStore).items()):
+    if callable(_method) and not _name.startswith("_") and _name not in ("close", "new_run_id"):
+        setattr(SQLiteStore, _name, _unavailable_on_sqlite_errors(_method))
