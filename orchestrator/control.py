@@ -1,10 +1,32 @@
 """The daemon's control socket: one JSON request line in, one JSON reply line out.
 
 Requests: ``{"op": "ping" | "status" | "trigger" | "cancel" | "reload", ...}``. Replies:
-``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket is created mode 0600
-and the peer's uid is checked (SO_PEERCRED): only the daemon's own user (or root) may drive it.
-Requests are handed to the daemon's main loop, which answers them; this module never touches
-run state itself.
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. Requests are handed to the daemon's
+main loop, which answers them; this module never touches run state itself.
+
+Trust, both ways (issue 8: another local user must neither drive the daemon nor pose as it):
+
+- The socket lives in the state directory, which must belong to the daemon's user and be
+  closed to everyone else (0700: the daemon creates it so, systemd's StateDirectoryMode=0700
+  too). Server and client both check that before they bind or connect, so nobody else can
+  have put a socket there. There is no fallback to a shared directory such as /tmp, where
+  another user can create the predictable name first (squat it, or serve forged replies).
+- A state directory too deep for an AF_UNIX path (107 bytes) is reached as
+  ``/proc/self/fd/<fd>/control.sock``, ``<fd>`` being that directory opened and checked: a
+  short path that names exactly the directory checked, through no name anyone could swap.
+  ``$XDG_RUNTIME_DIR`` was the other candidate, but it is unset under cron, ssh without
+  pam_systemd and system services, so a daemon and its CLI could look in different places.
+- The server checks each client's uid (SO_PEERCRED): the daemon's own user or root. The client
+  checks the server's uid the same way before it sends a request or believes a reply.
+
+Under load: one thread accepts connections and reads request lines for all of them (a
+selector), so an idle connection costs a file descriptor, not a thread, and is closed after
+``IDLE_TIMEOUT_S``. A fixed pool of ``WORKERS`` threads hands complete requests to the daemon
+and writes the replies. At most ``MAX_CONNECTIONS`` are open: past that the longest-idle
+connection that has sent nothing is closed to make room, and when every one carries a
+request, the newcomer is answered "busy" (the client retries that: its request was not read).
+The client also retries a connect that finds the listen backlog full (EAGAIN), and for a
+moment one that is refused (a daemon between bind and listen), within its timeout.
 """
 
 from __future__ import annotations
@@ -12,11 +34,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
+import random
+import selectors
 import socket
-import socketserver
+import stat
 import struct
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,110 +54,493 @@ from orchestrator.errors import ControlError, DaemonNotRunningError
 log = structlog.get_logger("orchestrator.control")
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
 MAX_REQUEST_BYTES = 1 << 20
+#: A client writes its request as soon as it has connected; one that has sent no complete line
+#: by then is gone, stuck or hostile, and its connection is closed.
+IDLE_TIMEOUT_S = 5.0
+#: Open connections at once (being read, waiting for a worker, or being answered).
+MAX_CONNECTIONS = 256
+#: Threads that pass requests to the daemon's main loop (which answers one at a time anyway)
+#: and write the replies; a few, so that one slow reader does not hold up the others.
+WORKERS = 8
+#: socketserver's default of 5 made connects fail with EAGAIN under 16 parallel clients.
+LISTEN_BACKLOG = 128
+#: How long a client keeps retrying a refused connect: long enough for a starting daemon to get
+#: from bind() to listen(), short enough that a socket left by a killed daemon reads as "not
+#: running" at once.
+REFUSED_RETRY_S = 1.0
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    handle_request_fn: Handler
+def _peer_credentials(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a connected Unix socket."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
 
 
-class _RequestHandler(socketserver.StreamRequestHandler):
-    server: _Server
+def _trusted(uid: int) -> bool:
+    return uid in (os.getuid(), 0)
 
-    def handle(self) -> None:
-        sock = self.request
+
+def _check_private(dir_fd: int, directory: Path) -> None:
+    """ControlError unless the opened directory belongs to us and nobody else may enter it."""
+    info = os.fstat(dir_fd)
+    me = os.getuid()
+    if info.st_uid != me:
+        raise ControlError(
+            f"{directory}: the control socket's directory belongs to uid {info.st_uid}, not to "
+            f"you (uid {me}); refusing to use a socket there"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise ControlError(
+            f"{directory}: the control socket's directory is mode {mode:04o}, open to other "
+            f"users; make it private with 'chmod 700 {directory}'"
+        )
+
+
+def _open_dir(directory: Path) -> int:
+    return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _address(path: Path, dir_fd: int) -> str:
+    """What to bind or connect to: the path itself when it fits in sun_path, else the same
+    socket reached through the open directory (see the module docstring)."""
+    length = len(os.fsencode(path))
+    if length <= _SUN_PATH_MAX:
+        return str(path)
+    via_fd = f"/proc/self/fd/{dir_fd}"
+    if not os.path.isdir(via_fd):
+        raise ControlError(
+            f"{path}: {length} bytes is too long for a Unix socket (at most {_SUN_PATH_MAX}) "
+            f"and /proc is not mounted to shorten it; use a shorter state directory"
+        )
+    return f"{via_fd}/{path.name}"
+
+
+@dataclass(eq=False)
+class _Connection:
+    """A connection whose request line is still being read."""
+
+    sock: socket.socket
+    deadline: float
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+_LISTENER = object()
+_WAKE = object()
+
+
+class ControlServer:
+    """Serves the control socket on background threads: one reads, ``workers`` answer."""
+
+    def __init__(
+        self,
+        path: Path,
+        handler: Handler,
+        *,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+        workers: int = WORKERS,
+    ) -> None:
+        self.path = path
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
+        self.workers = workers
+        self._handler = handler
+        self._dir_fd: int | None = None
+        self._listener: socket.socket | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._reading: dict[socket.socket, _Connection] = {}  # in accept order: oldest first
+        self._open = 0  # accepted and not yet closed, in any stage; guarded by _open_lock
+        self._open_lock = threading.Lock()
+        self._jobs: queue.Queue[tuple[socket.socket, bytes] | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Bind the socket and start serving; ControlError (naming the path) when it cannot."""
+        directory = self.path.parent
         try:
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
+            dir_fd = _open_dir(directory)
+        except OSError as exc:
+            raise ControlError(
+                f"{directory}: cannot open the control socket's directory: {exc.strerror or exc}"
+            ) from exc
+        listener: socket.socket | None = None
+        try:
+            _check_private(dir_fd, directory)
+            address = _address(self.path, dir_fd)
+            # A socket file left by a daemon that died is stale: the lease guarantees that no
+            # other daemon serves this state directory, so it is safe to remove.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path.name, dir_fd=dir_fd)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(address)
+            # No umask juggling around bind (the umask is process-wide, so other threads'
+            # files would get it too): the directory is private already, and 0600 on the
+            # socket is a second lock.
+            os.chmod(self.path.name, 0o600, dir_fd=dir_fd)
+            listener.listen(LISTEN_BACKLOG)
+            listener.setblocking(False)
+        except OSError as exc:
+            if listener is not None:
+                listener.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path.name, dir_fd=dir_fd)
+            os.close(dir_fd)
+            raise ControlError(
+                f"{self.path}: cannot serve the control socket: {exc.strerror or exc}"
+            ) from exc
+        except BaseException:
+            if listener is not None:
+                listener.close()
+            os.close(dir_fd)
+            raise
+        self._dir_fd, self._listener = dir_fd, listener
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ, _LISTENER)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+        self._thread.start()
+        # Daemon threads: a worker may be waiting on the main loop when the daemon exits.
+        for n in range(self.workers):
+            threading.Thread(target=self._work, name=f"control-{n}", daemon=True).start()
+        log.info("control_listening", path=str(self.path), address=address)
+
+    def stop(self) -> None:
+        """Stop accepting, drop unanswered connections and remove the socket file."""
+        if self._thread is None:
+            return
+        self._stopping.set()
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")
+        self._thread.join(5)
+        self._thread = None
+        for _ in range(self.workers):
+            self._jobs.put(None)
+        if self._selector is not None:
+            self._selector.close()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        if self._dir_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path.name, dir_fd=self._dir_fd)
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+    # ------------------------------------------------------------------ reading thread
+
+    def _serve(self) -> None:
+        assert self._selector is not None
+        while not self._stopping.is_set():
+            try:
+                timeout = self._expire_idle(time.monotonic())
+                for key, _ in self._selector.select(timeout):
+                    if key.data is _LISTENER:
+                        self._accept()
+                    elif key.data is _WAKE:
+                        with contextlib.suppress(OSError):
+                            key.fileobj.recv(64)  # type: ignore[union-attr]
+                    else:
+                        self._read(key.data)
+            except Exception:
+                # The control socket must outlive any one bad connection.
+                log.exception("control_loop_failed")
+                time.sleep(0.1)
+        for conn in list(self._reading.values()):
+            self._drop(conn, None)
+
+    def _expire_idle(self, now: float) -> float | None:
+        """Close connections past their deadline; seconds until the next one's (None: none).
+        Deadlines grow in accept order, so only the front of ``_reading`` needs a look."""
+        while self._reading:
+            conn = next(iter(self._reading.values()))
+            if conn.deadline > now:
+                return conn.deadline - now
+            log.info("control_connection_idle", idle_timeout_s=self.idle_timeout_s)
+            self._drop(
+                conn,
+                {"ok": False, "error": f"no request within {self.idle_timeout_s:g} s; closed"},
+            )
+        return None
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(64):  # a burst at a time, then reads and timeouts get their turn
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # Out of file descriptors (EMFILE/ENFILE): free one; the client waits in the
+                # backlog meanwhile.
+                log.warning("control_accept_failed", error=str(exc), open=self._open)
+                if not self._evict_oldest_idle():
+                    time.sleep(0.05)
+                return
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        try:
+            _pid, uid = _peer_credentials(sock)
         except OSError:
             uid = -1
-        if uid not in (os.getuid(), 0):
-            self._reply({"ok": False, "error": f"uid {uid} may not control this daemon"})
+        if not _trusted(uid):
+            log.warning("control_client_refused", uid=uid)
+            self._reply_and_close(
+                sock, {"ok": False, "error": f"uid {uid} may not control this daemon"}
+            )
             return
-        line = self.rfile.readline(MAX_REQUEST_BYTES)
+        with self._open_lock:
+            full = self._open >= self.max_connections
+        if full and not self._evict_oldest_idle():
+            log.warning("control_busy", open=self._open)
+            self._reply_and_close(
+                sock,
+                {
+                    "ok": False,
+                    "busy": True,  # this request was never read: safe for the client to retry
+                    "error": f"the daemon is busy ({self.max_connections} control connections "
+                    "open); try again",
+                },
+            )
+            return
+        sock.setblocking(False)
+        conn = _Connection(sock, time.monotonic() + self.idle_timeout_s)
+        assert self._selector is not None
+        self._selector.register(sock, selectors.EVENT_READ, conn)
+        self._reading[sock] = conn
+        with self._open_lock:
+            self._open += 1
+
+    def _evict_oldest_idle(self) -> bool:
+        """Close the connection that has waited longest without sending its request."""
+        if not self._reading:
+            return False
+        conn = next(iter(self._reading.values()))
+        self._drop(conn, {"ok": False, "error": "too many idle control connections; closed"})
+        return True
+
+    def _read(self, conn: _Connection) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        conn.buffer += chunk
+        newline = conn.buffer.find(b"\n")
+        if newline < 0 and chunk:
+            if len(conn.buffer) > MAX_REQUEST_BYTES:
+                self._drop(
+                    conn, {"ok": False, "error": f"request longer than {MAX_REQUEST_BYTES} bytes"}
+                )
+            return
+        if not conn.buffer:  # closed before sending anything
+            self._drop(conn, None)
+            return
+        # A whole line, or everything up to the client's EOF: hand it to a worker.
+        assert self._selector is not None
+        self._selector.unregister(conn.sock)
+        del self._reading[conn.sock]
+        line = conn.buffer if newline < 0 else conn.buffer[:newline]
+        self._jobs.put((conn.sock, bytes(line)))
+
+    def _drop(self, conn: _Connection, reply: dict[str, Any] | None) -> None:
+        assert self._selector is not None
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)
+        self._reading.pop(conn.sock, None)
+        self._reply_and_close(conn.sock, reply)
+        with self._open_lock:
+            self._open -= 1
+
+    @staticmethod
+    def _reply_and_close(sock: socket.socket, reply: dict[str, Any] | None) -> None:
+        """A short explanation, sent without blocking (best effort), then close."""
+        if reply is not None:
+            with contextlib.suppress(OSError):
+                sock.setblocking(False)
+                sock.send(json.dumps(reply).encode() + b"\n")
+        sock.close()
+
+    # ------------------------------------------------------------------ worker threads
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            sock, line = job
+            try:
+                self._answer(sock, line)
+            except OSError as exc:  # the client went away before reading its reply
+                log.info("control_reply_undelivered", error=str(exc))
+            except Exception:
+                log.exception("control_answer_failed")
+            finally:
+                sock.close()
+                with self._open_lock:
+                    self._open -= 1
+
+    def _answer(self, sock: socket.socket, line: bytes) -> None:
+        request: Any = None
         try:
             request = json.loads(line)
             if not isinstance(request, dict):
                 raise ValueError("request is not an object")
         except ValueError as exc:
-            self._reply({"ok": False, "error": f"bad request: {exc}"})
-            return
-        try:
-            reply = self.server.handle_request_fn(request)
-        except Exception as exc:
-            log.exception("control_request_failed", op=request.get("op"))
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        self._reply(reply)
-
-    def _reply(self, reply: dict[str, Any]) -> None:
-        with contextlib.suppress(OSError):
-            self.wfile.write(json.dumps(reply, default=str).encode() + b"\n")
+            reply: dict[str, Any] = {"ok": False, "error": f"bad request: {exc}"}
+        else:
+            try:
+                reply = self._handler(request)
+            except Exception as exc:
+                log.exception("control_request_failed", op=request.get("op"))
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        # A client that does not read its reply cannot hold a worker for longer than this.
+        sock.settimeout(self.idle_timeout_s)
+        sock.sendall(json.dumps(reply, default=str).encode() + b"\n")
 
 
-class ControlServer:
-    """Serves the control socket on a background thread."""
+# ---------------------------------------------------------------------- client
 
-    def __init__(self, path: Path, handler: Handler) -> None:
-        self.path = path
-        self._handler = handler
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        # A socket file left by a daemon that died is stale: the lease guarantees that no
-        # other daemon serves this state directory, so it is safe to remove.
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        old_umask = os.umask(0o177)
-        try:
-            server = _Server(str(self.path), _RequestHandler)
-        finally:
-            os.umask(old_umask)
-        server.handle_request_fn = self._handler
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="control", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+def _not_running(path: Path, why: str = "") -> DaemonNotRunningError:
+    return DaemonNotRunningError(
+        f"no daemon is listening on {path}{why}; start one with 'orchestrator run'"
+    )
 
 
 def request(path: Path, payload: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
-    """Send one request to the daemon; raise DaemonNotRunningError when nobody listens and
-    ControlError when the daemon answers with an error."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
+    """Send one request to the daemon and return its reply.
+
+    Raises DaemonNotRunningError when nobody listens on ``path``, and ControlError when the
+    socket's directory or the listening process is not trusted (see the module docstring),
+    when no answer comes within ``timeout_s``, or when the daemon answers with an error.
+    """
+    deadline = time.monotonic() + timeout_s
+    directory = path.parent
+    while True:
+        reply = _exchange(path, directory, payload, deadline, timeout_s)
+        # "busy" with busy=True: the server closed us unread, so sending again is safe.
+        if reply.get("ok") or not reply.get("busy") or time.monotonic() + 0.05 > deadline:
+            break
+        time.sleep(0.02 + 0.03 * random.random())
+    if not reply.get("ok"):
+        raise ControlError(str(reply.get("error", "unknown error")))
+    return reply
+
+
+def _exchange(
+    path: Path, directory: Path, payload: dict[str, Any], deadline: float, timeout_s: float
+) -> dict[str, Any]:
+    try:
+        dir_fd = _open_dir(directory)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise _not_running(path) from exc
+    except OSError as exc:
+        raise ControlError(
+            f"{directory}: cannot open the control socket's directory: {exc.strerror or exc}"
+        ) from exc
     try:
         try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonNotRunningError(
-                f"no daemon is listening on {path}; start one with 'orchestrator run'"
-            ) from exc
-        sock.sendall(json.dumps(payload).encode() + b"\n")
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if chunk.endswith(b"\n"):
-                break
-    except TimeoutError as exc:
-        raise ControlError(f"the daemon did not answer within {timeout_s:g} s") from exc
+            os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError as exc:
+            raise _not_running(path) from exc
+        except OSError as exc:
+            raise ControlError(f"{path}: {exc.strerror or exc}") from exc
+        _check_private(dir_fd, directory)
+        sock = _connect(path, _address(path, dir_fd), deadline, timeout_s)
     finally:
-        sock.close()
+        os.close(dir_fd)
+    with sock:
+        try:
+            pid, uid = _peer_credentials(sock)
+        except OSError as exc:
+            raise ControlError(
+                f"{path}: cannot tell who is listening ({exc.strerror or exc}); not trusting it"
+            ) from exc
+        if not _trusted(uid):
+            raise ControlError(
+                f"{path}: the process listening there (pid {pid}) runs as uid {uid}, not as "
+                f"you (uid {os.getuid()}) or root; not trusting it"
+            )
+        chunks: list[bytes] = []
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            while True:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if chunk.endswith(b"\n"):
+                    break
+        except TimeoutError as exc:
+            raise ControlError(f"the daemon did not answer within {timeout_s:g} s") from exc
+        except OSError as exc:
+            if not chunks:  # e.g. reset after a one-line refusal that was already read: fine
+                raise ControlError(
+                    f"{path}: the connection to the daemon failed: {exc.strerror or exc}"
+                ) from exc
+    if not chunks:
+        raise ControlError(f"{path}: the daemon closed the connection without answering")
     try:
         reply = json.loads(b"".join(chunks))
     except ValueError as exc:
         raise ControlError("the daemon's answer was not JSON") from exc
-    if not reply.get("ok"):
-        raise ControlError(str(reply.get("error", "unknown error")))
-    return dict(reply)
+    if not isinstance(reply, dict):
+        raise ControlError("the daemon's answer was not a JSON object")
+    return reply
+
+
+def _connect(path: Path, address: str, deadline: float, timeout_s: float) -> socket.socket:
+    """Connect, retrying a full backlog (EAGAIN) until ``deadline`` and a refusal for up to
+    REFUSED_RETRY_S, with a short randomised backoff; never a bare OSError."""
+    refused_until = min(deadline, time.monotonic() + REFUSED_RETRY_S)
+    delay_s = 0.005
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            sock.connect(address)
+            return sock
+        except FileNotFoundError as exc:
+            sock.close()
+            raise _not_running(path) from exc
+        except ConnectionRefusedError as exc:
+            sock.close()
+            if time.monotonic() + delay_s > refused_until:
+                raise _not_running(
+                    path, " (its socket file is left from a daemon that stopped)"
+                ) from exc
+        except BlockingIOError as exc:  # EAGAIN: the listen backlog is full
+            sock.close()
+            if time.monotonic() + delay_s > deadline:
+                raise ControlError(
+                    f"{path}: the daemon's control socket stayed busy for {timeout_s:g} s; "
+                    "try again"
+                ) from exc
+        except TimeoutError as exc:
+            sock.close()
+            raise ControlError(f"the daemon did not answer within {timeout_s:g} s") from exc
+        except OSError as exc:
+            sock.close()
+            raise ControlError(
+                f"{path}: cannot connect to the daemon: {exc.strerror or exc}"
+            ) from exc
+        time.sleep(delay_s * (0.5 + random.random()))
+        delay_s = min(delay_s * 2, 0.1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -94,10 +93,10 @@ class Settings:
 
     @property
     def control_socket(self) -> Path:
-        """The daemon's control socket. AF_UNIX paths are limited to 107 bytes; a state dir
-        deep enough to exceed that gets a socket in /tmp named after a hash of its path."""
-        path = self.state_dir / "control.sock"
-        if len(os.fsencode(path)) < 100:
-            return path
-        digest = hashlib.sha256(os.fsencode(self.state_dir)).hexdigest()[:16]
-        return Path("/tmp") / f"orchestrator-{os.getuid()}-{digest}.sock"
+        """The daemon's control socket, always in the (private, 0700) state directory.
+
+        A state directory too deep for an AF_UNIX path (107 bytes) keeps it there too:
+        orchestrator.control reaches it through the opened directory. The earlier fallback,
+        a predictable name in /tmp, let another local user create that name first (issue 8).
+        """
+        return self.state_dir / "control.sock"
