@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -17,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.durations import format_duration, parse_duration_s
+from orchestrator.durations import MAX_DURATION_S, format_duration, parse_duration_s
 
 API_VERSION = "orchestrator/v1"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -25,9 +26,10 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _DURATION_SCHEMA: dict[str, Any] = {
     "anyOf": [
         {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$"},
-        {"type": "number", "minimum": 0},
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
     ],
-    "description": "a duration: '90s', '10m', '6h', '1h30m', '2d' (a bare number is seconds)",
+    "description": "a duration: '90s', '10m', '6h', '1h30m', '2d' (a bare number is seconds), "
+    "at most 365d",
 }
 
 # A duration is held as float seconds and written back in its shortest manifest form.
@@ -49,8 +51,18 @@ def _scalar_to_str(value: Any) -> Any:
     return value
 
 
+def _no_nul(value: str) -> str:
+    # The loader refuses NUL in any YAML scalar first, with its position; this keeps models
+    # built in code to the same rule (execve reads NUL as the end of a string).
+    if "\0" in value:
+        raise ValueError("contains a NUL character (\\0), which no argument or value can hold")
+    return value
+
+
 EnvValue = Annotated[
-    str, BeforeValidator(_scalar_to_str, json_schema_input_type=str | int | float | bool)
+    str,
+    BeforeValidator(_scalar_to_str, json_schema_input_type=str | int | float | bool),
+    AfterValidator(_no_nul),
 ]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 EnvMap = dict[EnvName, EnvValue]

@@ -19,7 +19,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from orchestrator.fsinfo import is_network_filesystem
-from orchestrator.manifests.loader import is_manifest_file
+from orchestrator.manifests.scan import is_manifest_file
 
 log = structlog.get_logger("orchestrator.watch")
 

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from orchestrator.durations import MAX_DURATION_S
 from orchestrator.manifests.models import ChangeSchedule, CronSchedule, EverySchedule
 
 AnySchedule = CronSchedule | EverySchedule | ChangeSchedule
@@ -165,7 +166,18 @@ def _plain_trigger(schedule: CronSchedule | EverySchedule, start: datetime) -> o
 
 def retry_delay_s(base_s: float, max_s: float, attempt: int) -> float:
     """Delay before the retry that follows failed attempt ``attempt`` (1-based): exponential
-    from ``base_s``, doubling per attempt, capped at ``max_s``."""
+    from ``base_s``, doubling per attempt, capped at ``max_s`` and at ``MAX_DURATION_S``.
+
+    Saturates instead of overflowing, for any attempt count: ``base * 2**(attempt-1)`` as an
+    int converted to float raises OverflowError past 2**1024, and the caller adds the delay to
+    a datetime, which overflows past the year 9999 (issue 8: a daemon crash-looped on it).
+    """
     if attempt < 1:
         raise ValueError("attempt counts from 1")
-    return float(min(base_s * 2 ** (attempt - 1), max_s))
+    cap_s = min(max_s, MAX_DURATION_S) if max_s >= 0 else 0.0  # NaN compares False: 0
+    if not base_s > 0:  # zero, negative or NaN: no wait (NaN would poison min())
+        return 0.0
+    # 2.0**1023 is the largest power of two a float holds; float * float saturates to inf,
+    # which min() then caps.
+    delay_s = base_s * 2.0 ** min(attempt - 1, 1023)
+    return float(min(delay_s, cap_s))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.durations import VALID_FORM, format_duration, parse_duration_s
+from orchestrator.durations import MAX_DURATION_S, VALID_FORM, format_duration, parse_duration_s
 from orchestrator.errors import DurationError
 
 UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -66,6 +66,23 @@ def test_parse_rejects_negative_and_non_finite(bad: object) -> None:
         parse_duration_s(bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "too_long", ["365d1s", "53w", "1000000000d", 10**400, 1e300, 31536001, "9" * 400 + "s"]
+)
+def test_parse_refuses_durations_over_the_bound_naming_it(too_long: object) -> None:
+    """Anything longer than MAX_DURATION_S (365 days), a 400-digit YAML integer included, is a
+    DurationError (a ValueError Pydantic reports) that names the bound, never OverflowError."""
+    with pytest.raises(DurationError, match="longer than 365d") as info:
+        parse_duration_s(too_long)  # type: ignore[arg-type]
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("at_bound", ["365d", "52w1d", 31536000, 31536000.0])
+def test_parse_accepts_the_bound_itself(at_bound: object) -> None:
+    """Exactly 365 days is still a duration."""
+    assert parse_duration_s(at_bound) == MAX_DURATION_S  # type: ignore[arg-type]
+
+
 def test_duration_error_is_a_value_error() -> None:
     """DurationError is a ValueError, so Pydantic reports it as a field error, not a crash."""
     assert issubclass(DurationError, ValueError)
@@ -90,14 +107,14 @@ def test_format_shortest_form(seconds: float, text: str) -> None:
 
 
 @settings(deadline=None, max_examples=200)
-@given(st.integers(min_value=0, max_value=10**12))
+@given(st.integers(min_value=0, max_value=int(MAX_DURATION_S)))
 def test_whole_seconds_round_trip(seconds: int) -> None:
     """Whole seconds survive format then parse exactly."""
     assert parse_duration_s(format_duration(seconds)) == seconds
 
 
 @settings(deadline=None, max_examples=200)
-@given(st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False))
+@given(st.floats(min_value=0, max_value=MAX_DURATION_S, allow_nan=False, allow_infinity=False))
 def test_fractional_seconds_round_trip_exactly(seconds: float) -> None:
     """Any finite non-negative float survives format then parse exactly (no rounding, no
     exponent notation that the parser would refuse)."""
@@ -109,10 +126,15 @@ def test_fractional_seconds_round_trip_exactly(seconds: float) -> None:
 @settings(deadline=None, max_examples=100)
 @given(st.lists(st.tuples(st.integers(0, 500), st.sampled_from(list(UNIT_S))), min_size=1))
 def test_parse_sums_the_parts(parts: list[tuple[int, str]]) -> None:
-    """A string of number+unit parts parses to the sum of each part in seconds."""
+    """A string of number+unit parts parses to the sum of each part in seconds, or is refused
+    as too long when that sum is over the bound."""
     text = "".join(f"{n}{unit}" for n, unit in parts)
     expected = sum(n * UNIT_S[unit] for n, unit in parts)
-    assert parse_duration_s(text) == pytest.approx(expected)
+    if expected > MAX_DURATION_S:
+        with pytest.raises(DurationError, match="longer than"):
+            parse_duration_s(text)
+    else:
+        assert parse_duration_s(text) == pytest.approx(expected)
 
 
 def test_units_are_lower_case_as_the_schema_says() -> None:

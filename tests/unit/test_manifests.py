@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ManifestError, ManifestProblem, UnsafePermissionsError
-from orchestrator.manifests import loader
+from orchestrator.manifests import scan as scan_module
 from orchestrator.manifests.loader import (
     check_permissions,
     load_manifest,
@@ -435,12 +435,14 @@ def test_scan_cache_sees_a_quick_rewrite(jobs: Path) -> None:
 def test_scan_cache_serves_unchanged_old_files(jobs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unchanged file that is not racily new comes from the cache instead of being re-parsed."""
     write(jobs / "a.yaml", HEAD + SPEC)
-    monkeypatch.setattr(loader, "_RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(scan_module, "_RACY_WINDOW_NS", 0)
     cache: dict[Path, tuple[tuple[int, ...], object]] = {}
     first = scan_directory(jobs, cache=cache)  # type: ignore[arg-type]
     calls: list[Path] = []
-    real = loader.load_manifest
-    monkeypatch.setattr(loader, "load_manifest", lambda p, **kw: calls.append(p) or real(p, **kw))
+    real = scan_module.load_manifest_bytes
+    monkeypatch.setattr(
+        scan_module, "load_manifest_bytes", lambda p, data: calls.append(p) or real(p, data)
+    )
     second = scan_directory(jobs, cache=cache)  # type: ignore[arg-type]
     assert calls == []
     assert second.valid["sample"] is first.valid["sample"]
