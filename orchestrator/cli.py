@@ -104,14 +104,19 @@ def validate(
     """Check manifests (files or directories; default: the jobs directory).
 
     Exit 0 when all are valid; else exit 1 with one `path:line:col: message` line per problem.
+    Only regular files are read, each within a deadline: a FIFO, a device, a dangling link or
+    a file that does not answer (hung file system) is a problem line, never a hang.
     """
+    import os
+
     from orchestrator.manifests.loader import validate_paths
 
     targets = list(paths) or [_settings(jobs_dir, state_dir).jobs_dir]
-    missing = [p for p in targets if not p.exists()]
+    # lexists: a dangling symbolic link exists, and the loader says where it points.
+    missing = [p for p in targets if not os.path.lexists(p)]
     for path in missing:
         click.echo(f"{path}:1:1: no such file or directory")
-    loaded, problems = validate_paths([p for p in targets if p.exists()])
+    loaded, problems = validate_paths([p for p in targets if os.path.lexists(p)])
     unchecked = False  # --cluster asked, and the cluster did not answer: not a pass
     if cluster:
         from orchestrator.executors.slurm.clustercheck import check_against_cluster
