@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 # The daemon in the foreground on the bundled jobs.d/, with its state inside the repository.
 # The venv's bin/ goes first on PATH so that jobs can call `orchestrator` (the photometry demo).
 # Manifests run commands, so the daemon refuses a jobs directory others can write: a checkout
-# made under a umask of 002 gets its group write bit removed here.
+# made under a umask of 002 gets its group write bit removed here. The state directory holds
+# every run's output and history: the user's alone (0700), whatever the umask.
 run: $(STAMP)
 	chmod go-w jobs.d jobs.d/*.yaml
-	mkdir -p $(STATE)
+	mkdir -p -m 700 $(STATE) && chmod 700 $(STATE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/orchestrator run --jobs-dir jobs.d --state-dir $(STATE)
 
 sysdeps:

@@ -158,7 +158,7 @@ class Lease:
         """
         if self.held:
             return self.takeover
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock()
         try:
             self.takeover = self._check_existing(_read_lease_file(self.lease_path))
@@ -173,7 +173,13 @@ class Lease:
         return self.takeover
 
     def _lock(self) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # 0600 whatever the umask, like every file in the state directory (statedir.py).
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        except OSError as exc:
+            log.warning("lease_lock_chmod_failed", lock_file=str(self.lock_path), error=str(exc))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -310,7 +316,7 @@ class Lease:
                 handle.write("\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o600)  # mkstemp's mode, made exact whatever the umask
             os.replace(tmp, self.lease_path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

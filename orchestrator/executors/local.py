@@ -4,6 +4,9 @@
 full environment; the shim starts the job, enforces its timeout and writes ``result.json``.
 Everything ``poll`` and ``cancel`` need is in the run record (shim pid and start time) and the run
 directory, so a daemon that restarts follows runs started by its predecessor (re-adoption).
+
+The run directory and the log are created 0700 and 0600 whatever the umask; the umask itself is
+passed on unchanged, so the job's own files follow the user's.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ExecutorError
+from orchestrator.errors import ExecutorError, UnsafePermissionsError
 from orchestrator.executors.base import Handle, Outcome, RunSpec
 from orchestrator.executors.shim import CHILD_FILE, RESULT_FILE, SHIM_FILE
-from orchestrator.procinfo import is_same_process, process_start_time
+from orchestrator.procinfo import (
+    ProcStat,
+    is_same_process,
+    process_start_time,
+    session_members,
+)
+from orchestrator.statedir import ensure_private_dir, open_private_append
 from orchestrator.store.base import RunRecord, RunState
 
 __all__ = ["LocalExecutor", "read_result", "shim_argv"]
@@ -122,31 +131,40 @@ class LocalExecutor:
         missing command ends as a failed run with exit code 127 and a message in its log.
         """
         try:
-            spec.run_dir.mkdir(parents=True, exist_ok=True)
-            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+            ensure_private_dir(spec.run_dir)
+            if spec.log_path.parent != spec.run_dir:
+                ensure_private_dir(spec.log_path.parent)
+        except (OSError, UnsafePermissionsError) as exc:
             raise ExecutorError(
                 f"run {spec.run_id}: cannot create run directory {spec.run_dir}: {exc}"
             ) from exc
         argv = shim_argv(spec)
         try:
-            with open(spec.log_path, "ab") as log:
-                # The shim's own stderr (a traceback if it fails before taking over) goes to
-                # the log too; the daemon holds no pipe, so the run outlives the daemon.
-                child = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env=dict(spec.env),
-                    cwd=_PACKAGE_PARENT,
-                    start_new_session=True,
-                    close_fds=True,
-                )
+            log_fd = open_private_append(spec.log_path)
+        except OSError as exc:
+            raise ExecutorError(
+                f"run {spec.run_id}: cannot open log {spec.log_path}: {exc}"
+            ) from exc
+        try:
+            # The shim's own stderr (a traceback if it fails before taking over) goes to the
+            # log too; the daemon holds no pipe, so the run outlives the daemon. A new session:
+            # its id, the shim's pid, names every process of the run (see _kill_orphaned_job).
+            child = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_fd,
+                env=dict(spec.env),
+                cwd=_PACKAGE_PARENT,
+                start_new_session=True,
+                close_fds=True,
+            )
         except OSError as exc:
             raise ExecutorError(
                 f"run {spec.run_id}: cannot start the run shim ({argv[0]}): {exc}"
             ) from exc
+        finally:
+            os.close(log_fd)
         # The start time is the fork's, unchanged by exec: known at once, no need to wait.
         start_time = process_start_time(child.pid)
         with self._lock:
@@ -201,20 +219,37 @@ class LocalExecutor:
 
     @staticmethod
     def _kill_orphaned_job(run_dir: Path) -> bool:
-        """A job whose shim died keeps running in its own process group; kill that group
-        (only if its leader is the same process, by start time) so a retry never runs beside
-        it. Returns whether anything was killed."""
-        data = _read_json(run_dir / CHILD_FILE)
-        if not data or not isinstance(data.get("pgid"), int):
-            return False
-        pgid = data["pgid"]
-        if not is_same_process(pgid, data.get("start_time")):
-            return False
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return False
-        return True
+        """SIGKILL what is left of a job whose shim died without a result, so that a retry
+        never runs beside it; returns whether anything was killed.
+
+        Three records, because each misses something: the shim's session (``shim.json``,
+        written before any job process exists) holds every job process that did not call
+        setsid, even one started an instant before the shim died; the job's process group
+        (``child.json``) covers a shim that did not lead its own session (started by hand);
+        ``child.json``'s ``escaped`` lists the processes that left the session, as far as the
+        shim saw them. Every pid is checked against its start time, so a reused pid is spared.
+        """
+        killed = False
+        shim = _read_json(run_dir / SHIM_FILE) or {}
+        shim_pid, shim_start, sid = shim.get("pid"), shim.get("start_time"), shim.get("sid")
+        if isinstance(shim_pid, int) and isinstance(shim_start, int) and sid == shim_pid:
+            for proc in _session_of_dead_shim(shim_pid, shim_start):
+                killed |= _kill(proc.pid)
+        child = _read_json(run_dir / CHILD_FILE) or {}
+        pgid = child.get("pgid")
+        if isinstance(pgid, int) and is_same_process(pgid, child.get("start_time")):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+                killed = True
+            except ProcessLookupError:
+                pass  # the group ended after the check
+        escaped = child.get("escaped")
+        for entry in escaped if isinstance(escaped, list) else []:
+            pid = entry.get("pid") if isinstance(entry, dict) else None
+            start = entry.get("start_time") if isinstance(entry, dict) else None
+            if isinstance(pid, int) and isinstance(start, int) and is_same_process(pid, start):
+                killed |= _kill(pid)
+        return killed
 
     def cancel(self, run: RunRecord) -> None:
         """SIGTERM to the run's shim, which stops the job's group and records ``cancelled``."""
@@ -234,3 +269,30 @@ class LocalExecutor:
         # ProcessLookupError: it ended between the check and the signal; poll reports it.
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+
+
+def _kill(pid: int) -> bool:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _session_of_dead_shim(shim_pid: int, shim_start: int) -> list[ProcStat]:
+    """The live processes of the session a dead shim led.
+
+    The kernel never hands out a pid that is still some process's session id, so while a
+    member lives no other session can carry this id. Once all members are gone the pid may
+    be reused; a live process holding it with another start time shows that, and then the
+    session found (if any) is the new process's: nothing is returned. Members are also
+    required to have started no earlier than the shim.
+    """
+    holder_start = process_start_time(shim_pid)
+    if holder_start is not None and holder_start != shim_start:
+        return []  # the pid was reused (the shim's zombie, same start time, is fine)
+    return [
+        proc
+        for proc in session_members(shim_pid)
+        if proc.pid != shim_pid and not proc.exited and proc.start_time >= shim_start
+    ]
