@@ -9,6 +9,8 @@ directly, and ``status`` asks the daemon and falls back to the files when none r
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +20,12 @@ import click
 
 from orchestrator import __version__
 from orchestrator.cli_options import JOBS_DIR, STATE_DIR
-from orchestrator.errors import ControlError, DaemonNotRunningError, OrchestratorError
+from orchestrator.errors import (
+    ControlError,
+    DaemonNotRunningError,
+    OrchestratorError,
+    StoreError,
+)
 from orchestrator.settings import Settings, SettingsError
 
 
@@ -33,6 +40,36 @@ def _settings(jobs_dir: Path | None, state_dir: Path | None) -> Settings:
 def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"orchestrator: {message}", err=True)
     sys.exit(code)
+
+
+def _state_dir_condition(state_dir: Path) -> str | None:
+    """What the state directory's file system says is wrong with it, if it says so: SQLite's
+    own words for it ("disk I/O error", "unable to open database file") do not."""
+    try:
+        fs = os.statvfs(state_dir)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return "its file system is read-only"
+    if fs.f_bavail == 0:
+        return "its file system is full"
+    return None
+
+
+def _state_dir_problem(settings: Settings, exc: BaseException) -> str:
+    """One line for a state directory that cannot be used (read-only, full, unreadable): the
+    directory, what failed, and the file system's condition when it explains the failure."""
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc)
+        if exc.filename:
+            what += f": {exc.filename}"
+    else:
+        what = str(exc)
+    line = f"state directory {settings.state_dir}: {what}"
+    condition = _state_dir_condition(settings.state_dir)
+    if condition:
+        line += f" ({condition})"
+    return " ".join(line.split())
 
 
 def _print_json(obj: Any) -> None:
@@ -83,8 +120,17 @@ def run(jobs_dir: Path | None, state_dir: Path | None, log_level: str | None) ->
         _fail(f"{settings.jobs_dir}: jobs directory does not exist (create it or pass --jobs-dir)")
     try:
         code = Daemon(settings).run()
+    except StoreError as exc:
+        _fail(_state_dir_problem(settings, exc))
     except OrchestratorError as exc:
         _fail(str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        # What escapes the daemon's start is about its state directory (read-only, full,
+        # not ours): one line, not a traceback. An OSError about another file says which.
+        filename = getattr(exc, "filename", None)
+        if filename and not Path(os.fsdecode(filename)).is_relative_to(settings.state_dir):
+            _fail(f"{os.fsdecode(filename)}: {getattr(exc, 'strerror', None) or exc}")
+        _fail(_state_dir_problem(settings, exc))
     sys.exit(code)
 
 
@@ -330,7 +376,10 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
     try:
         data = request(settings.control_socket, {"op": "status"})["status"]
     except DaemonNotRunningError:
-        data = _offline_status(settings)
+        try:
+            data = _offline_status(settings)
+        except (OrchestratorError, OSError, sqlite3.Error) as exc:
+            _fail(_state_dir_problem(settings, exc))
     except ControlError as exc:
         _fail(str(exc))
     if as_json:
@@ -390,7 +439,10 @@ def history(
 ) -> None:
     """Finished and active runs, newest first."""
     settings = _settings(jobs_dir, state_dir)
-    runs = _history(settings, job, limit)
+    try:
+        runs = _history(settings, job, limit)
+    except (OrchestratorError, OSError, sqlite3.Error) as exc:
+        _fail(_state_dir_problem(settings, exc))
     if as_json:
         _print_json([r.to_json() for r in runs])
         return
