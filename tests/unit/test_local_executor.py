@@ -15,9 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import procinfo
 from orchestrator.executors.base import Executor, Outcome, RunSpec
 from orchestrator.executors.local import LocalExecutor
-from orchestrator.procinfo import is_same_process, process_start_time, process_state
+from orchestrator.procinfo import (
+    descendants,
+    is_same_process,
+    process_start_time,
+    process_state,
+    read_stat,
+)
 from orchestrator.store import RunRecord, RunState, SQLiteStore, Trigger
 
 DEADLINE_S = 10.0
@@ -315,3 +322,37 @@ def test_cancel_right_after_start_still_records_cancelled(runs: Runs) -> None:
     runs.executor.cancel(run)
     outcome = runs.outcome(run)
     assert outcome.state == RunState.CANCELLED
+
+
+def test_shim_json_names_the_session_that_holds_every_job_process(
+    runs: Runs, tmp_path: Path
+) -> None:
+    """shim.json, written before the job starts, records the shim's session, which the shim
+    leads and the job's processes share (how a daemon finds them if the shim dies)."""
+    gc_file = tmp_path / "gc.pid"
+    run, spec = runs.start(["sh", "-c", f"sleep 30 & echo $! > {gc_file}; wait"])
+    gc_pid, _ = _read_pid_when_written(gc_file)
+    shim = json.loads((spec.run_dir / "shim.json").read_text())
+    assert shim["sid"] == shim["pid"] == run.pid
+    gc = read_stat(gc_pid)
+    assert gc is not None and gc.sid == run.pid
+    runs.executor.cancel(run)
+    assert runs.outcome(run).state == RunState.CANCELLED
+
+
+def test_descendants_by_children_files_and_by_scan_agree(tmp_path: Path) -> None:
+    """The /proc children-file walk and the whole-/proc scan find the same process tree,
+    grandchildren included, with their parents, groups and sessions."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"], start_new_session=True)
+    try:
+        wait_for(lambda: len(descendants(os.getpid())) >= 3, "the tree to be built")
+        by_files = sorted(p.pid for p in descendants(os.getpid()))
+        by_scan = sorted(p.pid for p in procinfo._descendants_by_scan(os.getpid()))
+        assert by_files == by_scan
+        tree = {p.pid: p for p in descendants(os.getpid())}
+        assert tree[proc.pid].ppid == os.getpid() and tree[proc.pid].sid == proc.pid
+        assert sum(1 for p in tree.values() if p.ppid == proc.pid) == 2
+        assert all(p.pgid == proc.pid for p in tree.values() if p.ppid == proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
