@@ -33,7 +33,6 @@ from orchestrator.errors import (
     OrchestratorError,
     StoreError,
     StoreUnavailableError,
-    UnsafePermissionsError,
 )
 from orchestrator.executors.base import Outcome, RunSpec
 from orchestrator.executors.local import LocalExecutor
@@ -44,7 +43,6 @@ from orchestrator.manifests.loader import (
     DirectoryScan,
     LoadedManifest,
     check_permissions,
-    scan_directory,
 )
 from orchestrator.manifests.models import (
     ChangeSchedule,
@@ -56,6 +54,7 @@ from orchestrator.manifests.models import (
 )
 from orchestrator.manifests.watch import DirectoryWatcher
 from orchestrator.outage import Outage
+from orchestrator.scanner import Scanner, ScanOutcome
 from orchestrator.scheduling.scheduler import Scheduler
 from orchestrator.scheduling.triggers import fire_times_between, retry_delay_s
 from orchestrator.sdnotify import Notifier
@@ -122,7 +121,6 @@ class Daemon:
         self.dir_error: str | None = None
         self.active: dict[str, RunRecord] = {}
         self.retries: list[_Retry] = []
-        self._scan_cache: dict[Path, Any] = {}
         self._stop_requested = False
         self._reload_requested = False
         # Runs found ended at start-up (their follow-ups wait until the manifests are loaded).
@@ -153,9 +151,15 @@ class Daemon:
             lost_grace_s=settings.slurm_lost_grace_s,
         )
         self.scheduler = Scheduler(self._on_fire)
+        # Manifests are read off the main loop (a huge or hung file must not stall it).
+        self.scanner = Scanner(
+            settings.jobs_dir,
+            lambda outcome: self.events.put(("scanned", outcome)),
+            settle_s=settings.settle_s,
+        )
         self.watcher = DirectoryWatcher(
             settings.jobs_dir,
-            lambda: self.events.put(("changed",)),
+            self.scanner.request,
             debounce_s=settings.debounce_s,
             force_polling=settings.force_polling,
         )
@@ -197,6 +201,7 @@ class Daemon:
             self.scheduler.start()
             self.reconcile(startup=True)
             self._retry_adopted_failures()
+            self.scanner.start()
             mode = self.watcher.start()
             log.info("watching", jobs_dir=str(s.jobs_dir), mode=mode)
             self.control.start()
@@ -279,7 +284,7 @@ class Daemon:
                 self._step("dispatch_retries", self._dispatch_due_retries)
             if now - last_rescan >= s.rescan_interval_s:
                 last_rescan = now
-                self._step("rescan", self.reconcile)
+                self.scanner.request()
             if now - last_heartbeat >= s.heartbeat_s:
                 last_heartbeat = now
                 self._step("heartbeat", self._heartbeat)
@@ -379,6 +384,8 @@ class Daemon:
         try:
             if kind == "changed":
                 self.reconcile()
+            elif kind == "scanned":
+                self.reconcile(outcome=event[1])
             elif kind == "fire":
                 self._fire(event[1], event[2])
             elif kind == "dispatch":
@@ -466,6 +473,8 @@ class Daemon:
         with contextlib.suppress(Exception):
             self.watcher.stop()
         with contextlib.suppress(Exception):
+            self.scanner.stop()
+        with contextlib.suppress(Exception):
             self.slurm.stop_worker()
         if self.store is not None:
             self.store.close()
@@ -474,25 +483,29 @@ class Daemon:
 
     # ------------------------------------------------------------------ reconcile
 
-    def reconcile(self, startup: bool = False) -> None:
-        """Make the scheduled jobs match the valid manifests on disk (the desired state)."""
+    def reconcile(self, startup: bool = False, outcome: ScanOutcome | None = None) -> None:
+        """Make the scheduled jobs match the valid manifests on disk (the desired state).
+
+        ``outcome`` is a scan made by the scanner thread; without one the directory is scanned
+        here (start-up and `reload`, whose callers wait for the result)."""
         t0 = time.perf_counter()
         previous_orphans = self.orphan_errors
-        try:
-            check_permissions(self.settings.jobs_dir)
-            self.dir_error = None
-        except UnsafePermissionsError as exc:
-            # Keep what runs; take no new instructions from a directory others can write.
-            self.dir_error = str(exc)
-            log.error("jobs_dir_unsafe", error=str(exc))
+        if outcome is None:
+            outcome = self.scanner.scan_now()
+        if outcome.scan is None:
+            # Keep what runs; take no new instructions from a directory others can write,
+            # that is missing, or that cannot be listed.
+            if outcome.dir_error != self.dir_error:
+                log.error(
+                    "jobs_dir_missing" if outcome.dir_missing else "jobs_dir_refused",
+                    jobs_dir=str(self.settings.jobs_dir),
+                    error=outcome.dir_error,
+                )
+            self.dir_error = outcome.dir_error
             self._notify_status()
             return
-        except FileNotFoundError:
-            self.dir_error = f"{self.settings.jobs_dir}: jobs directory does not exist"
-            log.error("jobs_dir_missing", jobs_dir=str(self.settings.jobs_dir))
-            self._notify_status()
-            return
-        scan = scan_directory(self.settings.jobs_dir, cache=self._scan_cache)
+        self.dir_error = None
+        scan = outcome.scan
         desired = self._desired(scan)
         old = self.jobs
         # The new desired state is in effect before any run starts, so that a catch-up or
@@ -525,6 +538,7 @@ class Daemon:
         for path, err in self.orphan_errors.items():
             if path not in previous_orphans or str(previous_orphans[path]) != str(err):
                 log.error("manifest_invalid", path=str(path), error=str(err))
+        self.scanner.set_owners({name: view.path for name, view in desired.items()})
         self._notify_status()
         log.debug("reconciled", jobs=len(desired), seconds=round(time.perf_counter() - t0, 4))
 
@@ -548,6 +562,12 @@ class Daemon:
             for name, view in self.jobs.items():
                 if view.path == path and name not in desired and view.loaded is not None:
                     desired[name] = JobView(path, view.loaded, err)
+        # A file still being written (invalid, changed moments ago) changes nothing yet: its
+        # job stays as it is until the file has settled and is read again.
+        for path in scan.unsettled:
+            for name, view in self.jobs.items():
+                if view.path == path and name not in desired:
+                    desired[name] = view
         return desired
 
     def _add_job(self, view: JobView, startup: bool) -> None:

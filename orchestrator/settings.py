@@ -52,6 +52,9 @@ class Settings:
     drain_grace_s: float = 30.0
     heartbeat_s: float = 10.0
     force_polling: bool = False
+    # An invalid manifest changed less than this long ago is not reported yet: it may still be
+    # being written (a slow scp, NFS); the daemon looks again once it has been left alone.
+    settle_s: float = 2.0
     slurm_spool_dir: Path = Path()
     slurm_poll_min_s: float = 15.0
     slurm_poll_max_s: float = 180.0
@@ -72,6 +75,7 @@ class Settings:
             drain_grace_s=_env_float("ORCH_DRAIN_GRACE_S", 30.0),
             heartbeat_s=_env_float("ORCH_HEARTBEAT_S", 10.0),
             force_polling=os.environ.get("ORCH_FORCE_POLLING", "") not in ("", "0"),
+            settle_s=_env_float("ORCH_SETTLE_S", 2.0),
             # Batch scripts, Slurm output and marker files: must be on a file system the
             # compute nodes share (on Perlmutter e.g. $SCRATCH/orchestrator); the default
             # under the state directory suits a single-node cluster only.
