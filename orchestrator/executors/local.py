@@ -44,6 +44,7 @@ __all__ = ["LocalExecutor", "read_result", "shim_argv"]
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 _SHIM_READY_WAIT_S = 2.0
+_SESSION_KILL_PASSES = 5
 
 _RESULT_STATES = {
     "succeeded": RunState.SUCCEEDED,
@@ -233,8 +234,14 @@ class LocalExecutor:
         shim = _read_json(run_dir / SHIM_FILE) or {}
         shim_pid, shim_start, sid = shim.get("pid"), shim.get("start_time"), shim.get("sid")
         if isinstance(shim_pid, int) and isinstance(shim_start, int) and sid == shim_pid:
-            for proc in _session_of_dead_shim(shim_pid, shim_start):
-                killed |= _kill(proc.pid)
+            # A few passes: a process forked between one look and the kill is in the next.
+            for _ in range(_SESSION_KILL_PASSES):
+                members = _session_of_dead_shim(shim_pid, shim_start)
+                if not members:
+                    break
+                for proc in members:
+                    killed |= _kill(proc.pid)
+                time.sleep(0.01)
         child = _read_json(run_dir / CHILD_FILE) or {}
         pgid = child.get("pgid")
         if isinstance(pgid, int) and is_same_process(pgid, child.get("start_time")):

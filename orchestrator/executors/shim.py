@@ -228,7 +228,11 @@ class _Shim:
             self.child_record["escaped"] = [
                 {"pid": pid, "start_time": start} for pid, start in self.escaped.items()
             ]
-            write_json_atomic(self.run_dir / CHILD_FILE, self.child_record)
+            try:
+                write_json_atomic(self.run_dir / CHILD_FILE, self.child_record)
+            except OSError as exc:
+                # A full disk must not end the run: the shim still kills them at the end.
+                self._note(f"cannot record detached processes in {CHILD_FILE}: {exc}")
 
     def _signal_outside_group(self, pgid: int, sig: int) -> None:
         """Send ``sig`` to every live process below the shim that is not in group ``pgid``."""
