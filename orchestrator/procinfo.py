@@ -1,8 +1,10 @@
-"""What /proc says about a process: its start time, and whether a pid is still the same process.
+"""What /proc says about processes: start time, liveness, and where a process belongs.
 
 A pid alone does not name a process: the kernel reuses pids. The start time (field 22 of
 /proc/PID/stat, in clock ticks since boot) together with the pid does, so a run record keeps both
-and every liveness check compares both. Stdlib only: the run shim imports this module.
+and every liveness check compares both. ``descendants`` and ``session_members`` find a run's
+processes (its tree below the shim, its session) so that none outlives the run (issue 8).
+Stdlib only: the run shim imports this module.
 """
 
 from __future__ import annotations
