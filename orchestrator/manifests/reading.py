@@ -17,10 +17,10 @@ The deadline: each file's I/O (stat, open, fstat, read) runs in its own short-li
 thread, and the caller waits at most ``timeout_s`` for it. A thread that does not finish is
 left behind (nothing can interrupt it) and recorded: while it is stuck, the same path is not
 read again (the caller is told at once that the earlier read has not finished), and no more
-than ``MAX_STUCK_READS`` threads are ever left behind, so a hung mount costs a bounded number
-of threads. A stuck read that finishes at last closes its file and is forgotten; the path is
-read normally from then on. This registry is the only state shared between callers; it is
-guarded by a lock, so that scans may run in any thread.
+than ``MAX_STUCK_READS`` file reads (plus one listing per directory) are ever left behind, so
+a hung mount costs a bounded number of threads. A stuck read that finishes at last closes its
+file and is forgotten; the path is read normally from then on. This registry is the only state
+shared between callers; it is guarded by a lock, so that scans may run in any thread.
 """
 
 from __future__ import annotations
@@ -105,9 +105,14 @@ def _forget_finished() -> None:
         del _stuck[key]
 
 
-def call_with_deadline(key: str, fn: Callable[[], T], timeout_s: float) -> T:
+def call_with_deadline(key: str, fn: Callable[[], T], timeout_s: float, capped: bool = True) -> T:
     """``fn()`` run in a daemon thread; its result or exception, or ReadTimeoutError when it
-    has not returned within ``timeout_s`` (or an earlier call for ``key`` is still stuck)."""
+    has not returned within ``timeout_s`` (or an earlier call for ``key`` is still stuck).
+
+    ``capped``: refused while MAX_STUCK_READS calls are stuck. Listing a directory is not
+    capped (its one key bounds it), so that files stuck on another mount cannot stop the
+    listing of a jobs directory that answers.
+    """
     with _stuck_lock:
         _forget_finished()
         earlier = _stuck.get(key)
@@ -117,7 +122,7 @@ def call_with_deadline(key: str, fn: Callable[[], T], timeout_s: float) -> T:
                 f"an earlier read has not finished after {waited_s:.0f} s (hung file system?); "
                 "not read again until it does"
             )
-        if len(_stuck) >= MAX_STUCK_READS:
+        if capped and len(_stuck) >= MAX_STUCK_READS:
             raise ReadTimeoutError(
                 f"not read: {len(_stuck)} earlier reads have not finished (hung file system?)"
             )
@@ -225,7 +230,7 @@ def list_directory(jobs_dir: Path, timeout_s: float = READ_TIMEOUT_S) -> list[st
             return []
 
     try:
-        return call_with_deadline(f"{jobs_dir}/", names, timeout_s)
+        return call_with_deadline(f"{jobs_dir}/", names, timeout_s, capped=False)
     except ReadTimeoutError as exc:
         raise JobsDirUnreadableError(f"{jobs_dir}: jobs directory not listed: {exc}") from exc
 
