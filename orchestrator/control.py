@@ -330,6 +330,7 @@ class ControlServer:
         if not self._reading:
             return False
         conn = next(iter(self._reading.values()))
+        log.debug("control_connection_evicted", open=self._open)
         self._drop(conn, {"ok": False, "error": "too many idle control connections; closed"})
         return True
 

@@ -23,7 +23,7 @@ import pytest
 
 from orchestrator.control import ControlServer, request
 from orchestrator.errors import ControlError, OrchestratorError
-from tests.conftest import DaemonHarness, require
+from tests.conftest import DaemonHarness, require, wait_for
 
 pytestmark = pytest.mark.daemon
 
@@ -126,6 +126,8 @@ def test_squatted_tmp_fallback_path_no_longer_stops_the_daemon(daemon: DaemonHar
         # The socket lives in the (private) state directory itself, reached by a short path.
         assert stat.S_ISSOCK(os.lstat(daemon.state_dir / "control.sock").st_mode)
         assert stat.S_IMODE(os.stat(daemon.state_dir).st_mode) == 0o700
+        listening = next(e for e in daemon.events() if e["event"] == "control_listening")
+        assert listening["address"].startswith("/proc/self/fd/")
     finally:
         shutil.rmtree(squat, ignore_errors=True)
 
@@ -309,3 +311,37 @@ def test_a_stale_socket_file_means_not_running_quickly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["daemon"]["running"] is False
     assert time.monotonic() - started < 5
+
+
+def test_connections_beyond_the_limit_are_told_busy(tmp_path: Path) -> None:
+    """When every connection slot holds a request the daemon has not answered yet, a further
+    client is answered "busy" (after retrying within its timeout) instead of getting a thread,
+    and is served once a slot frees."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    release = threading.Event()
+
+    def slow(req: dict[str, object]) -> dict[str, object]:
+        release.wait(30)
+        return {"ok": True, "n": req["n"]}
+
+    server = ControlServer(state / "control.sock", slow, max_connections=2, workers=1)
+    server.start()
+    threads_before = threading.active_count()
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            held = [
+                pool.submit(request, state / "control.sock", {"op": "x", "n": n}, 30)
+                for n in range(2)
+            ]
+            wait_for(lambda: server._open == 2, 5)
+            with pytest.raises(ControlError, match="busy"):
+                request(state / "control.sock", {"op": "x", "n": 2}, timeout_s=1)
+            assert threading.active_count() <= threads_before + 2  # only the two client threads
+            release.set()
+            assert sorted(f.result(10)["n"] for f in held) == [0, 1]
+        assert request(state / "control.sock", {"op": "x", "n": 3}, timeout_s=5)["n"] == 3
+    finally:
+        release.set()
+        server.stop()
+    assert not (state / "control.sock").exists()
