@@ -87,9 +87,13 @@ def prepare_state_dir(settings: Settings) -> None:
 
 
 def make_run_dir(run_dir: Path) -> Path:
-    """A new run's directory, 0700, in a parent (``runs/`` or the Slurm spool directory) that
-    is 0700 too; returns ``run_dir``. Raises as ``ensure_private_dir``."""
-    ensure_private_dir(run_dir.parent)
+    """A new run's directory, 0700; returns ``run_dir``. Raises as ``ensure_private_dir``.
+
+    A missing parent (``runs/`` or the Slurm spool directory) is created 0700 too; an existing
+    one is left as it is: the run directory's own mode already keeps others out, and a spool
+    set to a shared place (``ORCH_SLURM_SPOOL_DIR=$SCRATCH``) must not have its mode changed."""
+    if not run_dir.parent.is_dir():
+        ensure_private_dir(run_dir.parent)
     return ensure_private_dir(run_dir)
 
 

@@ -88,8 +88,8 @@ def test_a_state_directory_of_another_user_is_refused(daemon: DaemonHarness) -> 
 
 
 def test_slurm_spool_and_its_run_directories_are_private(tmp_path: Path) -> None:
-    """A run directory under a Slurm spool directory that exists 0755 (or not at all) is made
-    0700, and so is the spool directory, whatever the umask."""
+    """A run directory is made 0700 whatever the umask; a missing spool directory is created
+    0700, an existing one (perhaps a shared $SCRATCH) keeps its mode."""
     old = os.umask(0)
     try:
         existing = tmp_path / "spool"
@@ -99,8 +99,9 @@ def test_slurm_spool_and_its_run_directories_are_private(tmp_path: Path) -> None
         make_run_dir(missing / "run-2")
     finally:
         os.umask(old)
-    for path in (existing, existing / "run-1", missing, missing / "run-2"):
+    for path in (existing / "run-1", missing, missing / "run-2"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755
 
 
 def test_a_run_directory_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
