@@ -7,13 +7,13 @@ the daemon) keeps it, whatever the file names' sort order, and also while that f
 and its last valid version is in effect; otherwise the first file by name. A newcomer never
 takes a running job over.
 
-A dangling ``after``/``requires`` name (no such job, or ``requires`` naming a job that is not
-an AliEnToken) makes the manifest that holds it invalid, like any other invalid field, rather
-than being kept with a warning: ``after: [typo]`` would silently never run, and an invalid
-manifest is what ``validate``'s exit status and the daemon's status already report. A job
-already running keeps its last valid version meanwhile, as for every invalid edit. The names
-counted as existing are the valid manifests' and the names still held by invalid files
-(``owners``), so that one file's typo does not cascade into its dependants.
+A dangling ``after``/``requires`` name (no such job), or a job naming itself (it would trigger
+itself after every success, forever), makes the manifest that holds it invalid, like any other
+invalid field, rather than being kept with a warning: ``after: [typo]`` would silently never
+run, and an invalid manifest is what ``validate``'s exit status and the daemon's status already
+report. A job already running keeps its last valid version meanwhile, as for every invalid
+edit. The names counted as existing are the valid manifests' and the names still held by
+invalid files (``owners``), so that one file's typo does not cascade into its dependants.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pathlib import Path
 from orchestrator.errors import ManifestProblem
 from orchestrator.manifests.document import LoadedManifest
 
-TOKEN_KIND = "AliEnToken"
 _NAMES_SHOWN = 20
 
 
@@ -95,14 +94,12 @@ def reference_problems(
     problems: list[ManifestProblem] = []
     for fld in ("after", "requires"):
         for i, name in enumerate(getattr(manifest, fld)):
-            kind = known_kinds.get(name)
-            if name not in known_kinds:
+            # Any kind may be named in `requires`: a job that writes a `not_after` result (a
+            # Command wrapping a site's own token tool) is as good a token job as AliEnToken.
+            if name == manifest.name:
+                message = f"a job cannot name itself in '{fld}'"
+            elif name not in known_kinds:
                 message = f"no job named {name!r}; {_known(known_kinds)}"
-            elif fld == "requires" and kind is not None and kind != TOKEN_KIND:
-                message = (
-                    f"'requires' names {TOKEN_KIND} jobs, whose token a run needs; "
-                    f"{name!r} is a {kind} job (for a job to run after it, use 'after')"
-                )
             else:
                 continue
             line, col = item.position(f"{fld}.{i}")

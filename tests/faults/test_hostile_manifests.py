@@ -343,20 +343,22 @@ def test_dangling_after_is_refused_at_its_entry_in_a_scan(tmp_path: Path) -> Non
     assert "no job named 'no-such-job'; known jobs: a" in problem.message
 
 
-def test_requires_must_name_an_alien_token_job(tmp_path: Path) -> None:
-    """`requires` naming a Command job is refused (it holds no token); naming the AliEnToken
-    job is accepted."""
+def test_requires_takes_any_job_but_not_itself(tmp_path: Path) -> None:
+    """`requires` may name any job (a Command wrapping a site's own token tool writes the same
+    `not_after` result as AliEnToken); a job naming itself in `after` or `requires` is refused
+    at the entry."""
     jobs = jobs_dir(tmp_path)
     write(jobs / "token.yaml", TOKEN)
     write(jobs / "plain.yaml", manifest("plain"))
     good = write(jobs / "good.yaml", manifest("good", "requires: [token]\n"))
-    text = manifest("bad", "requires: [plain]\n")
-    bad = write(jobs / "bad.yaml", text)
+    stand_in = write(jobs / "stand-in.yaml", manifest("stand-in", "requires: [plain]\n"))
+    text = manifest("loop", "after: [plain, loop]\n")
+    loop = write(jobs / "loop.yaml", text)
     scan = scan_directory(jobs)
-    assert scan.valid["good"].path == good
-    (problem,) = scan.invalid[bad].problems
-    assert problem.field == "requires.0" and (problem.line, problem.col) == position(text, "plain]")
-    assert "AliEnToken" in problem.message and "Command" in problem.message
+    assert scan.valid["good"].path == good and scan.valid["stand-in"].path == stand_in
+    (problem,) = scan.invalid[loop].problems
+    assert problem.field == "after.1" and (problem.line, problem.col) == position(text, "loop]")
+    assert "cannot name itself" in problem.message
 
 
 def test_a_name_held_by_an_invalid_owner_is_not_dangling(tmp_path: Path) -> None:
