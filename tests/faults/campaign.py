@@ -12,8 +12,9 @@ retries happen without kills too):
   is recorded ``missed``); its runs often outlive the interval, so several run at once.
 
 Each cycle sleeps a random short time, then sends ``SIGKILL`` to one of: the daemon (restarted
-after a random short down time, without waiting for it to be ready, so the next kill may land
-in its start-up), a random live run shim, or a random live job child (its whole process group).
+after a random short down time; in half of these cycles the new daemon is killed again within
+0.15 s of its ``daemon_starting`` line, while it adopts runs and catches up missed fires), a random
+live run shim, or a random live job child (its whole process group).
 Victims are found in ``/proc`` by their command lines, not through the daemon's bookkeeping, so
 a shim still starting (its run ``pending``) can be hit too. After the last cycle the daemon is
 brought up, both manifests are rewritten with ``every: 1h`` (a schedule change: the 1 s grid
@@ -313,6 +314,20 @@ def read_skips(events: Iterable[dict[str, Any]]) -> list[SkipLine]:
     return out
 
 
+def read_retry_dues(events: Iterable[dict[str, Any]]) -> dict[tuple[str, int], float]:
+    """``{(retry_of, attempt): due}`` from the daemon's ``retry_scheduled`` lines (the line's
+    time plus its ``delay_s``): when each retry the daemon scheduled was due."""
+    out: dict[tuple[str, int], float] = {}
+    for event in events:
+        if event.get("event") != "retry_scheduled":
+            continue
+        at = _epoch(event.get("timestamp"))
+        if at is not None and event.get("run_id") and event.get("attempt") is not None:
+            key = (str(event["run_id"]), int(event["attempt"]))
+            out.setdefault(key, at + float(event.get("delay_s") or 0.0))
+    return out
+
+
 # --------------------------------------------------------------------------- the audit
 
 ACTIVE = {"pending", "running"}
@@ -331,12 +346,15 @@ def audit(
     grid_ends: dict[str, float],
     stuck_run_ids: Iterable[str] = (),
     stored_retries: Iterable[tuple[str, int]] = (),
+    retry_dues: dict[tuple[str, int], float] | None = None,
 ) -> AuditResult:
     """Compare the store's records with the jobs' side effects and the log; see the module
     docstring for what each figure counts. Pure: plain data in, findings out.
 
     ``stored_retries`` are the (retry_of, attempt) pairs the daemon left stored for its
-    successor when it stopped (a run that failed during the drain): kept, not lost."""
+    successor when it stopped (a run that failed during the drain): kept, not lost.
+    ``retry_dues`` (from ``read_retry_dues``) place the retries the daemon scheduled, so that
+    each forbid skip line is matched to the retry that was due just before it."""
     result = AuditResult()
     by_id = {r.run_id: r for r in runs}
     for run_id in sorted(set(stuck_run_ids) | {r.run_id for r in runs if r.state in ACTIVE}):
@@ -368,7 +386,7 @@ def audit(
             _audit_fires(
                 plan, job_runs, job_skips, anchors[plan.name], grid_ends[plan.name], result
             )
-        _audit_retries(plan, job_runs, job_skips, set(stored_retries), result)
+        _audit_retries(plan, job_runs, job_skips, set(stored_retries), retry_dues or {}, result)
         if plan.concurrency == "forbid":
             _audit_overlaps(plan, job_runs, starts, ends, result)
     return result
@@ -427,6 +445,7 @@ def _audit_retries(
     runs: list[RunRow],
     skips: list[SkipLine],
     stored: set[tuple[str, int]],
+    dues: dict[tuple[str, int], float],
     result: AuditResult,
 ) -> None:
     retry_rows: dict[tuple[str, int], list[RunRow]] = defaultdict(list)
@@ -436,8 +455,11 @@ def _audit_retries(
     promised: dict[tuple[str, int], float] = {}
     for row in runs:
         if row.state in RETRYABLE and row.attempt <= plan.retries and row.finished_at is not None:
+            # When it was due: as the daemon logged it, else no earlier than this (the daemon
+            # counts the backoff from when it saw the run end, which is not before its end).
             delay = plan.retry_backoff_s * 2 ** (row.attempt - 1)
-            promised[(row.run_id, row.attempt + 1)] = row.finished_at + delay
+            slot = (row.run_id, row.attempt + 1)
+            promised[slot] = dues.get(slot, row.finished_at + delay)
     result.retries_promised += len(promised)
     for slot, rows in sorted(retry_rows.items()):
         if slot not in promised:
@@ -450,19 +472,21 @@ def _audit_retries(
                 f"{plan.name}: {len(rows)} retries of {slot[0]} attempt {slot[1]}: "
                 + ", ".join(r.run_id for r in rows)
             )
-    missing = sorted((due, slot) for slot, due in promised.items() if slot not in retry_rows)
+    missing = {slot: due for slot, due in promised.items() if slot not in retry_rows}
     result.retries_run += len(promised) - len(missing)
-    retry_skips = sorted(s.at for s in skips if s.trigger == "retry")
-    for due, slot in missing:
-        if slot in stored:
-            result.retries_stored += 1
-            continue
-        # The earliest unused retry skip at or after the retry was due.
-        i = bisect.bisect_left(retry_skips, due - CLOCK_TOLERANCE_S)
-        if i < len(retry_skips):
-            retry_skips.pop(i)
+    for slot in [slot for slot in missing if slot in stored]:
+        del missing[slot]
+        result.retries_stored += 1
+    # A forbid skip of a retry happens when it comes due (or at the next start-up): each skip
+    # line goes to the unaccounted retry that was due last before it.
+    for skip in sorted(s.at for s in skips if s.trigger == "retry"):
+        due_before = [
+            (due, slot) for slot, due in missing.items() if due <= skip + CLOCK_TOLERANCE_S
+        ]
+        if due_before:
+            del missing[max(due_before)[1]]
             result.retries_skipped += 1
-            continue
+    for slot, due in sorted(missing.items(), key=lambda item: item[1]):
         result.lost.append(
             f"{plan.name}: retry attempt {slot[1]} of {slot[0]} (due {due:.3f}) has no record, no "
             "skip line and is not stored"
@@ -586,6 +610,8 @@ class CampaignResult:
 
 RUN_ID = re.compile(r"\b\d{8}T\d{6}Z-[0-9a-f]{6}\b")
 _TRACE_KEYS = ("job", "trigger", "state", "attempt", "message", "catching_up", "error")
+# Lines that name no run but explain what happened around one.
+_CONTEXT_EVENTS = {"daemon_starting", "daemon_ready", "run_skipped_concurrency", "draining"}
 
 
 def trace(
@@ -608,6 +634,16 @@ def trace(
     if lines:
         first, last = lines[0][0] - 2, lines[-1][0] + 2
         lines += [(at, f"campaign: {text}") for at, text in timeline if first <= at <= last]
+        daemon_pid = "?"
+        for event in events:
+            if event.get("event") == "daemon_starting":
+                daemon_pid = event.get("pid")
+            at = _epoch(event.get("timestamp"))
+            if at is not None and first <= at <= last and event.get("event") in _CONTEXT_EVENTS:
+                details = " ".join(
+                    f"{k}={event[k]}" for k in (*_TRACE_KEYS, "active_run") if event.get(k)
+                )
+                lines.append((at, f"daemon {daemon_pid}: {event.get('event')} {details}"))
     return [f"  {datetime.fromtimestamp(at, UTC):%H:%M:%S.%f} {text}" for at, text in sorted(lines)]
 
 
@@ -682,7 +718,8 @@ class Campaign:
         min_gap_s: float = 0.1,
         max_gap_s: float = 1.2,
         max_down_s: float = 1.0,
-        early_kill_fraction: float = 0.25,
+        startup_kill_fraction: float = 0.5,
+        max_startup_s: float = 0.15,
         targets: tuple[str, ...] = TARGETS,
         max_freeze_s: float = 3.0,
         settle_timeout_s: float = 30.0,
@@ -696,7 +733,8 @@ class Campaign:
         self.min_gap_s = min_gap_s
         self.max_gap_s = max_gap_s
         self.max_down_s = max_down_s
-        self.early_kill_fraction = early_kill_fraction
+        self.startup_kill_fraction = startup_kill_fraction
+        self.max_startup_s = max_startup_s
         unknown = set(targets) - set(ALL_TARGETS)
         if unknown or not targets:
             raise ValueError(f"targets must be some of {', '.join(ALL_TARGETS)}; got {targets}")
@@ -713,6 +751,7 @@ class Campaign:
         self.kills: Counter[str] = Counter()
         self.unexpected_exits: list[str] = []
         self.timeline: list[tuple[float, str]] = []  # (epoch seconds, what the campaign did)
+        self.log_offset = 0  # where the current daemon's lines begin in the harness's log
 
     # -------------------------------------------------------------- set-up
 
@@ -731,7 +770,7 @@ class Campaign:
             tail = self.harness.log_path.read_text()[-3000:].strip().splitlines()[-2:]
             self.unexpected_exits.append(f"daemon exited with {proc.returncode}: {tail}")
             self._note(f"the daemon exited with {proc.returncode} by itself; starting another")
-            self.harness.start(wait=False)
+            self._start_daemon()
 
     def _daemon_answers(self, timeout_s: float) -> bool:
         """Whether the current daemon process answers a ping on its control socket."""
@@ -751,6 +790,40 @@ class Campaign:
                 raise AssertionError(f"the daemon did not answer within {timeout_s:g} s")
             time.sleep(0.05)
 
+    def _kill_daemon(self, when: str) -> None:
+        """SIGKILL the daemon, leave it down a random short time, start another."""
+        starting = not self._ready_logged()
+        self.harness.kill9()
+        self.kills["daemon"] += 1
+        self.kills["daemon (before it answered)"] += starting
+        down_s = self.rng.uniform(0.0, self.max_down_s)
+        self._note(
+            f"{when}: SIGKILL daemon{' (still starting)' if starting else ''}, down {down_s:.2f} s"
+        )
+        time.sleep(down_s)
+        self._start_daemon()
+
+    def _start_daemon(self) -> None:
+        self.log_offset = (
+            self.harness.log_path.stat().st_size if self.harness.log_path.exists() else 0
+        )
+        self.harness.start(wait=False)
+
+    def _logged(self, needle: bytes) -> bool:
+        """Whether the current daemon's log lines hold ``needle`` (read, never waited for)."""
+        with open(self.harness.log_path, "rb") as log:
+            log.seek(self.log_offset)
+            return needle in log.read()
+
+    def _ready_logged(self) -> bool:
+        return self._logged(b'"daemon_ready"')
+
+    def _wait_for_log(self, needle: bytes, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self._logged(needle) and time.monotonic() < deadline:
+            self._check_daemon()
+            time.sleep(0.005)
+
     def _note(self, text: str) -> None:
         self.timeline.append((time.time(), text))
         self.say(text)
@@ -763,21 +836,16 @@ class Campaign:
             self._freeze(number)
             return
         if target == "daemon":
-            early = not self._daemon_answers(0.5)
-            self.harness.kill9()
-            self.kills["daemon"] += 1
-            self.kills["daemon (before it answered)"] += early
-            down_s = self.rng.uniform(0.0, self.max_down_s)
-            self._note(
-                f"cycle {number}: SIGKILL daemon{' (still starting)' if early else ''}, "
-                f"down {down_s:.2f} s"
-            )
-            time.sleep(down_s)
-            self.harness.start(wait=False)
-            # Mostly the next kill finds a working daemon; now and then it lands in start-up
-            # (adoption, catch-up), which on a busy machine can take longer than a gap.
-            if self.rng.random() >= self.early_kill_fraction:
-                self._wait_until_ready(30)
+            self._kill_daemon(f"cycle {number}")
+            # Now and then a second SIGKILL lands in the new daemon's start-up, in the moments
+            # after it took the lease, when it adopts the runs left behind and catches up
+            # missed fires (a kill at a uniformly random moment mostly hits Python's imports).
+            if self.rng.random() < self.startup_kill_fraction:
+                delay_s = self.rng.uniform(0.0, self.max_startup_s)
+                self._wait_for_log(b'"daemon_starting"', 10)
+                time.sleep(delay_s)
+                self._kill_daemon(f"cycle {number}, again {delay_s:.3f} s after daemon_starting")
+            self._wait_until_ready(30)
             return
         candidates = live_shims(self.runs_dir) if target == "shim" else live_children(self.script)
         # Drawn even when there is no candidate, so that a seed names one sequence of choices.
@@ -855,7 +923,7 @@ class Campaign:
         t0 = time.monotonic()
         self.script.write_text(JOB_SCRIPT)
         self._write_manifests()
-        self.harness.start(wait=False)
+        self._start_daemon()
         try:
             for number in range(1, self.cycles + 1):
                 self._cycle(number)
@@ -903,6 +971,7 @@ class Campaign:
             grid_ends,
             stuck,
             stored,
+            read_retry_dues(events),
         )
         return CampaignResult(
             seed=self.seed,
