@@ -601,49 +601,61 @@ class CampaignResult:
             ("orphan", self.orphans),
         ):
             out += [f"{name}: {item}" for item in items]
-        run_ids = sorted(set(RUN_ID.findall("\n".join(out))))
-        if run_ids:
-            out.append("what the daemon logged about these runs, and the campaign's kills:")
-            out += trace(run_ids, self.events, self.timeline)
+        text = "\n".join(out)
+        run_ids = sorted(set(RUN_ID.findall(text)))
+        moments = [float(t) for t in re.findall(r"\b(?:at|due) (\d{9,}\.\d+)", text)]
+        if run_ids or moments:
+            out.append("what the daemon logged around these findings, and the campaign's kills:")
+            out += trace(run_ids, moments, self.events, self.timeline)
         return "\n".join(out)
 
 
 RUN_ID = re.compile(r"\b\d{8}T\d{6}Z-[0-9a-f]{6}\b")
-_TRACE_KEYS = ("job", "trigger", "state", "attempt", "message", "catching_up", "error")
-# Lines that name no run but explain what happened around one.
-_CONTEXT_EVENTS = {"daemon_starting", "daemon_ready", "run_skipped_concurrency", "draining"}
+_TRACE_KEYS = (
+    "job",
+    "run_id",
+    "trigger",
+    "state",
+    "attempt",
+    "active_run",
+    "next_run",
+    "missed",
+    "catching_up",
+    "message",
+    "error",
+)
+_QUIET_EVENTS = {"reconciled", "watching", "lease_takeover"}
 
 
 def trace(
-    run_ids: Iterable[str], events: list[dict[str, Any]], timeline: list[tuple[float, str]]
+    run_ids: Iterable[str],
+    moments: Iterable[float],
+    events: list[dict[str, Any]],
+    timeline: list[tuple[float, str]],
 ) -> list[str]:
-    """The daemon's log lines that name one of ``run_ids`` (each with the pid of the daemon
-    that wrote it), interleaved with the campaign's kills from 2 s before to 2 s after."""
+    """What happened around each finding: the daemon's log lines from 2 s before to 2 s after
+    each line that names one of ``run_ids`` and each of ``moments`` (epoch seconds), each with
+    the pid of the daemon that wrote it, interleaved with the campaign's kills."""
     wanted = set(run_ids)
-    lines: list[tuple[float, str]] = []
+    windows = [(t - 2, t + 2) for t in moments]
+    for event in events:
+        at = _epoch(event.get("timestamp"))
+        if at is not None and wanted & set(RUN_ID.findall(json.dumps(event))):
+            windows.append((at - 2, at + 2))
+
+    def shown(at: float) -> bool:
+        return any(first <= at <= last for first, last in windows)
+
+    lines = [(at, f"campaign: {text}") for at, text in timeline if shown(at)]
     daemon_pid: Any = "?"
     for event in events:
         if event.get("event") == "daemon_starting":
             daemon_pid = event.get("pid")
         at = _epoch(event.get("timestamp"))
-        if at is None or not wanted & set(RUN_ID.findall(json.dumps(event))):
+        if at is None or not shown(at) or event.get("event") in _QUIET_EVENTS:
             continue
         details = " ".join(f"{k}={event[k]}" for k in _TRACE_KEYS if event.get(k) is not None)
-        ids = ",".join(sorted(wanted & set(RUN_ID.findall(json.dumps(event)))))
-        lines.append((at, f"daemon {daemon_pid}: {event.get('event')} {ids} {details}"))
-    if lines:
-        first, last = lines[0][0] - 2, lines[-1][0] + 2
-        lines += [(at, f"campaign: {text}") for at, text in timeline if first <= at <= last]
-        daemon_pid = "?"
-        for event in events:
-            if event.get("event") == "daemon_starting":
-                daemon_pid = event.get("pid")
-            at = _epoch(event.get("timestamp"))
-            if at is not None and first <= at <= last and event.get("event") in _CONTEXT_EVENTS:
-                details = " ".join(
-                    f"{k}={event[k]}" for k in (*_TRACE_KEYS, "active_run") if event.get(k)
-                )
-                lines.append((at, f"daemon {daemon_pid}: {event.get('event')} {details}"))
+        lines.append((at, f"daemon {daemon_pid}: {event.get('event')} {details}"))
     return [f"  {datetime.fromtimestamp(at, UTC):%H:%M:%S.%f} {text}" for at, text in sorted(lines)]
 
 
