@@ -61,7 +61,7 @@ from orchestrator.sdnotify import Notifier
 from orchestrator.settings import Settings
 from orchestrator.statedir import make_run_dir, prepare_state_dir
 from orchestrator.status import JobView, job_row
-from orchestrator.store.base import RunRecord, RunState, Trigger
+from orchestrator.store.base import ACTIVE_STATES, RunRecord, RunState, Trigger
 from orchestrator.store.sqlite import SQLiteStore
 from orchestrator.tasks.base import build_invocation
 from orchestrator.tasks.python_task import read_result as read_task_result
@@ -69,6 +69,9 @@ from orchestrator.tasks.python_task import read_result as read_task_result
 log = structlog.get_logger("orchestrator.daemon")
 
 MAX_MISSED_RECORDS = 100
+# job_state key: runs whose end is recorded but whose follow-ups (retry, `after`) may not be
+# done yet; written before the end is recorded, cleared once they are.
+FOLLOWUPS_KEY = "followups_pending"
 # The longest wait before a retry, whatever the policy says (a year; models bound it too).
 MAX_RETRY_DELAY_S = 366 * 86400.0
 RETRYABLE = {RunState.FAILED, RunState.TIMED_OUT, RunState.LOST, RunState.INTERRUPTED}
@@ -123,8 +126,6 @@ class Daemon:
         self.retries: list[_Retry] = []
         self._stop_requested = False
         self._reload_requested = False
-        # Runs found ended at start-up (their follow-ups wait until the manifests are loaded).
-        self._adopted_ended: list[RunRecord] = []
         self._draining = False
         # job -> (token job it waits for, the trigger it was due with): runs deferred by
         # `requires:` until the token job has renewed the token.
@@ -633,7 +634,9 @@ class Daemon:
             self.store.set_job_state(name, "anchor", anchor.isoformat())
             self.store.set_job_state(name, "schedule_sig", sig)
             self.store.set_job_state(name, "scheduled_through", now.isoformat())
-        nxt = self.scheduler.schedule(name, schedule, anchor=anchor)
+        # Fires up to `now` were settled above (caught up, recorded missed, or none: a new
+        # schedule); the scheduler starts strictly after it, so none falls in between.
+        nxt = self.scheduler.schedule(name, schedule, anchor=anchor, after=now)
         log.info("job_scheduled", job=name, next_run=nxt.isoformat() if nxt else None)
 
     def _catch_up(
@@ -656,8 +659,8 @@ class Daemon:
         if recent and max(recent) > through:
             through = max(recent)
         misses = fire_times_between(schedule, through, now, start=anchor, limit=MAX_MISSED_RECORDS)
-        self.store.set_job_state(name, "scheduled_through", now.isoformat())
         if not misses:
+            self.store.set_job_state(name, "scheduled_through", now.isoformat())
             return
         window = schedule.catchup
         newest = misses[-1]
@@ -675,6 +678,9 @@ class Daemon:
         )
         if caught_up:
             self.dispatch(name, Trigger.CATCHUP, scheduled_for=newest)
+        # Last: a crash before this point leaves the misses to be settled again on the next
+        # start, and the records made so far (`recent` above) keep them from being doubled.
+        self.store.set_job_state(name, "scheduled_through", now.isoformat())
 
     def _maybe_change_run(self, view: JobView) -> None:
         assert view.loaded is not None and self.store is not None
@@ -686,15 +692,30 @@ class Daemon:
 
     # ------------------------------------------------------------------ runs
 
-    def _on_fire(self, job: str, scheduled_for: datetime) -> None:
+    def _on_fire(self, job: str, fire_times: list[datetime]) -> None:
         """Called on APScheduler's thread: hand the fire to the main loop."""
-        self.events.put(("fire", job, scheduled_for))
+        self.events.put(("fire", job, fire_times))
 
-    def _fire(self, job: str, scheduled_for: datetime) -> None:
+    def _fire(self, job: str, fire_times: list[datetime]) -> None:
+        """Run the newest due fire; older ones (the process was frozen or starved for longer
+        than an interval) are recorded missed, as fires missed while the daemon was down."""
         assert self.store is not None
         view = self.jobs.get(job)
         if view is None or view.loaded is None:
             return
+        *older, scheduled_for = fire_times
+        if older:
+            # Idempotent: this event may be handled again after a store outage.
+            recorded = {r.scheduled_for for r in self.store.history(job, limit=len(older) + 20)}
+            for missed in older:
+                if missed not in recorded:
+                    self.store.record_missed(
+                        job,
+                        view.loaded.content_hash,
+                        missed,
+                        "the daemon could not run on time (frozen or overloaded)",
+                    )
+            log.warning("runs_missed", job=job, missed=len(older), reason="daemon_late")
         self.dispatch(job, Trigger.SCHEDULE, scheduled_for=scheduled_for)
         # The run is recorded: failing to note the fire must not make the event run again
         # (catch-up also counts recorded runs as fired).
@@ -879,8 +900,11 @@ class Daemon:
                 state=RunState.INTERRUPTED,
                 message="interrupted: the daemon stopped before the run ended",
             )
-        # Recorded first, forgotten after: if the store fails here the run stays active and
-        # the next poll records it.
+        # The intent first: a crash between recording the end and storing its retry or
+        # starting its `after` jobs would otherwise lose them; the next daemon finds the mark
+        # and does what is left (_retry_adopted_failures). If the store fails here the run
+        # stays active and the next poll records it.
+        self._mark_followups(run.job, run.run_id)
         changed = self.store.finish_run(
             run.run_id,
             outcome.state,
@@ -890,6 +914,7 @@ class Daemon:
         )
         self.active.pop(run.run_id, None)
         if not changed:
+            self._clear_followups(run.job, run.run_id)
             return
         try:
             self._record_result(run)
@@ -905,14 +930,30 @@ class Daemon:
         )
         if allow_followups:
             self._after_finish(run.job, run.run_id, outcome.state, run.attempt)
+            self._clear_followups(run.job, run.run_id)
         elif self._draining:
             # Start nothing while stopping, but keep the retry the policy asks for: it is
             # stored, and the next daemon runs it.
             self._after_finish(run.job, run.run_id, outcome.state, run.attempt, start_runs=False)
-        else:
-            self._adopted_ended.append(run)
+            self._clear_followups(run.job, run.run_id)
+        # else: found ended at start-up; the mark stays until the manifests are loaded.
         self._step("prune", self._prune, run.job)
         self._notify_status()
+
+    def _mark_followups(self, job: str, run_id: str) -> None:
+        pending = list(self.store.get_job_state(job, FOLLOWUPS_KEY) or []) if self.store else []
+        if run_id not in pending and self.store is not None:
+            self.store.set_job_state(job, FOLLOWUPS_KEY, [*pending, run_id])
+
+    def _clear_followups(self, job: str, run_id: str) -> None:
+        """The run's follow-ups are done (or stored). A failure to clear the mark is harmless:
+        the next daemon sees the retry or `after` run exists and does not do it twice."""
+        assert self.store is not None
+        try:
+            pending = [r for r in self.store.get_job_state(job, FOLLOWUPS_KEY) or [] if r != run_id]
+            self.store.set_job_state(job, FOLLOWUPS_KEY, pending or None)
+        except StoreUnavailableError as exc:
+            self._store_failed("clear_followups", exc)
 
     def _record_result(self, run: RunRecord) -> None:
         """A task's structured result (tag promoted, token expiry, hosts done); its one-line
@@ -972,10 +1013,18 @@ class Daemon:
                 log.error("deferred_run_failed", job=job, error=str(exc))
 
     def _after_finish(
-        self, job: str, run_id: str, state: RunState, attempt: int, start_runs: bool = True
+        self,
+        job: str,
+        run_id: str,
+        state: RunState,
+        attempt: int,
+        start_runs: bool = True,
+        recovering: bool = False,
     ) -> None:
         """Follow-ups of a finished run: `after` triggers, token waiters, retries. With
-        ``start_runs`` False (draining) only a retry is scheduled (and stored)."""
+        ``start_runs`` False (draining) only a retry is scheduled (and stored). With
+        ``recovering`` (a previous daemon may have done part of them before it died) a retry
+        or `after` run that exists already is not made again."""
         if start_runs and any(needed == job for needed, _ in self.waiting_for_token.values()):
             self._release_token_waiters(job, state == RunState.SUCCEEDED)
         view = self.jobs.get(job)
@@ -1001,12 +1050,20 @@ class Daemon:
                 except StoreUnavailableError as exc:
                     log.error("after_triggers_lost_store_unavailable", job=job, error=str(exc))
                 return
+            done_after = self._after_runs_since(run_id) if recovering else set()
             for other in self._after_jobs(job):
+                if other in done_after:
+                    continue
                 try:
                     self._dispatch_or_defer(other, Trigger.AFTER)
                 except OrchestratorError as exc:
                     log.error("after_trigger_failed", job=other, error=str(exc))
         elif state in RETRYABLE and attempt <= policy.retries:
+            if recovering and (
+                any(r.retry_of == run_id for r in self.retries)
+                or self._retry_already_ran(job, run_id, attempt + 1)
+            ):
+                return
             delay = retry_delay_s(policy.retry_backoff.base, policy.retry_backoff.max, attempt)
             # Saturates: the models bound every duration, but a due time past datetime's
             # range must never raise on the event path.
@@ -1021,6 +1078,18 @@ class Daemon:
             heapq.heappush(self.retries, retry)
             self._save_retries(job)
             log.info("retry_scheduled", job=job, run_id=run_id, attempt=attempt + 1, delay_s=delay)
+
+    def _after_runs_since(self, run_id: str) -> set[str]:
+        """Jobs with an `after` run created since run ``run_id`` ended (for recovery)."""
+        assert self.store is not None
+        run = self.store.get_run(run_id)
+        if run is None or run.finished_at is None:
+            return set()
+        return {
+            r.job
+            for r in self.store.history(None, limit=200)
+            if r.trigger == Trigger.AFTER and r.created_at >= run.finished_at
+        }
 
     def _after_jobs(self, job: str) -> list[str]:
         """The jobs that a success of ``job`` triggers (`after:`), suspended ones left out."""
@@ -1196,22 +1265,28 @@ class Daemon:
         """Runs found ended at start-up get their follow-ups once the manifests are loaded (the
         policy lives there): lost or failed ones are retried per policy, and succeeded ones
         trigger the jobs that name them in `after`."""
-        for run in self._adopted_ended:
-            final = self.store.get_run(run.run_id) if self.store else None
-            if final is not None:
-                self._guarded(
-                    self._after_finish, run.job, run.run_id, RunState(final.state), run.attempt
-                )
-        self._adopted_ended = []
         assert self.store is not None
+        # Runs whose end was recorded but whose follow-ups may not have been done: found ended
+        # at start-up, or the previous daemon died between recording an end and its retry.
+        for job, run_ids in self.store.all_job_state(FOLLOWUPS_KEY).items():
+            for run_id in run_ids or []:
+                stored = self.store.get_run(run_id)
+                if stored is not None and RunState(stored.state) in ACTIVE_STATES:
+                    continue  # still followed; its end will be handled then
+                if stored is not None:
+                    if not stored.result:
+                        self._step("record_result", self._record_result, stored)
+                    args = (job, run_id, RunState(stored.state), stored.attempt, True, True)
+                    if not self._guarded(self._after_finish, *args):
+                        continue
+                self._clear_followups(job, run_id)
         for job, run_ids in self.store.all_job_state("pending_after").items():
-            self.store.set_job_state(job, "pending_after", None)
             for run_id in run_ids or []:
                 stored = self.store.get_run(run_id)
                 if stored is not None:
-                    self._guarded(
-                        self._after_finish, job, run_id, RunState(stored.state), stored.attempt
-                    )
+                    args = (job, run_id, RunState(stored.state), stored.attempt, True, True)
+                    self._guarded(self._after_finish, *args)
+            self.store.set_job_state(job, "pending_after", None)
 
     # ------------------------------------------------------------------ status & control
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -18,7 +19,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from orchestrator.manifests.models import CronSchedule, EverySchedule
 from orchestrator.scheduling.triggers import make_trigger
 
-FireCallback = Callable[[str, datetime], None]
+# (job name, every fire time due, oldest first): more than one when the process was frozen or
+# starved for longer than an interval; the daemon runs the newest and records the others
+# missed, so that no fire ever vanishes without a record.
+FireCallback = Callable[[str, list[datetime]], None]
 
 
 def _noop() -> None:
@@ -33,7 +37,9 @@ class Scheduler:
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(max_workers=2)},
-            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1000},
+            # coalesce=False: APScheduler then hands over every overdue fire time (coalescing
+            # would drop all but the last without a trace); the daemon decides what they mean.
+            job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1000},
         )
         self._scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -46,15 +52,29 @@ class Scheduler:
             self._scheduler.shutdown(wait=False)
 
     def schedule(
-        self, name: str, schedule: CronSchedule | EverySchedule, anchor: datetime | None = None
+        self,
+        name: str,
+        schedule: CronSchedule | EverySchedule,
+        anchor: datetime | None = None,
+        after: datetime | None = None,
     ) -> datetime | None:
-        """Add or replace the job's trigger; returns its next fire time (UTC)."""
+        """Add or replace the job's trigger; returns its next fire time (UTC).
+
+        ``after``: the first fire is the first one strictly after this time (the instant up to
+        which the daemon settled missed fires). Without it APScheduler counts from its own
+        clock, a little later, and a fire falling in between would be lost."""
+        trigger: Any = make_trigger(schedule, start=anchor)
+        extra: dict[str, Any] = {}
+        if after is not None:
+            first = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+            extra["next_run_time"] = first
         job = self._scheduler.add_job(
             _noop,
-            trigger=make_trigger(schedule, start=anchor),
+            trigger=trigger,
             id=name,
             name=name,
             replace_existing=True,
+            **extra,
         )
         nxt = getattr(job, "next_run_time", None)
         return nxt.astimezone(UTC) if nxt else None
@@ -73,4 +93,4 @@ class Scheduler:
 
     def _submitted(self, event: JobSubmissionEvent) -> None:
         times = event.scheduled_run_times or [datetime.now(UTC)]
-        self._on_fire(event.job_id, max(times).astimezone(UTC))
+        self._on_fire(event.job_id, sorted(t.astimezone(UTC) for t in times))
