@@ -39,9 +39,8 @@ def test_crash_campaign_loses_duplicates_and_leaves_nothing(campaign_root: Path)
     run: no fire or promised retry is lost, nothing runs twice, no run is stuck, and the
     forbid job never overlaps itself."""
     # A failure here is a daemon bug until shown otherwise: the findings come with the log
-    # lines and kills around them. Known open windows (benchmarks/README.md, chaos.py): the
-    # start-up catch-up and the adoption of ended runs can each lose a fire or a retry when a
-    # SIGKILL lands within a few milliseconds; this test hits one in a few percent of runs.
+    # lines and kills around them, and ORCH_CHAOS_SEED replays the kill sequence. The four
+    # windows this campaign found (benchmarks/README.md, chaos.py) are closed.
     seed = int(os.environ.get("ORCH_CHAOS_SEED") or secrets.randbelow(2**31))
     print(f"crash campaign seed {seed} (ORCH_CHAOS_SEED={seed} reproduces the kill sequence)")
     result = run_campaign(campaign_root, CYCLES, seed)
