@@ -4,8 +4,8 @@ moments, then audit the run store against the jobs' own side effects.
 Prints the figures (cycles, kills by target, runs recorded, fires and retries accounted for,
 lost, duplicated, stuck, overlaps of the forbid job, wall time) and every finding; exits 1 when
 any figure that must be 0 is not. What each figure counts is defined in
-``tests/faults/campaign.py`` (the suite runs a 30-cycle form of the same campaign). Run from
-the repository root::
+``tests/faults/chaos/audit.py`` (the suite runs a 30-cycle form of the same campaign). Run
+from the repository root::
 
     .venv/bin/python benchmarks/chaos.py [--cycles 100] [--seed S] [--keep] [--verbose]
 
@@ -26,7 +26,7 @@ from pathlib import Path
 # Run as a script from the repository root: the campaign lives with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.faults.campaign import ALL_TARGETS, TARGETS, run_campaign, stop_leftovers
+from tests.faults.chaos.run import ALL_TARGETS, TARGETS, run_campaign, stop_leftovers
 
 
 def main() -> int:

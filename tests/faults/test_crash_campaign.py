@@ -1,6 +1,6 @@
 """The crash campaign: SIGKILL the daemon, run shims and job children at random moments, then
-audit the store against the jobs' own side effects (see tests/faults/campaign.py for what
-each figure counts). The longer form is benchmarks/chaos.py."""
+audit the store against the jobs' own side effects (see tests/faults/chaos/audit.py for
+what each figure counts). The longer form is benchmarks/chaos.py."""
 
 from __future__ import annotations
 
@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.campaign import (
-    DEFAULT_JOBS,
-    FORBID_JOB,
-    AuditResult,
-    Effect,
-    RunRow,
-    SkipLine,
-    audit,
-    run_campaign,
-    stop_leftovers,
-)
+from tests.faults.chaos.audit import AuditResult, audit
+from tests.faults.chaos.jobs import DEFAULT_JOBS, FORBID_JOB
+from tests.faults.chaos.records import Effect, RunRow, SkipLine
+from tests.faults.chaos.run import run_campaign, stop_leftovers
 
 CYCLES = 30
 
