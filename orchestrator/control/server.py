@@ -1,23 +1,4 @@
-"""The daemon's control socket: one JSON request line in, one JSON reply line out.
-
-Requests: ``{"op": "ping" | "status" | "trigger" | "cancel" | "reload", ...}``. Replies:
-``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. Requests are handed to the daemon's
-main loop, which answers them; this module never touches run state itself.
-
-Trust, both ways (issue 8: another local user must neither drive the daemon nor pose as it):
-
-- The socket lives in the state directory, which must belong to the daemon's user and be
-  closed to everyone else (0700: the daemon creates it so, systemd's StateDirectoryMode=0700
-  too). Server and client both check that before they bind or connect, so nobody else can
-  have put a socket there. There is no fallback to a shared directory such as /tmp, where
-  another user can create the predictable name first (squat it, or serve forged replies).
-- A state directory too deep for an AF_UNIX path (107 bytes) is reached as
-  ``/proc/self/fd/<fd>/control.sock``, ``<fd>`` being that directory opened and checked: a
-  short path that names exactly the directory checked, through no name anyone could swap.
-  ``$XDG_RUNTIME_DIR`` was the other candidate, but it is unset under cron, ssh without
-  pam_systemd and system services, so a daemon and its CLI could look in different places.
-- The server checks each client's uid (SO_PEERCRED): the daemon's own user or root. The client
-  checks the server's uid the same way before it sends a request or believes a reply.
+"""The daemon's end of the control socket.
 
 Under load: one thread accepts connections and reads request lines for all of them (a
 selector), so an idle connection costs a file descriptor, not a thread, and is closed after
@@ -25,8 +6,6 @@ selector), so an idle connection costs a file descriptor, not a thread, and is c
 and writes the replies. At most ``MAX_CONNECTIONS`` are open: past that the longest-idle
 connection that has sent nothing is closed to make room, and when every one carries a
 request, the newcomer is answered "busy" (the client retries that: its request was not read).
-The client also retries a connect that finds the listen backlog full (EAGAIN), and for a
-moment one that is refused (a daemon between bind and listen), within its timeout.
 """
 
 from __future__ import annotations
@@ -35,11 +14,8 @@ import contextlib
 import json
 import os
 import queue
-import random
 import selectors
 import socket
-import stat
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +25,9 @@ from typing import Any
 
 import structlog
 
-from orchestrator.errors import ControlError, DaemonNotRunningError
+from orchestrator.control.peercred import peer_credentials, trusted
+from orchestrator.control.socketdir import check_private, open_dir, socket_address
+from orchestrator.errors import ControlError
 
 log = structlog.get_logger("orchestrator.control")
 
@@ -66,58 +44,6 @@ MAX_CONNECTIONS = 256
 WORKERS = 8
 #: socketserver's default of 5 made connects fail with EAGAIN under 16 parallel clients.
 LISTEN_BACKLOG = 128
-#: How long a client keeps retrying a refused connect: long enough for a starting daemon to get
-#: from bind() to listen(), short enough that a socket left by a killed daemon reads as "not
-#: running" at once.
-REFUSED_RETRY_S = 1.0
-_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
-
-
-def _peer_credentials(sock: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of a connected Unix socket."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", creds)
-    return pid, uid
-
-
-def _trusted(uid: int) -> bool:
-    return uid in (os.getuid(), 0)
-
-
-def _check_private(dir_fd: int, directory: Path) -> None:
-    """ControlError unless the opened directory belongs to us and nobody else may enter it."""
-    info = os.fstat(dir_fd)
-    me = os.getuid()
-    if info.st_uid != me:
-        raise ControlError(
-            f"{directory}: the control socket's directory belongs to uid {info.st_uid}, not to "
-            f"you (uid {me}); refusing to use a socket there"
-        )
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise ControlError(
-            f"{directory}: the control socket's directory is mode {mode:04o}, open to other "
-            f"users; make it private with 'chmod 700 {directory}'"
-        )
-
-
-def _open_dir(directory: Path) -> int:
-    return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
-def _address(path: Path, dir_fd: int) -> str:
-    """What to bind or connect to: the path itself when it fits in sun_path, else the same
-    socket reached through the open directory (see the module docstring)."""
-    length = len(os.fsencode(path))
-    if length <= _SUN_PATH_MAX:
-        return str(path)
-    via_fd = f"/proc/self/fd/{dir_fd}"
-    if not os.path.isdir(via_fd):
-        raise ControlError(
-            f"{path}: {length} bytes is too long for a Unix socket (at most {_SUN_PATH_MAX}) "
-            f"and /proc is not mounted to shorten it; use a shorter state directory"
-        )
-    return f"{via_fd}/{path.name}"
 
 
 @dataclass(eq=False)
@@ -168,15 +94,15 @@ class ControlServer:
         """Bind the socket and start serving; ControlError (naming the path) when it cannot."""
         directory = self.path.parent
         try:
-            dir_fd = _open_dir(directory)
+            dir_fd = open_dir(directory)
         except OSError as exc:
             raise ControlError(
                 f"{directory}: cannot open the control socket's directory: {exc.strerror or exc}"
             ) from exc
         listener: socket.socket | None = None
         try:
-            _check_private(dir_fd, directory)
-            address = _address(self.path, dir_fd)
+            check_private(dir_fd, directory)
+            address = socket_address(self.path, dir_fd)
             # A socket file left by a daemon that died is stale: the lease guarantees that no
             # other daemon serves this state directory, so it is safe to remove.
             with contextlib.suppress(FileNotFoundError):
@@ -294,10 +220,10 @@ class ControlServer:
 
     def _admit(self, sock: socket.socket) -> None:
         try:
-            _pid, uid = _peer_credentials(sock)
+            _pid, uid = peer_credentials(sock)
         except OSError:
             uid = -1
-        if not _trusted(uid):
+        if not trusted(uid):
             log.warning("control_client_refused", uid=uid)
             self._reply_and_close(
                 sock, {"ok": False, "error": f"uid {uid} may not control this daemon"}
@@ -413,135 +339,3 @@ class ControlServer:
         # A client that does not read its reply cannot hold a worker for longer than this.
         sock.settimeout(self.idle_timeout_s)
         sock.sendall(json.dumps(reply, default=str).encode() + b"\n")
-
-
-# ---------------------------------------------------------------------- client
-
-
-def _not_running(path: Path, why: str = "") -> DaemonNotRunningError:
-    return DaemonNotRunningError(
-        f"no daemon is listening on {path}{why}; start one with 'orchestrator run'"
-    )
-
-
-def request(path: Path, payload: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
-    """Send one request to the daemon and return its reply.
-
-    Raises DaemonNotRunningError when nobody listens on ``path``, and ControlError when the
-    socket's directory or the listening process is not trusted (see the module docstring),
-    when no answer comes within ``timeout_s``, or when the daemon answers with an error.
-    """
-    deadline = time.monotonic() + timeout_s
-    directory = path.parent
-    while True:
-        reply = _exchange(path, directory, payload, deadline, timeout_s)
-        # "busy" with busy=True: the server closed us unread, so sending again is safe.
-        if reply.get("ok") or not reply.get("busy") or time.monotonic() + 0.05 > deadline:
-            break
-        time.sleep(0.02 + 0.03 * random.random())
-    if not reply.get("ok"):
-        raise ControlError(str(reply.get("error", "unknown error")))
-    return reply
-
-
-def _exchange(
-    path: Path, directory: Path, payload: dict[str, Any], deadline: float, timeout_s: float
-) -> dict[str, Any]:
-    try:
-        dir_fd = _open_dir(directory)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise _not_running(path) from exc
-    except OSError as exc:
-        raise ControlError(
-            f"{directory}: cannot open the control socket's directory: {exc.strerror or exc}"
-        ) from exc
-    try:
-        try:
-            os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError as exc:
-            raise _not_running(path) from exc
-        except OSError as exc:
-            raise ControlError(f"{path}: {exc.strerror or exc}") from exc
-        _check_private(dir_fd, directory)
-        sock = _connect(path, _address(path, dir_fd), deadline, timeout_s)
-    finally:
-        os.close(dir_fd)
-    with sock:
-        try:
-            pid, uid = _peer_credentials(sock)
-        except OSError as exc:
-            raise ControlError(
-                f"{path}: cannot tell who is listening ({exc.strerror or exc}); not trusting it"
-            ) from exc
-        if not _trusted(uid):
-            raise ControlError(
-                f"{path}: the process listening there (pid {pid}) runs as uid {uid}, not as "
-                f"you (uid {os.getuid()}) or root; not trusting it"
-            )
-        chunks: list[bytes] = []
-        try:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            sock.sendall(json.dumps(payload).encode() + b"\n")
-            while True:
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                if chunk.endswith(b"\n"):
-                    break
-        except TimeoutError as exc:
-            raise ControlError(f"the daemon did not answer within {timeout_s:g} s") from exc
-        except OSError as exc:
-            if not chunks:  # e.g. reset after a one-line refusal that was already read: fine
-                raise ControlError(
-                    f"{path}: the connection to the daemon failed: {exc.strerror or exc}"
-                ) from exc
-    if not chunks:
-        raise ControlError(f"{path}: the daemon closed the connection without answering")
-    try:
-        reply = json.loads(b"".join(chunks))
-    except ValueError as exc:
-        raise ControlError("the daemon's answer was not JSON") from exc
-    if not isinstance(reply, dict):
-        raise ControlError("the daemon's answer was not a JSON object")
-    return reply
-
-
-def _connect(path: Path, address: str, deadline: float, timeout_s: float) -> socket.socket:
-    """Connect, retrying a full backlog (EAGAIN) until ``deadline`` and a refusal for up to
-    REFUSED_RETRY_S, with a short randomised backoff; never a bare OSError."""
-    refused_until = min(deadline, time.monotonic() + REFUSED_RETRY_S)
-    delay_s = 0.005
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        try:
-            sock.connect(address)
-            return sock
-        except FileNotFoundError as exc:
-            sock.close()
-            raise _not_running(path) from exc
-        except ConnectionRefusedError as exc:
-            sock.close()
-            if time.monotonic() + delay_s > refused_until:
-                raise _not_running(
-                    path, " (its socket file is left from a daemon that stopped)"
-                ) from exc
-        except BlockingIOError as exc:  # EAGAIN: the listen backlog is full
-            sock.close()
-            if time.monotonic() + delay_s > deadline:
-                raise ControlError(
-                    f"{path}: the daemon's control socket stayed busy for {timeout_s:g} s; "
-                    "try again"
-                ) from exc
-        except TimeoutError as exc:
-            sock.close()
-            raise ControlError(f"the daemon did not answer within {timeout_s:g} s") from exc
-        except OSError as exc:
-            sock.close()
-            raise ControlError(
-                f"{path}: cannot connect to the daemon: {exc.strerror or exc}"
-            ) from exc
-        time.sleep(delay_s * (0.5 + random.random()))
-        delay_s = min(delay_s * 2, 0.1)
