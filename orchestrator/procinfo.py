@@ -46,15 +46,8 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 def process_start_time(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks since boot (stat field 22), or None when it is gone."""
-    if pid <= 0:
-        return None
-    fields = _stat_fields(pid)
-    if fields is None or len(fields) < 20:
-        return None
-    try:
-        return int(fields[22 - 3])
-    except ValueError:
-        return None
+    found = read_stat(pid)
+    return found.start_time if found is not None else None
 
 
 def process_state(pid: int) -> str | None:
