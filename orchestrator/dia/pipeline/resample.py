@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy.interpolate import RectBivariateSpline
 
@@ -71,9 +72,110 @@ def jacobian_at(
     )
 
 
-def _lanczos(t: np.ndarray, a: int = LANCZOS_A) -> np.ndarray:
-    out = np.sinc(t) * np.sinc(t / a)
-    return np.where(np.abs(t) < a, out, 0.0)
+@numba.njit(cache=True, fastmath=False, inline="always")
+def _lanczos(t: float) -> float:  # pragma: no cover
+    """The Lanczos-3 kernel ``sinc(t) sinc(t / a)`` on ``|t| < a``, 0 beyond."""
+    if abs(t) >= LANCZOS_A:
+        return 0.0
+    if t == 0.0:
+        return 1.0
+    pt = np.pi * t
+    pa = np.pi * (t / LANCZOS_A)  # as np.sinc(t / a): same rounding as the reference
+    return (np.sin(pt) / pt) * (np.sin(pa) / pa)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False)
+def _resample_kernel(  # pragma: no cover
+    img: np.ndarray,
+    var: np.ndarray,
+    bad_src: np.ndarray,
+    x_src: np.ndarray,
+    y_src: np.ndarray,
+    out: np.ndarray,
+    var_out: np.ndarray,
+    np_out: np.ndarray,
+    bad_out: np.ndarray,
+    lost_out: np.ndarray,
+) -> None:
+    """One output pixel per iteration: 6x6 normalised Lanczos taps, Jacobian of the map by
+    central differences (one-sided on the edges, as ``np.gradient``); NaN where coverage is lost.
+
+    A pixel's output is ``det * sum w I``, ``det^2 sum w^2 V``, ``det^2 sum |w| V / sum |w|``
+    with ``w = wy * wx`` normalised per axis; ``bad`` where a flagged source pixel has ``w != 0``,
+    ``lost`` where a tap with ``w != 0`` is off the template or the centre lies beyond it.
+    """
+    a = LANCZOS_A
+    ny, nx = img.shape
+    n0, n1 = x_src.shape
+    taps = 2 * a
+    for r in numba.prange(n0):
+        wx = np.empty(taps)
+        wy = np.empty(taps)
+        r_lo, r_hi = max(r - 1, 0), min(r + 1, n0 - 1)
+        for c in range(n1):
+            xs = x_src[r, c]
+            ys = y_src[r, c]
+            inside = xs >= -0.5 and xs <= nx - 0.5 and ys >= -0.5 and ys <= ny - 0.5
+            if not inside:  # also a NaN coordinate
+                out[r, c] = np.nan
+                var_out[r, c] = np.nan
+                np_out[r, c] = np.nan
+                bad_out[r, c] = True
+                lost_out[r, c] = True
+                continue
+            fx = np.floor(xs)
+            fy = np.floor(ys)
+            sx = 0.0
+            sy = 0.0
+            for k in range(taps):
+                wx[k] = _lanczos(xs - (fx + (k - a + 1)))
+                wy[k] = _lanczos(ys - (fy + (k - a + 1)))
+                sx += wx[k]
+                sy += wy[k]
+            for k in range(taps):
+                wx[k] = wx[k] / sx
+                wy[k] = wy[k] / sy
+            ix0 = int(fx) - a + 1
+            iy0 = int(fy) - a + 1
+            acc = 0.0
+            acc_v = 0.0
+            acc_p = 0.0
+            acc_a = 0.0
+            bad = False
+            oob = False
+            for ky in range(taps):
+                iy = iy0 + ky
+                oky = iy >= 0 and iy < ny
+                iyc = min(max(iy, 0), ny - 1)
+                for kx in range(taps):
+                    w = wy[ky] * wx[kx]
+                    if w == 0.0:
+                        continue
+                    ix = ix0 + kx
+                    ixc = min(max(ix, 0), nx - 1)
+                    acc += w * img[iyc, ixc]
+                    vv = var[iyc, ixc]
+                    acc_v += w * w * vv
+                    acc_p += abs(w) * vv
+                    acc_a += abs(w)
+                    bad = bad or bad_src[iyc, ixc]
+                    oob = oob or not (oky and ix >= 0 and ix < nx)
+            c_lo, c_hi = max(c - 1, 0), min(c + 1, n1 - 1)
+            dxdc = (x_src[r, c_hi] - x_src[r, c_lo]) / (c_hi - c_lo)
+            dydc = (y_src[r, c_hi] - y_src[r, c_lo]) / (c_hi - c_lo)
+            dxdr = (x_src[r_hi, c] - x_src[r_lo, c]) / (r_hi - r_lo)
+            dydr = (y_src[r_hi, c] - y_src[r_lo, c]) / (r_hi - r_lo)
+            det = abs(dxdc * dydr - dxdr * dydc)
+            if oob:
+                out[r, c] = np.nan
+                var_out[r, c] = np.nan
+                np_out[r, c] = np.nan
+            else:
+                out[r, c] = acc * det
+                var_out[r, c] = acc_v * det**2
+                np_out[r, c] = acc_p / acc_a * det**2
+            bad_out[r, c] = bad or oob
+            lost_out[r, c] = oob
 
 
 def resample(
@@ -82,70 +184,37 @@ def resample(
     mask: np.ndarray,
     x_src: np.ndarray,
     y_src: np.ndarray,
-    *,
-    block_rows: int = 256,
 ) -> Resampled:
-    """``image`` (with ``variance`` and bad-pixel ``mask``) sampled at ``(x_src, y_src)``."""
-    a = LANCZOS_A
-    ny, nx = image.shape
-    out_shape = x_src.shape
-    # Jacobian determinant of the map, per output pixel (pixel-area ratio)
-    dxdc = np.gradient(x_src, axis=1)
-    dxdr = np.gradient(x_src, axis=0)
-    dydc = np.gradient(y_src, axis=1)
-    dydr = np.gradient(y_src, axis=0)
-    det = np.abs(dxdc * dydr - dxdr * dydc)
-    # flagged pixels keep their (inpainted) values; they mark the output mask only
-    img0 = np.where(np.isfinite(image), image, 0.0)
-    var0 = np.where(np.isfinite(variance), variance, 0.0)
-    bad_src = mask | ~np.isfinite(image) | ~np.isfinite(variance)
-    out = np.zeros(out_shape)
-    var_out = np.zeros(out_shape)
-    np_out = np.zeros(out_shape)
-    bad_out = np.zeros(out_shape, dtype=bool)
-    lost_out = np.zeros(out_shape, dtype=bool)
-    inside = (x_src >= -0.5) & (x_src <= nx - 0.5) & (y_src >= -0.5) & (y_src <= ny - 0.5)
-    for r0 in range(0, out_shape[0], block_rows):
-        sl = slice(r0, min(out_shape[0], r0 + block_rows))
-        xs, ys = x_src[sl], y_src[sl]
-        fx, fy = np.floor(xs).astype(np.int64), np.floor(ys).astype(np.int64)
-        taps = range(-a + 1, a + 1)
-        wx = [_lanczos(xs - (fx + k)) for k in taps]
-        wy = [_lanczos(ys - (fy + k)) for k in taps]
-        sx, sy = sum(wx), sum(wy)
-        wx = [w / sx for w in wx]
-        wy = [w / sy for w in wy]
-        acc = np.zeros(xs.shape)
-        acc_v = np.zeros(xs.shape)
-        acc_p = np.zeros(xs.shape)
-        acc_a = np.zeros(xs.shape)
-        bad = np.zeros(xs.shape, dtype=bool)
-        oob = np.zeros(xs.shape, dtype=bool)
-        for ky, wyk in zip(taps, wy, strict=True):
-            iy = fy + ky
-            oky = (iy >= 0) & (iy < ny)
-            iyc = np.clip(iy, 0, ny - 1)
-            for kx, wxk in zip(taps, wx, strict=True):
-                ix = fx + kx
-                ok = oky & (ix >= 0) & (ix < nx)
-                ixc = np.clip(ix, 0, nx - 1)
-                w = wyk * wxk
-                acc += w * img0[iyc, ixc]
-                vv = var0[iyc, ixc]
-                acc_v += w * w * vv
-                acc_p += np.abs(w) * vv
-                acc_a += np.abs(w)
-                bad |= (w != 0) & bad_src[iyc, ixc]
-                oob |= (w != 0) & ~ok
-        out[sl], var_out[sl], np_out[sl], bad_out[sl] = acc, acc_v, acc_p / acc_a, bad
-        lost_out[sl] = oob
-    out *= det
-    var_out *= det**2
-    np_out *= det**2
-    # values stay where only flagged (inpainted) pixels entered; missing coverage is NaN
-    lost = ~inside | lost_out
-    bad_out |= lost
-    out[lost] = np.nan
-    var_out[lost] = np.nan
-    np_out[lost] = np.nan
-    return Resampled(out, var_out, np_out, bad_out, lost, float(inside.mean()))
+    """``image`` (with ``variance`` and bad-pixel ``mask``) sampled at ``(x_src, y_src)``.
+
+    Flagged pixels keep their (inpainted) values and mark the output mask only; a non-finite
+    image or variance pixel counts as zero (in that array) and flagged. Where the interpolation
+    reaches beyond the template the output is NaN and ``outside`` (and ``mask``) is set.
+    """
+    if image.ndim != 2 or variance.shape != image.shape or mask.shape != image.shape:
+        raise ValueError(
+            f"resample: image {image.shape}, variance {variance.shape} and mask {mask.shape}"
+            " must be one 2-d shape"
+        )
+    if x_src.shape != y_src.shape or x_src.ndim != 2 or min(x_src.shape) < 2:
+        raise ValueError(
+            f"resample: x_src {x_src.shape} and y_src {y_src.shape} must be one 2-d shape,"
+            " at least 2 x 2 (the Jacobian takes differences)"
+        )
+    img_ok = np.isfinite(image)
+    var_ok = np.isfinite(variance)
+    img0 = np.where(img_ok, image, 0.0).astype(np.float64, copy=False)
+    var0 = np.where(var_ok, variance, 0.0).astype(np.float64, copy=False)
+    bad_src = np.asarray(mask, dtype=np.bool_) | ~img_ok | ~var_ok
+    del img_ok, var_ok
+    xs = np.ascontiguousarray(x_src, dtype=np.float64)
+    ys = np.ascontiguousarray(y_src, dtype=np.float64)
+    out = np.empty(xs.shape)
+    var_out = np.empty(xs.shape)
+    np_out = np.empty(xs.shape)
+    bad_out = np.empty(xs.shape, dtype=np.bool_)
+    lost_out = np.empty(xs.shape, dtype=np.bool_)
+    _resample_kernel(img0, var0, bad_src, xs, ys, out, var_out, np_out, bad_out, lost_out)
+    nx, ny = image.shape[1], image.shape[0]
+    inside = (xs >= -0.5) & (xs <= nx - 0.5) & (ys >= -0.5) & (ys <= ny - 0.5)
+    return Resampled(out, var_out, np_out, bad_out, lost_out, float(inside.mean()))
