@@ -143,3 +143,58 @@ def resample(
     var_out[lost] = np.nan
     np_out[lost] = np.nan
     return out, var_out, np_out, bad_out, lost, float(inside.mean())
+
+
+def clipped_stats(
+    values: np.ndarray, nsigma: float = 3.0, iterations: int = 5
+) -> tuple[float, float]:
+    """Median and 1.4826 MAD after iterative sigma clipping, in NumPy (the former
+    :func:`orchestrator.dia.pipeline.background.clipped_stats`)."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return 0.0, 0.0
+    for _ in range(iterations):
+        med = float(np.median(v))
+        sd = 1.4826 * float(np.median(np.abs(v - med)))
+        if sd <= 0:
+            break
+        keep = np.abs(v - med) < nsigma * sd
+        if keep.all():
+            break
+        v = v[keep]
+    med = float(np.median(v))
+    return med, 1.4826 * float(np.median(np.abs(v - med)))
+
+
+def background(image: np.ndarray, mask: np.ndarray, box_px: int = 64) -> np.ndarray:
+    """Clipped medians in ``box_px`` cells, 3x3 median-filtered, splined per pixel by
+    ``map_coordinates`` (the former :func:`orchestrator.dia.pipeline.background.background`)."""
+    from scipy import ndimage
+
+    ny, nx = image.shape
+    gy = max(1, round(ny / box_px))
+    gx = max(1, round(nx / box_px))
+    ey = np.linspace(0, ny, gy + 1).astype(int)
+    ex = np.linspace(0, nx, gx + 1).astype(int)
+    mesh = np.full((gy, gx), np.nan)
+    good = ~mask & np.isfinite(image)
+    for i in range(gy):
+        for j in range(gx):
+            cell = image[ey[i] : ey[i + 1], ex[j] : ex[j + 1]]
+            ok = good[ey[i] : ey[i + 1], ex[j] : ex[j + 1]]
+            if ok.sum() > 0.3 * ok.size:
+                mesh[i, j], _ = clipped_stats(cell[ok])
+    if np.all(np.isnan(mesh)):
+        return np.zeros_like(image)
+    mesh = np.where(np.isnan(mesh), np.nanmedian(mesh), mesh)
+    if gy >= 3 and gx >= 3:
+        mesh = ndimage.median_filter(mesh, size=3, mode="nearest")
+    if gy == 1 and gx == 1:
+        return np.full_like(image, mesh[0, 0])
+    cy = (ey[:-1] + ey[1:] - 1) / 2
+    cx = (ex[:-1] + ex[1:] - 1) / 2
+    fy = np.interp(np.arange(ny), cy, np.arange(gy))
+    fx = np.interp(np.arange(nx), cx, np.arange(gx))
+    order = 3 if min(gy, gx) >= 4 else 1
+    yy, xx = np.meshgrid(fy, fx, indexing="ij")
+    return ndimage.map_coordinates(mesh, [yy, xx], order=order, mode="nearest")

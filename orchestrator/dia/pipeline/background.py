@@ -2,45 +2,101 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy import ndimage
 
 
-def clipped_stats(
-    values: np.ndarray, nsigma: float = 3.0, iterations: int = 5
-) -> tuple[float, float]:
-    """Median and robust standard deviation (1.4826 MAD) after iterative sigma clipping."""
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return 0.0, 0.0
+@numba.njit(cache=True, fastmath=False)
+def _clipped(
+    v: np.ndarray, nsigma: float, iterations: int
+) -> tuple[float, float]:  # pragma: no cover
+    """Median and 1.4826 MAD of the finite ``v`` (non-empty) after iterative sigma clipping."""
     for _ in range(iterations):
-        med = float(np.median(v))
-        sd = 1.4826 * float(np.median(np.abs(v - med)))
+        med = np.median(v)
+        sd = 1.4826 * np.median(np.abs(v - med))
         if sd <= 0:
             break
         keep = np.abs(v - med) < nsigma * sd
         if keep.all():
             break
         v = v[keep]
-    med = float(np.median(v))
-    return med, 1.4826 * float(np.median(np.abs(v - med)))
+    med = np.median(v)
+    return med, 1.4826 * np.median(np.abs(v - med))
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False)
+def _mesh(  # pragma: no cover
+    image: np.ndarray,
+    good: np.ndarray,
+    ey: np.ndarray,
+    ex: np.ndarray,
+    min_fraction: float,
+    nsigma: float,
+    iterations: int,
+    mesh: np.ndarray,
+) -> None:
+    """``mesh[i, j]``: clipped median of the good pixels of cell ``(i, j)``, NaN where fewer
+    than ``min_fraction`` of its pixels are good. One cell per iteration, in parallel."""
+    gy, gx = mesh.shape
+    for cell in numba.prange(gy * gx):
+        i, j = cell // gx, cell % gx
+        buf = np.empty((ey[i + 1] - ey[i]) * (ex[j + 1] - ex[j]))
+        n = 0
+        for r in range(ey[i], ey[i + 1]):
+            for c in range(ex[j], ex[j + 1]):
+                if good[r, c]:
+                    buf[n] = image[r, c]
+                    n += 1
+        if n > 0 and n > min_fraction * buf.size:
+            mesh[i, j] = _clipped(buf[:n], nsigma, iterations)[0]
+        else:
+            mesh[i, j] = np.nan
+
+
+def clipped_stats(
+    values: np.ndarray, nsigma: float = 3.0, iterations: int = 5
+) -> tuple[float, float]:
+    """Median and robust standard deviation (1.4826 MAD) after iterative sigma clipping."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 0.0
+    med, sd = _clipped(v, float(nsigma), int(iterations))
+    return float(med), float(sd)
+
+
+def _axis_operator(centres: np.ndarray, n: int, order: int) -> np.ndarray:
+    """The ``(n, len(centres))`` matrix that splines a mesh axis onto pixels ``0..n-1``:
+    ``map_coordinates`` (``mode="nearest"``) of each unit vector, the prefilter included.
+
+    The spline is separable and the pixel coordinates are a grid, so the 2-d interpolation is
+    ``A_y mesh A_x^T``: two small matrix products instead of a spline evaluated per pixel.
+    """
+    g = len(centres)
+    # pixel coordinates as fractional mesh indices; flat beyond the first and last centres
+    f = np.interp(np.arange(n), centres, np.arange(g))
+    op = np.empty((n, g))
+    for k in range(g):
+        unit = np.zeros(g)
+        unit[k] = 1.0
+        op[:, k] = ndimage.map_coordinates(unit, [f], order=order, mode="nearest")
+    return op
 
 
 def background(image: np.ndarray, mask: np.ndarray, box_px: int = 64) -> np.ndarray:
-    """A smooth background: clipped medians in ``box_px`` cells, 3x3 median-filtered, splined."""
+    """A smooth background: clipped medians in ``box_px`` cells, 3x3 median-filtered, splined
+    (cubic, linear when the mesh is under 4 cells on a side)."""
     ny, nx = image.shape
     gy = max(1, round(ny / box_px))
     gx = max(1, round(nx / box_px))
-    ey = np.linspace(0, ny, gy + 1).astype(int)
-    ex = np.linspace(0, nx, gx + 1).astype(int)
-    mesh = np.full((gy, gx), np.nan)
-    good = ~mask & np.isfinite(image)
-    for i in range(gy):
-        for j in range(gx):
-            cell = image[ey[i] : ey[i + 1], ex[j] : ex[j + 1]]
-            ok = good[ey[i] : ey[i + 1], ex[j] : ex[j + 1]]
-            if ok.sum() > 0.3 * ok.size:
-                mesh[i, j], _ = clipped_stats(cell[ok])
+    ey = np.linspace(0, ny, gy + 1).astype(np.int64)
+    ex = np.linspace(0, nx, gx + 1).astype(np.int64)
+    mesh = np.empty((gy, gx))
+    img = np.ascontiguousarray(image, dtype=np.float64)
+    good = ~np.asarray(mask, dtype=np.bool_) & np.isfinite(img)
+    _mesh(img, good, ey, ex, 0.3, 3.0, 5, mesh)
+    del good
     if np.all(np.isnan(mesh)):
         return np.zeros_like(image)
     mesh = np.where(np.isnan(mesh), np.nanmedian(mesh), mesh)
@@ -50,12 +106,10 @@ def background(image: np.ndarray, mask: np.ndarray, box_px: int = 64) -> np.ndar
         return np.full_like(image, mesh[0, 0])
     cy = (ey[:-1] + ey[1:] - 1) / 2
     cx = (ex[:-1] + ex[1:] - 1) / 2
-    # map pixel coordinates to fractional mesh indices; order-1 spline, flat beyond the centres
-    fy = np.interp(np.arange(ny), cy, np.arange(gy))
-    fx = np.interp(np.arange(nx), cx, np.arange(gx))
     order = 3 if min(gy, gx) >= 4 else 1
-    yy, xx = np.meshgrid(fy, fx, indexing="ij")
-    return ndimage.map_coordinates(mesh, [yy, xx], order=order, mode="nearest")
+    op_y = _axis_operator(cy, ny, order)
+    op_x = _axis_operator(cx, nx, order)
+    return (op_y @ mesh) @ op_x.T
 
 
 def estimate_variance(image: np.ndarray, mask: np.ndarray, gain: float | None) -> np.ndarray:
