@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.dia.pipeline.background import background, clipped_stats
+from orchestrator.dia.pipeline.background import background, clipped_stats, inpaint
 from tests.dia import reference
 
 
@@ -60,3 +60,31 @@ def test_clipped_stats_matches_reference() -> None:
     assert clipped_stats(cases[0], nsigma=2.0, iterations=1) == reference.clipped_stats(
         cases[0], nsigma=2.0, iterations=1
     )
+
+
+@pytest.mark.parametrize("sigma_px", [1.0, 1.7])
+def test_inpaint_matches_reference(sigma_px: float) -> None:
+    """Hot pixels, a bad column, a large hole (many rounds), edge and corner pixels fill with the
+    whole-image Gaussian filter reference's values to 1e-12, leaving good pixels untouched."""
+    rng = np.random.default_rng(11)
+    shape = (120, 90)
+    img = rng.normal(50.0, 5.0, shape)
+    mask = rng.random(shape) < 0.01
+    mask[:, 40] = True
+    mask[60:75, 10:30] = True  # fills ring by ring
+    mask[0, 0] = mask[-1, -1] = mask[0, 50] = True
+    got = inpaint(img, mask, sigma_px)
+    want = reference.inpaint(img, mask, sigma_px)
+    assert np.array_equal(got[~mask], img[~mask])
+    assert np.allclose(got, want, rtol=1e-12, atol=0.0)
+    # a hole larger than the rounds allow is finished with the median of the rest
+    few = inpaint(img, mask, sigma_px, rounds=2)
+    assert np.allclose(few, reference.inpaint(img, mask, sigma_px, rounds=2), rtol=1e-12, atol=0)
+
+
+def test_inpaint_of_an_all_masked_image_is_zero() -> None:
+    """Nothing to fill from: every pixel becomes 0, as before."""
+    img = np.ones((20, 20))
+    got = inpaint(img, np.ones((20, 20), bool))
+    assert np.array_equal(got, reference.inpaint(img, np.ones((20, 20), bool)))
+    assert not got.any()

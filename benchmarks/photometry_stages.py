@@ -1,0 +1,187 @@
+"""Per-stage wall time and peak memory of one whole 4088^2 pair through the photometry pipeline.
+
+Prints figures, asserts nothing. The pair is what ``orchestrator photometry run --cutout 0``
+processes (same :func:`orchestrator.dia.pipeline.pair.process_pair`, same configuration), on a
+``photometry simulate`` data set (one science epoch, one template) written once under
+``--data`` and reused. The pair runs in a fresh subprocess, as the CLI's would: the figures
+include the imports and numba's cache loading (run the script twice after changing a kernel;
+the first run also compiles). Stages are timed exclusively (a stage nested in another, as the
+background of the PSF region, counts for itself only) by wrapping the pipeline's functions:
+
+    imports      orchestrator.dia.pipeline.pair and orchestrator.dia
+    read         FitsImage.read (pixels, variance, mask) and the PSF files
+    background   background mesh, estimate_variance, inpaint
+    psf          the PSF models (everything in _psf_for not counted above)
+    resample     pixel_map + resample (template onto the science grid)
+    subtract     dia.subtract (kernel fit and difference)
+    decorrelate  Subtraction.decorrelate
+    photometry   photometry_psf + forced_photometry
+    other        the rest of process_pair (crops, masks)
+
+Peak RSS is VmHWM from /proc/self/status (numpy and numba buffers included): after each
+stage, the process's peak so far.
+
+    .venv/bin/python benchmarks/photometry_stages.py [--size 4088] [--data DIR] [--repo DIR]
+
+``--repo`` runs another checkout's pipeline (``git worktree add /tmp/before COMMIT``) for
+before/after figures on the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = (
+    "imports",
+    "read",
+    "background",
+    "psf",
+    "resample",
+    "subtract",
+    "decorrelate",
+    "photometry",
+    "other",
+)
+
+
+def vm_hwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ensure_data(data: Path, size: int) -> Path:
+    """A one-epoch, one-template ``photometry simulate`` set of ``size``^2 images in ``data``."""
+    if not (data / "object.json").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(REPO / ".venv/bin/orchestrator"),
+            "photometry",
+            "simulate",
+            "--out",
+            str(data),
+            "--size",
+            str(size),
+            "--epochs",
+            "1",
+            "--templates",
+            "1",
+        ]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return data
+
+
+def child(data: Path, repo: Path) -> dict[str, Any]:
+    """Run the pair in this (fresh) process with every stage wrapped; the figures as a dict."""
+    started = time.perf_counter()
+    sys.path.insert(0, str(repo))  # ahead of the editable install: another checkout can run
+    from orchestrator import dia
+    from orchestrator.dia import io as dia_io
+    from orchestrator.dia.pipeline import pair
+
+    times: dict[str, float] = defaultdict(float)
+    peaks: dict[str, float] = {}
+    times["imports"] = time.perf_counter() - started
+    peaks["imports"] = vm_hwm_mb()
+    stack: list[list[Any]] = []  # [stage, start, time of nested stages]
+
+    def timed(stage: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            stack.append([stage, time.perf_counter(), 0.0])
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                name, t0, nested = stack.pop()
+                elapsed = time.perf_counter() - t0
+                times[name] += elapsed - nested
+                if stack:
+                    stack[-1][2] += elapsed
+                peaks[name] = vm_hwm_mb()
+
+        return wrapper
+
+    wrap = {
+        "read": [(dia_io.FitsImage, "read"), (pair, "read_psf_image")],
+        "background": [(pair, "background"), (pair, "estimate_variance"), (pair, "inpaint")],
+        "psf": [(pair, "_psf_for")],
+        "resample": [(pair, "pixel_map"), (pair, "resample")],
+        "subtract": [(dia, "subtract")],
+        "decorrelate": [(dia.Subtraction, "decorrelate")],
+        "photometry": [(pair, "photometry_psf"), (dia, "forced_photometry")],
+        "other": [(pair, "process_pair")],
+    }
+    for stage, targets in wrap.items():
+        for owner, name in targets:
+            setattr(owner, name, timed(stage, getattr(owner, name)))
+
+    obj = json.loads((data / "object.json").read_text())
+    science = dia_io.read_list(data / "science.txt", obj["band"])[0]
+    template = dia_io.read_list(data / "templates.txt", obj["band"])[0]
+    config = pair.PipelineConfig(
+        oid=str(obj["oid"]),
+        ra=float(obj["ra"]) % 360.0,
+        dec=float(obj["dec"]),
+        band=obj["band"],
+        outdir=data / "out",
+        backend="cpu",
+        cutout_px=0,
+    )
+    t0 = time.perf_counter()
+    row = pair.process_pair(config, science, template)
+    pair_s = time.perf_counter() - t0
+    return {
+        "times": dict(times),
+        "peaks": peaks,
+        "pair_s": pair_s,
+        "total_s": time.perf_counter() - started,
+        "peak_mb": vm_hwm_mb(),
+        "success": row["success"],
+        "error": row["error"],
+        "flux": row["flux"],
+        "flux_err": row["flux_err"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=4088)
+    parser.add_argument("--data", type=Path, default=None, help="data set folder (reused)")
+    parser.add_argument(
+        "--repo", type=Path, default=REPO, help="checkout whose orchestrator runs (before/after)"
+    )
+    parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.repo)))
+        return
+    data = ensure_data(args.data or Path(f"/tmp/photometry_stages_{args.size}"), args.size)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(data), "--repo", str(args.repo.resolve())],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    fig = json.loads(out.strip().splitlines()[-1])
+    print(f"whole {args.size}^2 pair (--cutout 0, cpu backend), data {data}, code {args.repo}")
+    print(f"{'stage':<12} {'wall s':>8} {'peak RSS MB':>12}")
+    for stage in STAGES:
+        if stage in fig["times"]:
+            print(f"{stage:<12} {fig['times'][stage]:8.2f} {fig['peaks'].get(stage, 0):12.0f}")
+    print(f"{'pair':<12} {fig['pair_s']:8.2f}")
+    print(f"{'total':<12} {fig['total_s']:8.2f} {fig['peak_mb']:12.0f}")
+    print(
+        f"success {fig['success']} flux {fig['flux']:.6g} +- {fig['flux_err']:.3g} {fig['error']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
