@@ -8,21 +8,77 @@ from scipy import ndimage
 
 
 @numba.njit(cache=True, fastmath=False)
-def _clipped(
-    v: np.ndarray, nsigma: float, iterations: int
-) -> tuple[float, float]:  # pragma: no cover
-    """Median and 1.4826 MAD of the finite ``v`` (non-empty) after iterative sigma clipping."""
+def _select(a: np.ndarray, n: int, k: int) -> float:  # pragma: no cover
+    """The ``k``-th smallest of ``a[:n]`` (quickselect in place: afterwards ``a[:k] <= a[k]``)."""
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        # median of three as the pivot, which also guards the scans below
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@numba.njit(cache=True, fastmath=False)
+def _median(a: np.ndarray, n: int) -> float:  # pragma: no cover
+    """``np.median(a[:n])`` (``n >= 1``, finite values), reordering ``a[:n]``."""
+    k = n // 2
+    upper = _select(a, n, k)
+    if n % 2:
+        return upper
+    lower = a[0]
+    for i in range(1, k):
+        lower = max(lower, a[i])
+    return (lower + upper) / 2
+
+
+@numba.njit(cache=True, fastmath=False)
+def _clipped(  # pragma: no cover
+    v: np.ndarray, n: int, work: np.ndarray, nsigma: float, iterations: int
+) -> tuple[float, float]:
+    """Median and 1.4826 MAD of the finite ``v[:n]`` (``n >= 1``) after iterative sigma
+    clipping; ``v`` and ``work`` (as long) are scratch: no allocation per call."""
     for _ in range(iterations):
-        med = np.median(v)
-        sd = 1.4826 * np.median(np.abs(v - med))
+        med = _median(v, n)
+        for i in range(n):
+            work[i] = abs(v[i] - med)
+        sd = 1.4826 * _median(work, n)
         if sd <= 0:
             break
-        keep = np.abs(v - med) < nsigma * sd
-        if keep.all():
+        limit = nsigma * sd
+        kept = 0
+        for i in range(n):
+            if abs(v[i] - med) < limit:
+                v[kept] = v[i]
+                kept += 1
+        if kept == n:
             break
-        v = v[keep]
-    med = np.median(v)
-    return med, 1.4826 * np.median(np.abs(v - med))
+        n = kept  # >= 1: the middle value(s) lie within the MAD of the median
+    med = _median(v, n)
+    for i in range(n):
+        work[i] = abs(v[i] - med)
+    return med, 1.4826 * _median(work, n)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
@@ -42,6 +98,7 @@ def _mesh(  # pragma: no cover
     for cell in numba.prange(gy * gx):
         i, j = cell // gx, cell % gx
         buf = np.empty((ey[i + 1] - ey[i]) * (ex[j + 1] - ex[j]))
+        work = np.empty(buf.size)
         n = 0
         for r in range(ey[i], ey[i + 1]):
             for c in range(ex[j], ex[j + 1]):
@@ -49,7 +106,7 @@ def _mesh(  # pragma: no cover
                     buf[n] = image[r, c]
                     n += 1
         if n > 0 and n > min_fraction * buf.size:
-            mesh[i, j] = _clipped(buf[:n], nsigma, iterations)[0]
+            mesh[i, j] = _clipped(buf, n, work, nsigma, iterations)[0]
         else:
             mesh[i, j] = np.nan
 
@@ -59,10 +116,10 @@ def clipped_stats(
 ) -> tuple[float, float]:
     """Median and robust standard deviation (1.4826 MAD) after iterative sigma clipping."""
     v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
+    v = v[np.isfinite(v)]  # a copy: the kernel reorders it
     if v.size == 0:
         return 0.0, 0.0
-    med, sd = _clipped(v, float(nsigma), int(iterations))
+    med, sd = _clipped(v, v.size, np.empty(v.size), float(nsigma), int(iterations))
     return float(med), float(sd)
 
 

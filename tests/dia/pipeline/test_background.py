@@ -88,3 +88,17 @@ def test_inpaint_of_an_all_masked_image_is_zero() -> None:
     got = inpaint(img, np.ones((20, 20), bool))
     assert np.array_equal(got, reference.inpaint(img, np.ones((20, 20), bool)))
     assert not got.any()
+
+
+def test_clipped_stats_matches_reference_on_ties_and_small_counts() -> None:
+    """The in-place quickselect gives NumPy's medians exactly: 1 to 40 values, many ties
+    (integer-valued counts), sorted and reversed inputs."""
+    rng = np.random.default_rng(12)
+    for n in [*range(1, 41), 257, 1000]:
+        for values in (
+            rng.normal(0, 1, n),
+            rng.poisson(3.0, n).astype(float),
+            np.sort(rng.normal(0, 1, n)),
+            np.sort(rng.normal(0, 1, n))[::-1].copy(),
+        ):
+            assert clipped_stats(values) == reference.clipped_stats(values), (n, values)
