@@ -22,8 +22,9 @@ How it is drawn, and why:
   256-px grid so that exposures on one SCA share it, and cached (building one costs ~0.5 s).
   Scenes over 1024 px also evaluate it on a grid of 1024-px cells and draw each star with its
   cell's PSF.
-* Stars are drawn as stamps sampled from the pixel-convolved (effective) PSF on a 4x grid with
-  cubic B-spline interpolation (one set of 4 weights per axis per star: every pixel of a stamp
+* Stars are drawn as stamps sampled from the pixel-convolved (effective) PSF on an 8x grid with
+  cubic B-spline interpolation (within 3e-4 of the peak of GalSim's own
+  rendering) (one set of 4 weights per axis per star: every pixel of a stamp
   has the same sub-pixel phase), so ~10^4 stamps take a few seconds. The stamp radius grows with
   flux until the PSF's envelope times the flux is under 0.1 count, up to 128 px, where GalSim's
   Roman PSF ends (its encircled energy is 0.99999 there): bright stars keep their full wings.
@@ -55,7 +56,8 @@ from orchestrator.dia.io import write_list
 from orchestrator.dia.simulate import bazin, make_wcs
 
 PIXEL_SCALE_ARCSEC = 0.11
-OVERSAMP = 4
+OVERSAMP = 4  # of the PSF files
+RENDER_OVERSAMP = 8  # of the grid stars are sampled from (see EffectivePsf)
 PSF_HALF_PX = 128  # GalSim's Roman PSF image ends about here (EE 0.99986 at 128 px, R062)
 SCA_SIZE_PX = 4088
 ZEROPOINT = 26.0  # one zero point for every image (the issue's scenes: same throughput)
@@ -73,31 +75,33 @@ def default_light_curve(mjd: float, peak_counts: float = 2.0e4) -> float:
 
 
 @dataclass(frozen=True)
-class EffectivePsf:
-    """A pixel-convolved PSF on a 4x grid (values: flux fraction per native pixel) + its spline."""
+class SplineGrid:
+    """Cubic B-spline coefficients of a centred, oversampled effective PSF, padded by zeros."""
 
-    grid: np.ndarray  # (8 H + 1)^2, centred; grid.sum() / 16 = encircled energy of the stamp
-    coeffs: np.ndarray  # cubic B-spline coefficients of grid padded by PAD fine samples of zeros
-    envelope: np.ndarray  # envelope[r] = max of grid beyond r native pixels from the centre
+    oversamp: int  # fine samples per native pixel
+    half_px: int  # the grid spans 2 half_px + 1 native pixels
+    coeffs: np.ndarray  # float32, (2 oversamp half_px + 1 + 2 PAD)^2
 
-    PAD = 4
+    PAD = 8
 
-    @property
-    def half_px(self) -> int:
-        return (self.grid.shape[0] - 1) // (2 * OVERSAMP)
+    @classmethod
+    def from_grid(cls, grid: np.ndarray, oversamp: int) -> SplineGrid:
+        from scipy import ndimage
 
-    def stamp(self, x: float, y: float, half: int) -> tuple[np.ndarray, int, int]:
-        """A ``2 half + 1`` stamp of a unit-flux star at image position ``(x, y)`` (x = column).
+        padded = np.pad(grid, cls.PAD)
+        coeffs = ndimage.spline_filter(padded, order=3, mode="constant").astype(np.float32)
+        return cls(oversamp, (grid.shape[0] - 1) // (2 * oversamp), coeffs)
 
-        Returns the stamp and the image row and column of its first pixel.
-        """
-        half = min(half, self.half_px)
+    def sample(self, x: float, y: float, half: int) -> np.ndarray:
+        """The ``2 half + 1`` stamp centred on pixel ``round(x), round(y)`` of a star at (x, y)."""
+        o = self.oversamp
         ix, iy = math.floor(x + 0.5), math.floor(y + 0.5)
-        centre = OVERSAMP * self.half_px + self.PAD  # fine index of the PSF centre in coeffs
+        centre = o * self.half_px + self.PAD  # fine index of the PSF centre in coeffs
         n = 2 * half + 1
         taps = []
         for pos, ipos in ((y, iy), (x, ix)):
-            base = centre + OVERSAMP * (ipos - pos) - OVERSAMP * half
+            # every pixel of the stamp has the same sub-sample phase: one set of 4 weights
+            base = centre + o * (ipos - pos) - o * half
             fl = math.floor(base)
             t = base - fl
             w = np.array(
@@ -111,12 +115,39 @@ class EffectivePsf:
             taps.append((fl - 1, w))
         (r0, wy), (c0, wx) = taps
         out = np.zeros((n, n))
-        span = OVERSAMP * (n - 1) + 1
+        span = o * (n - 1) + 1
         for a in range(4):
-            rows = self.coeffs[r0 + a : r0 + a + span : OVERSAMP]
+            rows = self.coeffs[r0 + a : r0 + a + span : o]
             for b in range(4):
-                out += (wy[a] * wx[b]) * rows[:, c0 + b : c0 + b + span : OVERSAMP]
-        return out, iy - half, ix - half
+                out += (wy[a] * wx[b]) * rows[:, c0 + b : c0 + b + span : o]
+        return out
+
+
+@dataclass(frozen=True)
+class EffectivePsf:
+    """A pixel-convolved PSF (values: flux fraction per native pixel) to draw stars with.
+
+    Stars are sampled from an 8x grid: cubic splines on the 4x grid of this undersampled PSF
+    miss GalSim's own rendering by 5e-3 of the peak (its core and its diffraction spikes, which
+    are as narrow as the core), on the 8x grid by 3e-4.
+    """
+
+    grid: np.ndarray  # 4x (the PSF file's), (8 PSF_HALF_PX + 1)^2, centred; sum / 16 = EE
+    spline: SplineGrid  # 8x
+    envelope: np.ndarray  # envelope[r] = max of grid beyond r native pixels from the centre
+
+    @property
+    def half_px(self) -> int:
+        return self.spline.half_px
+
+    def stamp(self, x: float, y: float, half: int) -> tuple[np.ndarray, int, int]:
+        """A ``2 half + 1`` stamp of a unit-flux star at image position ``(x, y)`` (x = column).
+
+        Returns the stamp and the image row and column of its first pixel.
+        """
+        half = min(half, self.half_px)
+        out = self.spline.sample(x, y, half)
+        return out, math.floor(y + 0.5) - half, math.floor(x + 0.5) - half
 
     def radius_for(self, flux: float, floor_counts: float = 0.1) -> int:
         """Stamp half-width beyond which ``flux`` times the PSF stays under ``floor_counts``."""
@@ -146,27 +177,45 @@ def _effective_wavelength_nm(band: str) -> float:
     return float(galsim.roman.getBandpasses()[band].effective_wavelength)
 
 
-@lru_cache(maxsize=64)
-def effective_psf(sca: int, band: str, sca_x: int, sca_y: int) -> EffectivePsf:
-    """The pixel-convolved PSF of :func:`roman_psf` on a 4x grid, and its interpolation."""
+def effective_psf_grid(
+    sca: int,
+    band: str,
+    sca_x: int,
+    sca_y: int,
+    oversamp: int = OVERSAMP,
+    half_px: int = PSF_HALF_PX,
+) -> np.ndarray:
+    """The pixel-convolved PSF on an ``oversamp`` grid: flux fraction per native pixel.
+
+    Odd and centred, ``2 * half_px * oversamp + 1`` samples a side; it sums to
+    ``oversamp**2`` times the encircled energy of the stamp (unit total flux).
+    """
     import galsim
-    from scipy import ndimage
 
     eff = galsim.Convolve(roman_psf(sca, band, sca_x, sca_y), galsim.Pixel(PIXEL_SCALE_ARCSEC))
-    n = 2 * PSF_HALF_PX * OVERSAMP + 1
-    # no_pixel: samples of the pixel-convolved profile; x 16 = flux fraction per native pixel
+    n = 2 * half_px * oversamp + 1
+    # no_pixel: samples of the pixel-convolved profile, whose value x oversamp^2 is the flux
+    # fraction in a native pixel centred there
     drawn = eff.drawImage(
-        nx=n, ny=n, scale=PIXEL_SCALE_ARCSEC / OVERSAMP, method="no_pixel"
+        nx=n, ny=n, scale=PIXEL_SCALE_ARCSEC / oversamp, method="no_pixel"
     ).array.astype(np.float64)
-    grid = drawn * OVERSAMP**2
-    padded = np.pad(grid, EffectivePsf.PAD)
-    coeffs = ndimage.spline_filter(padded, order=3, mode="constant")
+    return drawn * oversamp**2
+
+
+@lru_cache(maxsize=20)  # 18 SCAs; 25 MB each
+def effective_psf(sca: int, band: str, sca_x: int, sca_y: int) -> EffectivePsf:
+    """The pixel-convolved PSF of :func:`roman_psf`, ready to draw stars with."""
+    grid = effective_psf_grid(sca, band, sca_x, sca_y, OVERSAMP)
+    n = grid.shape[0]
     yy, xx = np.indices(grid.shape)
     r_px = np.hypot(yy - n // 2, xx - n // 2) / OVERSAMP
     radial_max = np.zeros(PSF_HALF_PX + 2)
     np.maximum.at(radial_max, np.minimum(r_px.astype(int), PSF_HALF_PX + 1), np.abs(grid))
     envelope = np.maximum.accumulate(radial_max[::-1])[::-1]
-    return EffectivePsf(grid=grid, coeffs=coeffs, envelope=envelope)
+    fine = effective_psf_grid(sca, band, sca_x, sca_y, RENDER_OVERSAMP)
+    return EffectivePsf(
+        grid=grid, spline=SplineGrid.from_grid(fine, RENDER_OVERSAMP), envelope=envelope
+    )
 
 
 @dataclass(frozen=True)
