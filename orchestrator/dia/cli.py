@@ -37,9 +37,10 @@ units, corrected for the PSF flux outside the fitted stamp) and a .png plot besi
 Cutouts: each pair is processed on a --cutout square around the object (default 512 pixels);
 --cutout 0 uses whole detectors, which is slower on a CPU and needs far more memory.
 Peak memory per process: about 0.5 GB for a pair with the default 512-pixel cutout (about 6 s
-per pair on 2 CPU cores), and 4.1 GB for a whole 4088 x 4088 pair (--cutout 0; 63 s per pair
-on 2 cores, of which the subtraction is about 11 s). Measured with /usr/bin/time on
-`photometry simulate` data (2026-11-22); plan -p by memory: 24 GB fits -p 4 whole pairs.
+per pair on 2 CPU cores), and 4.0 GB for a whole 4088 x 4088 pair (--cutout 0; about 30-40 s
+per pair on 2 cores, most of it the subtraction). Measured with
+benchmarks/photometry_stages.py on `photometry simulate` data (2026-11-29); plan -p by memory:
+24 GB fits -p 4 whole pairs.
 
 \b
 Exit status: 0 every pair succeeded, 1 some pairs failed (their rows say why), 2 usage error.
