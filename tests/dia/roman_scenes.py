@@ -37,6 +37,9 @@ How it is drawn, and why:
   the encircled energy of the stamp (header ``EE``, >= 0.9999 at R062) and says ``PIXCONV = T``.
 
 DQ bits follow romancal's flags: 1 DO_NOT_USE, 2 SATURATED, 1024 DEAD (the bad column), 2048 HOT.
+
+Command line: ``python -m tests.dia.roman_scenes OUT [--size 512] [--templates 2] [--epochs 12]
+[--seed 0] [--band R062]`` writes a scene and prints the matching ``photometry run`` line.
 """
 
 from __future__ import annotations
@@ -486,8 +489,8 @@ def _grid256(sca_px: float) -> int:
 
 
 def _cell_centre(sca_px: float, cell_px: int) -> int:
-    k = min(max(int(sca_px // cell_px), 0), SCA_SIZE_PX // cell_px - 1)
-    return k * cell_px + cell_px // 2
+    k = min(max(int(sca_px // cell_px), 0), math.ceil(SCA_SIZE_PX / cell_px) - 1)
+    return min(k * cell_px + cell_px // 2, SCA_SIZE_PX)
 
 
 def _add(img: np.ndarray, stamp: np.ndarray, r0: int, c0: int) -> None:
@@ -527,3 +530,34 @@ def _write_psf_file(
     hdu.header["SCA_X"] = (key[2], "1-based detector column where it was evaluated")
     hdu.header["SCA_Y"] = (key[3], "1-based detector row where it was evaluated")
     hdu.writeto(path, overwrite=True)
+
+
+def main() -> None:
+    """`python -m tests.dia.roman_scenes OUT [--size N] [--templates N] [--epochs N] [--seed N]`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write a GalSim Roman scene for `photometry run`.")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--templates", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--band", default="R062")
+    args = ap.parse_args()
+    scene = make_scene(
+        args.out,
+        size=args.size,
+        n_templates=args.templates,
+        n_epochs=args.epochs,
+        seed=args.seed,
+        band=args.band,
+    )
+    print(json.dumps(scene.obj))
+    print(
+        f"orchestrator photometry run --object {args.out / 'object.json'} "
+        f"-t {args.out / 'templates.txt'} -s {args.out / 'science.txt'} -o {args.out / 'output'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
