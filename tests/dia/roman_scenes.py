@@ -38,6 +38,9 @@ How it is drawn, and why:
 
 DQ bits follow romancal's flags: 1 DO_NOT_USE, 2 SATURATED, 1024 DEAD (the bad column), 2048 HOT.
 
+Speed on 2 cores: a 26-image 512^2 scene in about 25 s (18 SCA PSFs at ~0.7 s each, then the
+stamps); 2048^2 about 18 s per image; 4088^2 several times that (16 PSF cells per exposure).
+
 Command line: ``python -m tests.dia.roman_scenes OUT [--size 512] [--templates 2] [--epochs 12]
 [--seed 0] [--band R062]`` writes a scene and prints the matching ``photometry run`` line.
 """
