@@ -263,16 +263,31 @@ def simulate(
                     "true_flux_e": e.sn_flux_e,
                 }
             )
-    cols = ("path", "pointing", "sca", "mjd", "band", "psf")
-    write_list(out / "templates.txt", list_rows["template"], cols)
-    write_list(out / "science.txt", list_rows["science"], cols)
-    with (out / "truth.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(truth_rows[0]))
-        w.writeheader()
-        w.writerows(truth_rows)
     obj = {"oid": oid, "ra": obj_ra, "dec": obj_dec, "band": band, "size": size, "seed": seed}
-    (out / "object.json").write_text(json.dumps(obj, indent=2) + "\n")
+    write_data_set(out, list_rows, truth_rows, obj)
     return obj
+
+
+LIST_COLUMNS = ("path", "pointing", "sca", "mjd", "band", "psf")
+
+
+def write_data_set(
+    out: Path,
+    list_rows: dict[str, list[dict[str, Any]]],
+    truth_rows: list[dict[str, Any]],
+    obj: dict[str, Any],
+) -> None:
+    """The files `photometry run` reads besides the images: ``templates.txt``,
+    ``science.txt`` (phrosty's list columns), ``truth.csv`` (when there are truth rows) and
+    ``object.json``. Shared with the GalSim Roman scenes of the tests."""
+    write_list(out / "templates.txt", list_rows["template"], LIST_COLUMNS)
+    write_list(out / "science.txt", list_rows["science"], LIST_COLUMNS)
+    if truth_rows:
+        with (out / "truth.csv").open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(truth_rows[0]))
+            w.writeheader()
+            w.writerows(truth_rows)
+    (out / "object.json").write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def _exposure(

@@ -58,8 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.dia.io import write_list
-from orchestrator.dia.simulate import bazin, make_wcs
+from orchestrator.dia.simulate import bazin, make_wcs, write_data_set
 
 PIXEL_SCALE_ARCSEC = 0.11
 OVERSAMP = 4  # of the PSF files
@@ -451,14 +450,6 @@ def make_scene(
                     "readable": e.name != unreadable_name,
                 }
             )
-    cols = ("path", "pointing", "sca", "mjd", "band", "psf")
-    write_list(out / "templates.txt", lists["template"], cols)
-    write_list(out / "science.txt", lists["science"], cols)
-    if truth_rows:
-        with (out / "truth.csv").open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(truth_rows[0]))
-            w.writeheader()
-            w.writerows(truth_rows)
     with (out / "stars.csv").open("w", newline="") as fh:
         w2 = csv.writer(fh)
         w2.writerow(["ra", "dec", "counts"])
@@ -474,7 +465,7 @@ def make_scene(
         "host_dec": host_dec,
         "generator": "tests/dia/roman_scenes.py",
     }
-    (out / "object.json").write_text(json.dumps(obj, indent=2) + "\n")
+    write_data_set(out, lists, truth_rows, obj)
     return RomanScene(
         out=out,
         obj=obj,
