@@ -46,6 +46,18 @@ conn.execute("ROLLBACK")
 """
 
 
+def _hold_lock(daemon: DaemonHarness, seconds: float) -> subprocess.Popen[str]:
+    """Another process that holds the store's write lock for ``seconds`` (returns once held)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(daemon.state_dir / "runs.sqlite"), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
 def _failures(daemon: DaemonHarness) -> list[dict[str, object]]:
     bad = {"event_failed", "daemon_step_failed", "control_request_failed"}
     return [e for e in daemon.events() if e.get("event") in bad]
@@ -57,14 +69,8 @@ def test_write_lock_held_longer_than_busy_timeout_is_waited_out(daemon: DaemonHa
     daemon.write("tick.yaml", EVERY_SECOND)
     daemon.start()
     wait_for(lambda: daemon.history("tick"), 10)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(daemon.state_dir / "runs.sqlite"), "8"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold_lock(daemon, 8)
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
         locked_at = time.time()
         seen = wait_for(
             lambda: (daemon.status()["daemon"].get("store") or {}).get("ok") is False, 20
@@ -101,14 +107,8 @@ def test_store_locked_at_start_is_waited_for(daemon: DaemonHarness) -> None:
     daemon.write("manual.yaml", MANUAL)
     daemon.start()
     daemon.stop()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(daemon.state_dir / "runs.sqlite"), "9"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold_lock(daemon, 9)
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
         daemon.start(wait=False)
         wait_for(
             lambda: any(
