@@ -545,16 +545,8 @@ class Daemon:
 
     def _guarded(self, action: Any, *args: Any) -> bool:
         """One job's trouble (a failed dispatch, a store error) never stops the others;
-        returns whether the action succeeded."""
-        try:
-            action(*args)
-        except StoreUnavailableError as exc:
-            self._store_failed(action.__name__, exc)
-            return False
-        except Exception:
-            log.exception("job_action_failed", action=action.__name__)
-            return False
-        return True
+        returns whether the action succeeded (the same guard as a loop step)."""
+        return self._step(action.__name__, action, *args)
 
     def _desired(self, scan: DirectoryScan) -> dict[str, JobView]:
         desired = {name: JobView(lm.path, lm) for name, lm in scan.valid.items()}
@@ -941,8 +933,9 @@ class Daemon:
         self._notify_status()
 
     def _mark_followups(self, job: str, run_id: str) -> None:
-        pending = list(self.store.get_job_state(job, FOLLOWUPS_KEY) or []) if self.store else []
-        if run_id not in pending and self.store is not None:
+        assert self.store is not None
+        pending = list(self.store.get_job_state(job, FOLLOWUPS_KEY) or [])
+        if run_id not in pending:
             self.store.set_job_state(job, FOLLOWUPS_KEY, [*pending, run_id])
 
     def _clear_followups(self, job: str, run_id: str) -> None:
