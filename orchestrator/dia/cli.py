@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from orchestrator.dia.pipeline.truth import TruthTable
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE = 0, 1, 2
 
@@ -30,8 +34,13 @@ point in ZPTMAG or MAGZP (or --zeropoint-key).
 
 \b
 Output: OUTDIR/OID/OID_BAND_lightcurve.csv (one row per pair; flux in the science image's
-units, corrected for the PSF flux outside the fitted stamp) and a .png plot beside it;
---keep-products writes difference, variance and PSF images under OUTDIR/OID/products/.
+units, corrected for the PSF flux outside the fitted stamp, and flux_njy in nJy: every image
+put on the AB zero point 31.4, the AB magnitude of 1 nJy, using its zpt), the same rows as
+OID_BAND_lightcurve.parquet in the Roman SN PIT light-curve schema (snappl's: mjd flux flux_err
+zpt NEA sky_rms observation_id sca pix_x pix_y, then the other columns; needs pyarrow, from the
+`photometry` extra), and a .png plot of the nJy flux (flagged rows hollow grey, the truth as a
+line with --truth, or a truth.csv beside --object); --keep-products writes difference,
+variance and PSF images under OUTDIR/OID/products/.
 
 \b
 Cutouts: each pair is processed on a --cutout square around the object (default 512 pixels);
@@ -62,6 +71,15 @@ def photometry() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
     help="JSON with oid, ra, dec, band (as `photometry simulate` writes); flags override it.",
+)
+@click.option(
+    "--truth",
+    "truth_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Truth table to draw on the plot: CSV with science_path (relative to its folder), "
+    "true_flux (image units) and zpt, as `photometry simulate` writes truth.csv "
+    "[default: truth.csv beside --object, when there].",
 )
 @click.option("--oid", default=None, help="Object id (names the output folder and files).")
 @click.option("-r", "--ra", type=float, default=None, help="Right ascension, degrees.")
@@ -157,6 +175,7 @@ def photometry() -> None:
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning, error.")
 def run_command(
     object_file: Path | None,
+    truth_file: Path | None,
     oid: str | None,
     ra: float | None,
     dec: float | None,
@@ -220,6 +239,8 @@ def run_command(
         except DiaBackendError as exc:
             raise click.BadParameter(str(exc), param_hint="--backend") from None
 
+    truth = _truth_table(truth_file, object_file, log)
+
     from orchestrator.dia.errors import DiaInputError
     from orchestrator.dia.pipeline import PipelineConfig
     from orchestrator.dia.pipeline import run as run_pipeline
@@ -241,7 +262,7 @@ def run_command(
     )
     try:
         result = run_pipeline(
-            config, templates, science, base_path=base_path, nprocs=nprocs, log=log
+            config, templates, science, base_path=base_path, nprocs=nprocs, log=log, truth=truth
         )
     except DiaInputError as exc:
         click.echo(f"orchestrator photometry run: {exc}", err=True)
@@ -249,11 +270,36 @@ def run_command(
     log.info(
         "photometry_done",
         lightcurve=str(result.csv_path),
+        parquet=str(result.parquet_path) if result.parquet_path else None,
         plot=str(result.png_path),
         n_pairs=len(result.rows),
         n_failed=result.n_failed,
     )
     sys.exit(EXIT_FAILED_ROWS if result.n_failed else EXIT_OK)
+
+
+def _truth_table(truth_file: Path | None, object_file: Path | None, log: Any) -> TruthTable | None:
+    """The truth table to plot: --truth (a bad one is a usage error), else a truth.csv beside
+    --object (`photometry simulate` writes the two together; a bad one is only a warning, since
+    nobody asked for it), else None."""
+    from orchestrator.dia.pipeline.truth import TruthFormatError, default_truth_path, read_truth
+
+    if truth_file is not None:
+        try:
+            truth = read_truth(truth_file)
+        except TruthFormatError as exc:
+            raise click.BadParameter(str(exc), param_hint="--truth") from None
+    else:
+        found = default_truth_path(object_file)
+        if found is None:
+            return None
+        try:
+            truth = read_truth(found)
+        except TruthFormatError as exc:
+            log.warning("truth_skipped", truth=str(found), reason=str(exc))
+            return None
+    log.info("truth_table", truth=str(truth.path), n_rows=len(truth.rows))
+    return truth
 
 
 @photometry.command("simulate")

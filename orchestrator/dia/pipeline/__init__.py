@@ -6,6 +6,12 @@ stars), resample the template onto the science grid through the two WCS, subtrac
 (:func:`orchestrator.dia.subtract`, cross-convolved with the pair's PSFs), decorrelate, and
 measure the forced PSF flux at the object. One row per pair; a failing pair fails its own row.
 
+Outputs under ``OUTDIR/OID/``: ``OID_BAND_lightcurve.csv`` (:data:`COLUMNS`), the same rows as
+``OID_BAND_lightcurve.parquet`` in the Roman SN PIT's light-curve schema
+(:mod:`~orchestrator.dia.pipeline.snappl_lightcurve`; needs pyarrow, the ``photometry`` extra,
+and is skipped with a warning without it) and ``OID_BAND_lightcurve.png``
+(:mod:`~orchestrator.dia.pipeline.plot`, with the truth when a truth table is given).
+
 Entry point: :func:`run`; the command line is ``orchestrator photometry run``.
 """
 
@@ -17,16 +23,19 @@ from typing import Any
 
 from orchestrator.dia.io import read_list
 from orchestrator.dia.pipeline.pair import PipelineConfig, process_pair
+from orchestrator.dia.pipeline.plot import plot_lightcurve
 from orchestrator.dia.pipeline.runner import (
     COLUMNS,
     Progress,
+    complete_row,
     iter_rows,
     lightcurve_path,
     pairs,
-    plot_lightcurve,
     run_pairs,
     write_csv,
 )
+from orchestrator.dia.pipeline.snappl_lightcurve import parquet_path, write_lightcurve_parquet
+from orchestrator.dia.pipeline.truth import TruthTable
 
 __all__ = ["COLUMNS", "PipelineConfig", "RunResult", "process_pair", "run"]
 
@@ -36,6 +45,7 @@ class RunResult:
     rows: list[dict[str, Any]]
     csv_path: Path
     png_path: Path
+    parquet_path: Path | None = None  # None when pyarrow is missing
 
     @property
     def n_failed(self) -> int:
@@ -51,8 +61,10 @@ def run(
     nprocs: int = 1,
     log: Any = None,
     progress: bool = True,
+    truth: TruthTable | None = None,
 ) -> RunResult:
-    """Run every pair of the two lists (rows of ``config.band``) and write the light curve.
+    """Run every pair of the two lists (rows of ``config.band``) and write the light curve
+    (CSV, Parquet, PNG; ``truth`` is drawn on the plot).
 
     Raises :class:`orchestrator.dia.io.ListFormatError` for a malformed list and
     :class:`orchestrator.dia.DiaInputError` when a list has no row of the band.
@@ -81,9 +93,28 @@ def run(
     finally:
         if bar:
             bar.close()
-    ordered = list(iter_rows(results))
+    ordered = [complete_row(r) for r in iter_rows(results)]
     csv_path = lightcurve_path(config)
     write_csv(csv_path, ordered)
+    pq_path = _write_parquet(parquet_path(csv_path), ordered, config, log)
     png_path = csv_path.with_suffix(".png")
-    plot_lightcurve(png_path, ordered, f"{config.oid}  {config.band}")
-    return RunResult(ordered, csv_path, png_path)
+    plot_lightcurve(png_path, ordered, f"{config.oid}  {config.band}", truth=truth)
+    return RunResult(ordered, csv_path, png_path, pq_path)
+
+
+def _write_parquet(
+    path: Path, rows: list[dict[str, Any]], config: PipelineConfig, log: Any
+) -> Path | None:
+    """The Parquet light curve, or None (logged) when pyarrow is missing."""
+    try:
+        return write_lightcurve_parquet(
+            path, rows, COLUMNS, oid=config.oid, band=config.band, ra=config.ra, dec=config.dec
+        )
+    except ImportError as exc:  # pyarrow is in the optional `photometry` extra
+        if log is not None:
+            log.warning(
+                "parquet_skipped",
+                reason=str(exc),
+                hint="pip install 'orchestrator[photometry]' for the Parquet light curve",
+            )
+        return None

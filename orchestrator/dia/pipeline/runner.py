@@ -1,4 +1,14 @@
-"""Runs every science x template pair (in parallel processes), writes the light curve and plot."""
+"""Runs every science x template pair (in parallel processes) and writes the light-curve CSV.
+
+CSV columns (:data:`COLUMNS`): ``flux``/``flux_err`` are in the science image's own units and
+``zpt`` is its AB zero point (``mag = zpt - 2.5 log10(flux)``); ``flux_njy``/``flux_njy_err``
+put every row on one zero point, nJy (AB magnitude 31.4, see
+:mod:`orchestrator.dia.pipeline.calibrate`). ``flag`` is a bitmask (0 = no quality flag raised)
+with ``flag_reason`` saying why; ``nea`` is the noise-equivalent area of the PSF at the object
+(pixels) and ``sky_rms`` the sky noise there (image units). The plot is in
+:mod:`~orchestrator.dia.pipeline.plot`, the Parquet copy in
+:mod:`~orchestrator.dia.pipeline.snappl_lightcurve`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from orchestrator.dia.io import ExposureRow
+from orchestrator.dia.pipeline.calibrate import calibrated_flux
 from orchestrator.dia.pipeline.pair import PipelineConfig, process_pair, worker_init
 
 COLUMNS = (
@@ -22,12 +33,18 @@ COLUMNS = (
     "mjd",
     "flux",
     "flux_err",
+    "flux_njy",
+    "flux_njy_err",
     "zpt",
     "mag",
     "mag_err",
     "chi2_dof",
+    "flag",
+    "flag_reason",
     "pix_x",
     "pix_y",
+    "nea",
+    "sky_rms",
     "science_path",
     "template_path",
     "science_pointing",
@@ -110,6 +127,17 @@ def run_pairs(
     return [r for r in rows if r is not None]
 
 
+# keys a row may lack (rows from before the quality flags, NEA and sky noise were measured)
+ROW_DEFAULTS: dict[str, Any] = {"nea": math.nan, "sky_rms": math.nan, "flag": 0, "flag_reason": ""}
+
+
+def complete_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``row`` with the missing optional keys filled and the fluxes in nJy added."""
+    out = {**ROW_DEFAULTS, **row}
+    out["flux_njy"], out["flux_njy_err"] = calibrated_flux(out["flux"], out["flux_err"], out["zpt"])
+    return out
+
+
 def lightcurve_path(config: PipelineConfig) -> Path:
     return config.outdir / config.oid / f"{config.oid}_{config.band}_lightcurve.csv"
 
@@ -136,41 +164,6 @@ def write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def plot_lightcurve(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """A PNG of flux against MJD (successful rows; one marker per template)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ok = [r for r in rows if r["success"]]
-    by_template: dict[str, list[dict[str, Any]]] = {}
-    for r in ok:
-        by_template.setdefault(Path(r["template_path"]).name, []).append(r)
-    for name, rs in sorted(by_template.items()):
-        rs.sort(key=lambda r: r["mjd"])
-        ax.errorbar(
-            [r["mjd"] for r in rs],
-            [r["flux"] for r in rs],
-            yerr=[r["flux_err"] for r in rs],
-            fmt="o",
-            ms=4,
-            capsize=2,
-            label=name if len(by_template) <= 8 else None,
-        )
-    failed = len(rows) - len(ok)
-    ax.axhline(0, color="0.6", lw=0.8)
-    ax.set_xlabel("MJD")
-    ax.set_ylabel("flux (science image units)")
-    ax.set_title(title + (f"  ({failed} failed pairs)" if failed else ""))
-    if by_template and len(by_template) <= 8:
-        ax.legend(fontsize=7, title="template", title_fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 class Progress:
