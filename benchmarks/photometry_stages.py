@@ -25,6 +25,15 @@ stage, the process's peak so far.
 
 ``--repo`` runs another checkout's pipeline (``git worktree add /tmp/before COMMIT``) for
 before/after figures on the same data.
+
+Then the Roman SN PIT's flow (``benchmarks/sfft_peer.py``: sfft-romansnpit's CPU backend as
+phrosty drives it, fit mask and PSF placement fixed) runs on the same pair in its own
+subprocess: wall time, peak memory, and for both the supernova's flux against the truth table
+(pull = (flux - true) / sigma), forced-photometry and fit chi2, kernel sum. The peer needs
+several times our memory (over 20 GB at 4088^2): unless ``--peer-size`` says, it first runs on
+centred 512^2 and 1024^2 crops, fits peak memory = a + b N^2, and runs on the largest centred
+crop (a multiple of 128) predicted to fit in 80 % of the memory available then, stepping down
+if it still fails; the line says which size ran. ``--no-peer`` skips it.
 """
 
 from __future__ import annotations
@@ -148,7 +157,79 @@ def child(data: Path, repo: Path) -> dict[str, Any]:
         "error": row["error"],
         "flux": row["flux"],
         "flux_err": row["flux_err"],
+        "chi2": row["chi2_dof"],
+        "fit_chi2": row["fit_chi2_dof"],
+        "ksum": row["kernel_sum"],
+        "true": true_flux(data, science.path),
     }
+
+
+def true_flux(data: Path, science_path: Path) -> float:
+    """The supernova's true flux in ``science_path`` from the data set's truth table, or NaN."""
+    from orchestrator.dia.pipeline.truth import read_truth
+
+    if not (data / "truth.csv").exists():
+        return float("nan")
+    match = read_truth(data / "truth.csv").match(science_path)
+    return match.true_flux if match else float("nan")
+
+
+def quality(r: dict[str, Any]) -> str:
+    """The supernova's figures on the pair, one line."""
+    pull = (r["flux"] - r["true"]) / r["flux_err"]
+    return (
+        f"flux {r['flux']:.6g} +- {r['flux_err']:.3g} (true {r['true']:.6g}, pull {pull:+.2f}), "
+        f"chi2 {r['chi2']:.2f}, fit chi2 {r['fit_chi2']:.2f}, kernel sum {r['ksum']:.4f}"
+    )
+
+
+def mem_available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peer(data: Path, full: int, size: int | None) -> None:
+    """The sfft-romansnpit flow on the same pair, at ``size`` or the largest crop that fits."""
+    from benchmarks.sfft_peer import mask_note, run_peer
+
+    def show(run: Any, note: str) -> None:
+        r = run.rows[0]
+        print(f"sfft-romansnpit flow (CPU), {run.size}^2 {note}")
+        print(f"{'total':<12} {run.wall_s:8.2f} {run.peak_mb:12.0f}   pair {r['pair_s']:.2f} s")
+        if r["success"]:
+            print(f"{quality({**r, 'flux_err': r['err']})}; {mask_note(run.rows)}")
+        else:
+            print(f"failed: {r['error']}")
+
+    if size is None:
+        calib = {n: run_peer(data, "files", crop=n) for n in (512, 1024)}
+        if any(c.error or not c.rows for c in calib.values()):
+            print(f"sfft-romansnpit flow: calibration failed: {calib[512].error[-500:]}")
+            return
+        b = (calib[1024].peak_mb - calib[512].peak_mb) / (1024**2 - 512**2)
+        a = calib[512].peak_mb - b * 512**2
+        budget = 0.8 * mem_available_mb()
+        need_full = a + b * full**2
+        size = full if need_full <= budget else int(((budget - a) / b) ** 0.5) // 128 * 128
+        why = (
+            f"(peak {calib[512].peak_mb:.0f} MB at 512^2, {calib[1024].peak_mb:.0f} MB at "
+            f"1024^2: {full}^2 would need ~{need_full / 1024:.0f} GB, 80 % of the memory "
+            f"available now is {budget / 1024:.1f} GB)"
+        )
+    else:
+        why = "(size asked for)"
+        calib = {}
+    while size >= 256:
+        run = calib.get(size) or run_peer(data, "files", crop=None if size >= full else size)
+        if not run.error and run.rows:
+            crop = "whole pair" if size >= full else f"centred crop of the {full}^2 pair"
+            show(run, f"{crop} {why}")
+            return
+        print(f"sfft-romansnpit flow at {size}^2 failed: {run.error[-300:]}")
+        size -= 128
+        why = "(stepped down after a failure)"
 
 
 def main() -> None:
@@ -158,6 +239,8 @@ def main() -> None:
     parser.add_argument(
         "--repo", type=Path, default=REPO, help="checkout whose orchestrator runs (before/after)"
     )
+    parser.add_argument("--no-peer", action="store_true", help="skip the sfft-romansnpit flow")
+    parser.add_argument("--peer-size", type=int, default=None, help="the peer's crop (pixels)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -178,9 +261,14 @@ def main() -> None:
             print(f"{stage:<12} {fig['times'][stage]:8.2f} {fig['peaks'].get(stage, 0):12.0f}")
     print(f"{'pair':<12} {fig['pair_s']:8.2f}")
     print(f"{'total':<12} {fig['total_s']:8.2f} {fig['peak_mb']:12.0f}")
-    print(
-        f"success {fig['success']} flux {fig['flux']:.6g} +- {fig['flux_err']:.3g} {fig['error']}"
-    )
+    if fig["success"]:
+        print(quality(fig))
+    else:
+        print(f"failed: {fig['error']}")
+    if not args.no_peer:
+        print()
+        sys.path.insert(0, str(REPO))
+        peer(data, args.size, args.peer_size)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,21 @@ mode and over all seeds:
 - null pull: mean pull over rows whose science epoch has no supernova (true flux 0);
 - bright err: median of (flux - true) / true over epochs brighter than 5,000 counts;
 - median forced-photometry chi2/dof, median subtraction fit chi2/dof, kernel-sum range;
-- rows (successful / all; the unreadable image fails its rows) and wall time of the CLI run.
+- rows (successful / all; the unreadable image fails its rows), wall time of the CLI run and
+  its peak memory (the kernel's RSS high-water mark, VmHWM, of the process and its workers).
+
+``--peer`` adds the Roman SN PIT's own flow on the same scenes and pairs, in the same modes
+(``benchmarks/sfft_peer.py``: sfft-romansnpit's ``SpaceSFFT_Flow`` on the CPU as phrosty drives
+it, with bad pixels and the object's surroundings out of the fit mask and the PSF placed once):
+rows ``sfft files`` and ``sfft estimated``, same figures, wall time and peak memory of its own
+subprocess. ``--only-peer`` runs only those rows (ours are skipped).
 
 Prints figures, asserts nothing. Targets (issue 9): flux scale within 0.5 % (PSF files) and 1 %
 (estimated), pull std in [0.9, 1.15], null pull within +-0.3, bright err under 0.5 %.
 
     .venv/bin/python benchmarks/roman_quality.py [--seeds 0 1 2] [--size 512] [--templates 2]
         [--epochs 12] [--nprocs 1] [--modes files estimated] [--workdir DIR] [--band R062]
+        [--peer | --only-peer]
 """
 
 from __future__ import annotations
@@ -28,7 +36,6 @@ import argparse
 import csv
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +45,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from benchmarks.sfft_peer import mask_note, run_measured, run_peer  # noqa: E402
+
 BRIGHT_COUNTS = 5000.0
 MODES = ("files", "estimated")
 
@@ -52,7 +62,8 @@ def write_lists_without_psf(scene: Path) -> None:
         (scene / f"{name}_est.txt").write_text(text + "\n")
 
 
-def run_cli(scene: Path, mode: str, nprocs: int) -> tuple[float, int, str]:
+def run_cli(scene: Path, mode: str, nprocs: int) -> dict[str, Any]:
+    """``photometry run`` on ``scene`` as a subprocess: wall_s, rc, peak_mb, tail (stderr)."""
     suffix = "" if mode == "files" else "_est"
     out = scene / f"out_{mode}"
     argv = [
@@ -73,9 +84,7 @@ def run_cli(scene: Path, mode: str, nprocs: int) -> tuple[float, int, str]:
         "--log-level",
         "warning",
     ]
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600, cwd=REPO)
-    return time.perf_counter() - t0, proc.returncode, proc.stderr[-2000:]
+    return run_measured(argv, timeout_s=3600)
 
 
 def rows_with_truth(scene: Path, mode: str, oid: str, band: str) -> list[dict[str, Any]]:
@@ -133,17 +142,17 @@ def figures(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 HEADER = (
-    f"{'seed':>7} {'mode':>9} {'scale':>7} {'pull std':>8} {'null pull':>9} {'bright err':>10} "
-    f"{'chi2':>6} {'fit chi2':>8} {'kernel sum':>11} {'rows':>7} {'wall s':>7}"
+    f"{'seed':>5} {'mode':>14} {'scale':>7} {'pull std':>8} {'null pull':>9} {'bright err':>10} "
+    f"{'chi2':>6} {'fit chi2':>8} {'kernel sum':>11} {'rows':>7} {'wall s':>7} {'peak MB':>7}"
 )
 
 
-def line(seed: str, mode: str, fig: dict[str, float], wall_s: float) -> str:
+def line(seed: str, mode: str, fig: dict[str, float], wall_s: float, peak_mb: float) -> str:
     return (
-        f"{seed:>7} {mode:>9} {fig['scale']:7.4f} {fig['pull_std']:8.2f} {fig['null_pull']:+9.2f} "
+        f"{seed:>5} {mode:>14} {fig['scale']:7.4f} {fig['pull_std']:8.2f} {fig['null_pull']:+9.2f} "
         f"{100 * fig['bright_err']:+9.2f}% {fig['chi2']:6.2f} {fig['fit_chi2']:8.2f} "
         f"{fig['ksum_lo']:5.3f}-{fig['ksum_hi']:5.3f} "
-        f"{int(fig['n_ok']):>3}/{int(fig['n']):<3} {wall_s:7.1f}"
+        f"{int(fig['n_ok']):>3}/{int(fig['n']):<3} {wall_s:7.1f} {peak_mb:7.0f}"
     )
 
 
@@ -157,9 +166,11 @@ def main() -> None:
     ap.add_argument("--nprocs", type=int, default=1)
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--workdir", type=Path, default=None, help="keep the scenes here")
+    peer = ap.add_mutually_exclusive_group()
+    peer.add_argument("--peer", action="store_true", help="add the sfft-romansnpit flow's rows")
+    peer.add_argument("--only-peer", action="store_true", help="only the sfft-romansnpit rows")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(REPO))
     os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nprocs)))
     from tests.dia.roman_scenes import make_scene
 
@@ -172,10 +183,15 @@ def main() -> None:
     print(
         f"machine: {os.cpu_count()} CPUs ({platform.machine()}), Python "
         f"{platform.python_version()}; scenes {args.size}^2, {args.templates} templates x "
-        f"{args.epochs} epochs, band {args.band}, seeds {args.seeds}, -p {args.nprocs}"
+        f"{args.epochs} epochs, band {args.band}, seeds {args.seeds}, -p {args.nprocs}; "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
-    pooled: dict[str, list[dict[str, Any]]] = {m: [] for m in args.modes}
-    walls: dict[str, float] = {m: 0.0 for m in args.modes}
+    labels = [] if args.only_peer else list(args.modes)
+    if args.peer or args.only_peer:
+        labels += [f"sfft {m}" for m in args.modes]
+    pooled: dict[str, list[dict[str, Any]]] = {m: [] for m in labels}
+    walls: dict[str, float] = {m: 0.0 for m in labels}
+    peaks: dict[str, float] = {m: 0.0 for m in labels}
     lines = []
     for seed in args.seeds:
         scene = workdir / f"seed{seed}"
@@ -195,16 +211,27 @@ def main() -> None:
             f"unreadable {made.unreadable})",
             flush=True,
         )
-        for mode in args.modes:
-            wall_s, rc, tail = run_cli(scene, mode, args.nprocs)
-            if rc not in (0, 1):
-                print(f"seed {seed} {mode}: photometry run exited {rc}\n{tail}", flush=True)
-                continue
-            rows = rows_with_truth(scene, mode, str(made.obj["oid"]), args.band)
-            pooled[mode] += rows
-            walls[mode] += wall_s
-            lines.append(line(str(seed), mode, figures(rows), wall_s))
+        for label in labels:
+            if label.startswith("sfft "):
+                run = run_peer(scene, label.removeprefix("sfft "))
+                if run.error:
+                    print(f"seed {seed} {label}: failed\n{run.error}", flush=True)
+                    continue
+                rows, wall_s, peak_mb = run.rows, run.wall_s, run.peak_mb
+            else:
+                res = run_cli(scene, label, args.nprocs)
+                if res["rc"] not in (0, 1):
+                    print(f"seed {seed} {label}: exited {res['rc']}\n{res['tail']}", flush=True)
+                    continue
+                rows = rows_with_truth(scene, label, str(made.obj["oid"]), args.band)
+                wall_s, peak_mb = res["wall_s"], res["peak_mb"]
+            pooled[label] += rows
+            walls[label] += wall_s
+            peaks[label] = max(peaks[label], peak_mb)
+            lines.append(line(str(seed), label, figures(rows), wall_s, peak_mb))
             print(lines[-1], flush=True)
+            if label.startswith("sfft "):
+                print(f"  {mask_note(rows)}", flush=True)
             # the unreadable image fails its rows by design; any other failure is news
             other = [str(r["error"]) for r in rows if not r["success"]]
             other = [m for m in other if "cannot open as FITS" not in m]
@@ -214,10 +241,10 @@ def main() -> None:
     print(HEADER)
     for ln in lines:
         print(ln)
-    for mode in args.modes:
-        if pooled[mode]:
-            print(line("all", mode, figures(pooled[mode]), walls[mode]))
-    counts = figures(pooled[args.modes[0]]) if pooled[args.modes[0]] else None
+    for label in labels:
+        if pooled[label]:
+            print(line("all", label, figures(pooled[label]), walls[label], peaks[label]))
+    counts = figures(pooled[labels[0]]) if labels and pooled[labels[0]] else None
     if counts:
         print(
             f"(all seeds, per mode: {int(counts['n_ok'])} rows, {int(counts['n_null'])} at null "
