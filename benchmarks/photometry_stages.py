@@ -95,7 +95,7 @@ def child(data: Path, repo: Path) -> dict[str, Any]:
     sys.path.insert(0, str(repo))  # ahead of the editable install: another checkout can run
     from orchestrator import dia
     from orchestrator.dia import io as dia_io
-    from orchestrator.dia.pipeline import pair
+    from orchestrator.dia.pipeline import measure, pair
 
     times: dict[str, float] = defaultdict(float)
     peaks: dict[str, float] = {}
@@ -122,10 +122,10 @@ def child(data: Path, repo: Path) -> dict[str, Any]:
         "read": [(dia_io.FitsImage, "read"), (pair, "read_psf_image")],
         "background": [(pair, "background"), (pair, "estimate_variance"), (pair, "inpaint")],
         "psf": [(pair, "_psf_for")],
-        "resample": [(pair, "pixel_map"), (pair, "resample")],
+        "resample": [(measure, "pixel_map"), (measure, "resample")],
         "subtract": [(dia, "subtract")],
         "decorrelate": [(dia.Subtraction, "decorrelate")],
-        "photometry": [(pair, "photometry_psf"), (dia, "forced_photometry")],
+        "photometry": [(measure, "photometry_psf"), (dia, "forced_photometry")],
         "other": [(pair, "process_pair")],
     }
     for stage, targets in wrap.items():

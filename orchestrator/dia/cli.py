@@ -159,6 +159,15 @@ def photometry() -> None:
     "Gaussian of FWHM pixels [default: the list's psf column, else estimated from stars].",
 )
 @click.option(
+    "--psf-wings",
+    type=click.Choice(["auto", "roman", "stars"]),
+    default="auto",
+    show_default=True,
+    help="Scale of PSFs estimated from stars: the Roman PSF's encircled energy for the band "
+    "(roman), or the stars' curve of growth (stars; for non-Roman optics, e.g. the "
+    "simulator's); auto = roman for a Roman band.",
+)
+@click.option(
     "--cutout",
     "cutout_px",
     type=click.IntRange(min=0),
@@ -190,6 +199,7 @@ def run_command(
     kernel_poly_order: int,
     background_poly_order: int,
     psf: str | None,
+    psf_wings: str,
     cutout_px: int,
     zeropoint_key: str | None,
     keep_products: bool,
@@ -240,6 +250,14 @@ def run_command(
             raise click.BadParameter(str(exc), param_hint="--backend") from None
 
     truth = _truth_table(truth_file, object_file, log)
+    from orchestrator.dia.pipeline import roman_ee
+
+    if psf_wings == "roman" and roman_ee.stamp_fraction(band, 4) is None:
+        raise click.BadParameter(
+            f"no Roman encircled-energy table for band {band!r} "
+            f"(bands: {', '.join(roman_ee.ENCIRCLED_ENERGY)})",
+            param_hint="--psf-wings",
+        )
 
     from orchestrator.dia.errors import DiaInputError
     from orchestrator.dia.pipeline import PipelineConfig
@@ -256,6 +274,7 @@ def run_command(
         kernel_poly_order=kernel_poly_order,
         background_poly_order=background_poly_order,
         psf=psf,
+        psf_wings=psf_wings,
         cutout_px=cutout_px,
         zeropoint_key=zeropoint_key,
         keep_products=keep_products,

@@ -290,8 +290,33 @@ class FitsImage:
         )
 
 
-def read_psf_image(path: Path) -> tuple[np.ndarray, int]:
-    """A PSF image and its oversampling factor (``OVERSAMP``, default 1), normalised to sum 1."""
+@dataclass(frozen=True)
+class PsfImage:
+    """A PSF file's samples on its own grid, put on the unit-total-flux scale."""
+
+    data: np.ndarray  # sums to the flux fraction the stamp holds (<= 1), never renormalised to 1
+    oversamp: int  # samples per detector pixel
+    pixel_convolved: bool  # True: samples of the pixel-convolved (effective) PSF
+    note: str  # how the scale was read, for the row's notes ("" when the file was on it)
+
+
+UNIT_FLUX_SUM = (0.7, 1.001)  # a unit-total-flux stamp sums to its encircled energy
+
+
+def read_psf_image(path: Path) -> PsfImage:
+    """A PSF image, its oversampling (``OVERSAMP``, default 1) and its pixel convolution.
+
+    ``PIXCONV`` (header) says whether the samples already include the detector pixel. Absent,
+    the file is taken as pixel-convolved: that is what the Roman SN PIT's PSF files are (snappl's
+    ``get_stamp``, GalSim's ``drawImage`` of the Roman PSF with the pixel) and what issue 9's
+    scenes carry; instrumental PSFs (STPSF's oversampled extension, our simulator) say
+    ``PIXCONV = F``.
+
+    The scale is kept (see ``notes/dia.md``: renormalising a stamp to sum 1 biases every flux
+    by its missing encircled energy). A file whose samples sum to ``OVERSAMP**2`` times that
+    (samples in flux per detector pixel) is divided by ``OVERSAMP**2``; any other sum (an
+    arbitrary scale) is normalised to 1 and said so in the row's notes.
+    """
     from astropy.io import fits
 
     try:
@@ -304,6 +329,7 @@ def read_psf_image(path: Path) -> tuple[np.ndarray, int]:
                 raise ImageReadError(f"{path}: no 2-D PSF image in the file")
             psf = np.array(hdu.data, dtype=np.float64)
             oversamp = hdu.header.get("OVERSAMP", hdul[0].header.get("OVERSAMP", 1))
+            pixconv = hdu.header.get("PIXCONV", hdul[0].header.get("PIXCONV", True))
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read the PSF image: {exc}") from exc
     try:
@@ -312,13 +338,23 @@ def read_psf_image(path: Path) -> tuple[np.ndarray, int]:
         raise ImageReadError(
             f"{path}: OVERSAMP must be a positive integer, got {oversamp!r}"
         ) from None
+    if not isinstance(pixconv, bool):
+        raise ImageReadError(f"{path}: PIXCONV must be T or F, got {pixconv!r}")
     total = float(np.nansum(psf))
     if factor < 1 or not np.all(np.isfinite(psf)) or total <= 0:
         raise ImageReadError(
             f"{path}: a PSF image must be finite with a positive sum and OVERSAMP >= 1 "
             f"(got sum {total}, OVERSAMP {oversamp!r})"
         )
-    return psf / total, factor
+    note = ""
+    if UNIT_FLUX_SUM[0] <= total <= UNIT_FLUX_SUM[1]:
+        scale = 1.0
+    elif UNIT_FLUX_SUM[0] <= total / factor**2 <= UNIT_FLUX_SUM[1]:
+        scale = 1.0 / factor**2
+    else:
+        scale = 1.0 / total
+        note = f"PSF {path.name} summed to {total:.4g}: normalised to 1 (wings beyond it lost)"
+    return PsfImage(psf * scale, factor, pixconv, note)
 
 
 def write_image(

@@ -240,6 +240,7 @@ def simulate(
         psf_rel = f"psf/{e.name}_psf.fits"
         ph = fits.PrimaryHDU(psf_image(e.core_sigma_px).astype(np.float64))
         ph.header["OVERSAMP"] = (OVERSAMP, "samples per detector pixel")
+        ph.header["PIXCONV"] = (False, "not convolved with the detector pixel")
         ph.writeto(out / psf_rel, overwrite=True)
         list_rows[e.kind].append(
             {

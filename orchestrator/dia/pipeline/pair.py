@@ -11,65 +11,22 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
-from scipy.signal import fftconvolve
 
 from orchestrator.dia.errors import DiaError
 from orchestrator.dia.io import ExposureRow, FitsImage, ImageReadError, read_psf_image
+from orchestrator.dia.pipeline import quality, roman_ee
 from orchestrator.dia.pipeline.background import background, estimate_variance, inpaint
-from orchestrator.dia.pipeline.psf import PsfModel, estimate_psf, parse_psf_option
-from orchestrator.dia.pipeline.resample import jacobian_at, pixel_map, resample
+from orchestrator.dia.pipeline.config import PipelineConfig, Prepared
+from orchestrator.dia.pipeline.measure import NoOverlapError, subtract_pair
+from orchestrator.dia.pipeline.psf import PsfModel, parse_psf_option
+from orchestrator.dia.pipeline.psf_stars import CORE_HALF_PX, estimate_psf
 
 MAG_ERR_FACTOR = 2.5 / math.log(10)  # 1.0857
-
-
-class NoOverlapError(DiaError):
-    """The object or the science cutout is not covered by an image."""
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Everything a pair needs besides its two exposures (hashable: it keys the caches)."""
-
-    oid: str
-    ra: float
-    dec: float
-    band: str
-    outdir: Path
-    backend: str = "auto"
-    kernel_half_width: int = 9
-    kernel_poly_order: int = 2
-    background_poly_order: int = 0
-    psf: str | None = None  # None: the list's psf column, else estimated; FILE or gaussian:FWHM
-    cutout_px: int = 512  # science cutout side; 0 = whole image
-    psf_half_px: int = 12  # PSF stamps are 2 h + 1 square
-    psf_region_px: int = 1024  # side of the region searched for PSF stars
-    background_box_px: int = 64
-    zeropoint_key: str | None = None
-    keep_products: bool = False
-
-
-@dataclass
-class Prepared:
-    """One exposure's cutout around the object: sky-subtracted pixels, noise, mask, PSF."""
-
-    row: ExposureRow
-    data: np.ndarray
-    variance: np.ndarray
-    mask: np.ndarray
-    wcs: Any
-    origin: tuple[int, int]
-    x: float  # object position in the cutout (0-based, x = column)
-    y: float
-    zeropoint: float
-    psf: PsfModel
-    notes: list[str] = field(default_factory=list)
 
 
 def _box(centre: float, half: int, n: int) -> slice:
@@ -94,10 +51,9 @@ def prepare(row: ExposureRow, config: PipelineConfig, half: int) -> Prepared:
                 f"image, at pixel ({x:.1f}, {y:.1f}) of {nx} x {ny}"
             )
         cut = img.read(_box(y, half, ny), _box(x, half, nx))
-        psf = _psf_for(row, config, img, x, y)
+        psf, notes = _psf_for(row, config, img, x, y)
     bkg = background(cut.data, cut.mask, config.background_box_px)
     data = cut.data - bkg
-    notes = []
     if cut.variance is None:
         variance = estimate_variance(data, cut.mask, cut.gain)
         notes.append("variance estimated from the image")
@@ -124,15 +80,16 @@ def prepare(row: ExposureRow, config: PipelineConfig, half: int) -> Prepared:
 
 def _psf_for(
     row: ExposureRow, config: PipelineConfig, img: FitsImage, x: float, y: float
-) -> PsfModel:
+) -> tuple[PsfModel, list[str]]:
+    """The exposure's PSF model and notes for its row (how the PSF was scaled or estimated)."""
     spec = config.psf
     if spec is not None:
         kind, value = parse_psf_option(spec)
         if kind == "gaussian":
-            return PsfModel.gaussian(float(value), half_px=config.psf_half_px + 2)
-        return PsfModel.from_instrumental(*read_psf_image(Path(str(value))))
+            return PsfModel.gaussian(float(value), half_px=config.psf_half_px + 2), []
+        return _from_file(Path(str(value)))
     if row.psf_path is not None:
-        return PsfModel.from_instrumental(*read_psf_image(row.psf_path))
+        return _from_file(row.psf_path)
     # estimate from the stars in a region around the object
     half = max(config.psf_region_px, config.cutout_px) // 2
     region = img.read(_box(y, half, img.shape[0]), _box(x, half, img.shape[1]))
@@ -144,135 +101,24 @@ def _psf_for(
         else estimate_variance(data, region.mask, region.gain)
     )
     try:
-        return estimate_psf(data, var, region.mask, half=min(config.psf_half_px, 10))
+        half_psf = min(config.psf_half_px, 10)
+        model = estimate_psf(
+            data,
+            var,
+            region.mask,
+            half=half_psf,
+            encircled_energy=None
+            if config.psf_wings == "stars"
+            else roman_ee.stamp_fraction(config.band, CORE_HALF_PX),
+        )
     except DiaError as exc:
         raise type(exc)(f"{row.path}: {exc}") from exc
+    return model, [model.note] if model.note else []
 
 
-def photometry_psf(
-    science_psf: np.ndarray, template_psf: np.ndarray, decorrelation: np.ndarray, half: int
-) -> np.ndarray:
-    """The image of a point source in the decorrelated difference: ``P_S (x) P_T/|P_T| (x) phi``,
-    cropped to ``2 half + 1`` (not renormalised: its sum is the flux fraction it holds)."""
-    chain = fftconvolve(science_psf, template_psf / template_psf.sum(), mode="full")
-    chain = fftconvolve(chain, decorrelation, mode="full")
-    c = chain.shape[0] // 2
-    return np.asarray(chain[c - half : c + half + 1, c - half : c + half + 1])
-
-
-def covered_box(lost: np.ndarray, iy: int, ix: int, need: int) -> tuple[slice, slice]:
-    """A box holding no ``lost`` pixel, found by trimming the edge with the most of them, never
-    closer than ``need`` to ``(iy, ix)``; raises NoOverlapError when none is left."""
-    r0, r1, c0, c1 = 0, lost.shape[0], 0, lost.shape[1]
-    while True:
-        box = lost[r0:r1, c0:c1]
-        if not box.any():
-            return slice(r0, r1), slice(c0, c1)
-        edges = {
-            "top": box[0].sum() if iy - r0 > need else -1,
-            "bottom": box[-1].sum() if r1 - 1 - iy > need else -1,
-            "left": box[:, 0].sum() if ix - c0 > need else -1,
-            "right": box[:, -1].sum() if c1 - 1 - ix > need else -1,
-        }
-        side = max(edges, key=lambda k: edges[k])
-        if edges[side] <= 0:
-            raise NoOverlapError(
-                f"the template does not cover the science image within {need} pixels of the object"
-            )
-        if side == "top":
-            r0 += 1
-        elif side == "bottom":
-            r1 -= 1
-        elif side == "left":
-            c0 += 1
-        else:
-            c1 -= 1
-
-
-def _crop(p: Prepared, rows: slice, cols: slice) -> Prepared:
-    if (rows.start, rows.stop, cols.start, cols.stop) == (0, p.data.shape[0], 0, p.data.shape[1]):
-        return p
-    return Prepared(
-        p.row,
-        p.data[rows, cols],
-        p.variance[rows, cols],
-        p.mask[rows, cols],
-        p.wcs.slice((rows, cols)),
-        (p.origin[0] + rows.start, p.origin[1] + cols.start),
-        p.x - cols.start,
-        p.y - rows.start,
-        p.zeropoint,
-        p.psf,
-        p.notes,
-    )
-
-
-def subtract_pair(sci: Prepared, tmpl: Prepared, config: PipelineConfig) -> dict[str, Any]:
-    """Resample, subtract, decorrelate and measure; returns the measured columns and products."""
-    from orchestrator import dia  # heavy: imported in the worker only
-
-    xs, ys = pixel_map(sci.wcs, tmpl.wcs, sci.data.shape)
-    res = resample(tmpl.data, tmpl.variance, tmpl.mask, xs, ys)
-    ix, iy = math.floor(sci.x + 0.5), math.floor(sci.y + 0.5)
-    if res.outside[iy, ix]:
-        raise NoOverlapError(
-            f"{tmpl.row.path}: the template does not cover the object on the science grid "
-            f"(coverage of the science cutout {res.coverage:.0%})"
-        )
-    # the largest box around the object that the template covers: masked strips would only
-    # cost fit time (the core treats their footprints exactly) and carry no information
-    h = config.psf_half_px
-    need = config.kernel_half_width + h + 8
-    rows, cols = covered_box(res.outside, iy, ix, need)
-    sci = _crop(sci, rows, cols)
-    t_image, t_power = res.image[rows, cols], res.noise_power[rows, cols]
-    t_mask, t_outside = res.mask[rows, cols], res.outside[rows, cols]
-    shape = sci.data.shape
-    ix, iy = ix - cols.start, iy - rows.start
-    jac = jacobian_at(sci.wcs, tmpl.wcs, sci.x, sci.y)
-    psf_s = sci.psf.stamp(h)
-    psf_t = tmpl.psf.stamp(h, jacobian=jac)
-    # keep the object out of the kernel fit: a bright transient would otherwise pull the kernel
-    r_ex = config.kernel_half_width + h + 3
-    yy, xx = np.ogrid[: shape[0], : shape[1]]
-    exclude = (yy - sci.y) ** 2 + (xx - sci.x) ** 2 <= r_ex**2
-    sub = dia.subtract(
-        sci.data,
-        t_image,
-        science_psf=psf_s,
-        template_psf=psf_t,
-        science_var=sci.variance,
-        template_var=t_power,
-        mask=t_outside,
-        kernel_half_width=config.kernel_half_width,
-        kernel_poly_order=config.kernel_poly_order,
-        background_poly_order=config.background_poly_order,
-        backend=config.backend,  # type: ignore[arg-type]
-        fit_exclude=exclude,
-    )
-    dec = sub.decorrelate(sci.x, sci.y)
-    # the science PSF rendered at the object's sub-pixel position (undersampled: sample the
-    # effective PSF there, never phase-shift a pixel stamp)
-    psf_at = sci.psf.stamp(h, sci.x - ix, sci.y - iy)
-    psf_phot = photometry_psf(psf_at, psf_t, dec.filter, h + 3)
-    enclosed = float(psf_phot.sum())
-    # inpainted pixels (either image) are guesses: leave them out of the photometry
-    flagged = ndimage.binary_dilation(sci.mask | t_mask)
-    image = np.where(flagged, np.nan, dec.image)
-    phot = dia.forced_photometry(image, dec.variance, psf_phot, float(ix), float(iy))
-    return {
-        "flux": phot.flux / enclosed,
-        "flux_err": phot.flux_err / enclosed,
-        "chi2_dof": phot.chi2_dof,
-        "kernel_sum": sub.kernel_sum,
-        "fit_chi2_dof": sub.stats.chi2_dof,
-        "psf_fraction": enclosed,
-        "backend": sub.backend,
-        "n_flagged_in_stamp": int(
-            flagged[max(0, iy - h - 3) : iy + h + 4, max(0, ix - h - 3) : ix + h + 4].sum()
-        ),
-        "_products": (dec.image, dec.variance, psf_phot / enclosed, sci),
-    }
+def _from_file(path: Path) -> tuple[PsfModel, list[str]]:
+    image = read_psf_image(path)
+    return PsfModel.from_file(image), [image.note] if image.note else []
 
 
 def empty_row(
@@ -302,6 +148,11 @@ def empty_row(
         "fit_chi2_dof": math.nan,
         "psf_fraction": math.nan,
         "n_flagged_in_stamp": -1,
+        "n_clipped": -1,
+        "nea": math.nan,
+        "sky_rms": math.nan,
+        "flag": 0,
+        "flag_reason": "",
         "backend": "",
         "notes": "",
         "elapsed_s": math.nan,
@@ -326,7 +177,16 @@ def process_pair(
         measured = subtract_pair(sci, tmpl, config)
         products = measured.pop("_products")
         cropped = products[-1]
+        clipped_w, masked_w = measured.pop("clipped_weight"), measured.pop("masked_weight")
         row.update(measured)
+        row["flag"], row["flag_reason"] = quality.assess(
+            chi2_dof=row["chi2_dof"],
+            clipped_weight=clipped_w,
+            masked_weight=masked_w,
+            kernel_sum=row["kernel_sum"],
+            zpt_science=sci.zeropoint,
+            zpt_template=tmpl.zeropoint,
+        )
         row["notes"] = "; ".join(
             [f"science: {n}" for n in sci.notes] + [f"template: {n}" for n in tmpl.notes]
         )

@@ -57,6 +57,7 @@ COLUMNS = (
     "fit_chi2_dof",
     "psf_fraction",
     "n_flagged_in_stamp",
+    "n_clipped",
     "backend",
     "notes",
     "elapsed_s",

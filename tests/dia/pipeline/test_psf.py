@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.dia.pipeline.psf import PsfEstimationError, PsfModel, estimate_psf
+from orchestrator.dia.pipeline.psf import PsfModel
+from orchestrator.dia.pipeline.psf_stars import PsfEstimationError, estimate_psf
 from orchestrator.dia.simulate import _add_source, psf_image
 
 
@@ -49,7 +50,7 @@ def test_estimate_gives_unbiased_psf_fluxes() -> None:
     The field holds faint stars too (log-uniform 1e3-3e5 e-) and the PSF has a halo, as the
     simulated data set does: the estimator that clipped its model at zero and averaged the
     residuals unweighted measured 2-7 % too much here (a positive pedestal in the wings took
-    flux from the core). Every sub-pixel phase of the model conserves flux (sums to 1).
+    flux from the core). Every sub-pixel phase of the model conserves flux (sums to the same).
     """
     rng = np.random.default_rng(0)
     n, core = 400, 0.55
@@ -66,7 +67,10 @@ def test_estimate_gives_unbiased_psf_fluxes() -> None:
         assert (p * q).sum() / (p * p).sum() == pytest.approx(1.0, abs=0.025), d
     o = est.oversamp
     sums = [est.grid[i::o, j::o].sum() for i in range(o) for j in range(o)]
-    assert sums == pytest.approx([1.0] * o * o, abs=1e-9)
+    # every phase holds the same flux: the stamp's share of the total (the halo's wings are
+    # outside it), from the stars' curve of growth without a band table
+    assert sums == pytest.approx([sums[0]] * o * o, rel=1e-9)
+    assert 0.95 < sums[0] <= 1.0
 
 
 def test_estimate_without_stars_says_so() -> None:

@@ -1,0 +1,256 @@
+"""Measuring one prepared pair: resample, subtract, decorrelate, forced photometry.
+
+Split from :mod:`orchestrator.dia.pipeline.pair` (which reads, prepares and turns failures into
+rows); :func:`subtract_pair` returns the measured columns of a light-curve row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from scipy.signal import fftconvolve
+
+from orchestrator.dia.errors import DiaError
+from orchestrator.dia.pipeline.config import PipelineConfig, Prepared
+from orchestrator.dia.pipeline.resample import jacobian_at, pixel_map, resample
+
+CLIP_SIGMA = 5.0  # outliers in the photometry stamp's wings (see dia.forced_photometry)
+POSITION_SNR = 20.0  # refit an estimated PSF's position above this S/N (_centroid_offset)
+MAX_OFFSET_PX = 0.5
+FIT_MASK_GROW_PX = 2  # border of masked pixels left out of the subtraction fit (_fit_exclusion)
+
+
+class NoOverlapError(DiaError):
+    """The object or the science cutout is not covered by an image."""
+
+
+def photometry_psf(
+    science_psf: np.ndarray, template_psf: np.ndarray, decorrelation: np.ndarray, half: int
+) -> np.ndarray:
+    """The image of a point source in the decorrelated difference: ``P_S (x) P_T/|P_T| (x) phi``,
+    cropped to ``2 half + 1`` (not renormalised: its sum is the flux fraction it holds)."""
+    chain = fftconvolve(science_psf, template_psf / template_psf.sum(), mode="full")
+    chain = fftconvolve(chain, decorrelation, mode="full")
+    c = chain.shape[0] // 2
+    return np.asarray(chain[c - half : c + half + 1, c - half : c + half + 1])
+
+
+def covered_box(lost: np.ndarray, iy: int, ix: int, need: int) -> tuple[slice, slice]:
+    """A box holding no ``lost`` pixel, found by trimming the edge with the most of them, never
+    closer than ``need`` to ``(iy, ix)``; raises NoOverlapError when none is left."""
+    r0, r1, c0, c1 = 0, lost.shape[0], 0, lost.shape[1]
+    while True:
+        box = lost[r0:r1, c0:c1]
+        if not box.any():
+            return slice(r0, r1), slice(c0, c1)
+        edges = {
+            "top": box[0].sum() if iy - r0 > need else -1,
+            "bottom": box[-1].sum() if r1 - 1 - iy > need else -1,
+            "left": box[:, 0].sum() if ix - c0 > need else -1,
+            "right": box[:, -1].sum() if c1 - 1 - ix > need else -1,
+        }
+        side = max(edges, key=lambda k: edges[k])
+        if edges[side] <= 0:
+            raise NoOverlapError(
+                f"the template does not cover the science image within {need} pixels of the object"
+            )
+        if side == "top":
+            r0 += 1
+        elif side == "bottom":
+            r1 -= 1
+        elif side == "left":
+            c0 += 1
+        else:
+            c1 -= 1
+
+
+def _crop(p: Prepared, rows: slice, cols: slice) -> Prepared:
+    if (rows.start, rows.stop, cols.start, cols.stop) == (0, p.data.shape[0], 0, p.data.shape[1]):
+        return p
+    return Prepared(
+        p.row,
+        p.data[rows, cols],
+        p.variance[rows, cols],
+        p.mask[rows, cols],
+        p.wcs.slice((rows, cols)),
+        (p.origin[0] + rows.start, p.origin[1] + cols.start),
+        p.x - cols.start,
+        p.y - rows.start,
+        p.zeropoint,
+        p.psf,
+        p.notes,
+    )
+
+
+def subtract_pair(sci: Prepared, tmpl: Prepared, config: PipelineConfig) -> dict[str, Any]:
+    """Resample, subtract, decorrelate and measure; returns the measured columns and products."""
+    from orchestrator import dia  # heavy: imported in the worker only
+
+    xs, ys = pixel_map(sci.wcs, tmpl.wcs, sci.data.shape)
+    res = resample(tmpl.data, tmpl.variance, tmpl.mask, xs, ys)
+    ix, iy = math.floor(sci.x + 0.5), math.floor(sci.y + 0.5)
+    if res.outside[iy, ix]:
+        raise NoOverlapError(
+            f"{tmpl.row.path}: the template does not cover the object on the science grid "
+            f"(coverage of the science cutout {res.coverage:.0%})"
+        )
+    # the largest box around the object that the template covers: masked strips would only
+    # cost fit time (the core treats their footprints exactly) and carry no information
+    h = config.psf_half_px
+    need = config.kernel_half_width + h + 8
+    rows, cols = covered_box(res.outside, iy, ix, need)
+    sci = _crop(sci, rows, cols)
+    t_image, t_power = res.image[rows, cols], res.noise_power[rows, cols]
+    t_mask, t_outside = res.mask[rows, cols], res.outside[rows, cols]
+    shape = sci.data.shape
+    ix, iy = ix - cols.start, iy - rows.start
+    jac = jacobian_at(sci.wcs, tmpl.wcs, sci.x, sci.y)
+    psf_s = sci.psf.stamp(h)
+    psf_t = tmpl.psf.stamp(h, jacobian=jac)
+    # keep the object out of the kernel fit: a bright transient would otherwise pull the kernel
+    r_ex = config.kernel_half_width + h + 3
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    exclude = (yy - sci.y) ** 2 + (xx - sci.x) ** 2 <= r_ex**2
+    # inpainted pixels (saturated cores, bad columns, hot pixels) are guesses: keep every fit
+    # pixel whose footprint (kernel + cross-convolution stamp) reaches one out of the fit
+    exclude |= _fit_exclusion(sci.mask | t_mask, t_outside, config)
+    sub = dia.subtract(
+        sci.data,
+        t_image,
+        science_psf=psf_s,
+        template_psf=psf_t,
+        science_var=sci.variance,
+        template_var=t_power,
+        mask=t_outside,
+        kernel_half_width=config.kernel_half_width,
+        kernel_poly_order=config.kernel_poly_order,
+        background_poly_order=config.background_poly_order,
+        backend=config.backend,  # type: ignore[arg-type]
+        fit_exclude=exclude,
+    )
+    dec = sub.decorrelate(sci.x, sci.y)
+    # the science PSF rendered at the object's sub-pixel position (undersampled: sample the
+    # effective PSF there, never phase-shift a pixel stamp), over the whole photometry stamp
+    hp = h + 3
+
+    def psf_for(ox: float, oy: float) -> np.ndarray:
+        psf_at = sci.psf.stamp(hp, sci.x - ix + ox, sci.y - iy + oy)
+        return photometry_psf(psf_at, psf_t, dec.filter, hp)
+
+    psf_phot = psf_for(0.0, 0.0)
+    # inpainted pixels (either image) are guesses: leave them out of the photometry
+    flagged = ndimage.binary_dilation(sci.mask | t_mask)
+    image = np.where(flagged, np.nan, dec.image)
+    phot = dia.forced_photometry(
+        image, dec.variance, psf_phot, float(ix), float(iy), clip_sigma=CLIP_SIGMA
+    )
+    offset = (0.0, 0.0)
+    if not sci.psf.origin_known and abs(phot.flux) > POSITION_SNR * phot.flux_err:
+        offset = _centroid_offset(image, dec.variance, psf_for, ix, iy)
+        psf_phot = psf_for(*offset)
+        phot = dia.forced_photometry(
+            image, dec.variance, psf_phot, float(ix), float(iy), clip_sigma=CLIP_SIGMA
+        )
+    enclosed = float(psf_phot.sum())
+    box = (slice(iy - hp, iy + hp + 1), slice(ix - hp, ix + hp + 1))
+    unit = psf_phot / enclosed
+    stamp_var = dec.variance[box]
+    masked_w, all_w = _weights(unit, stamp_var, flagged[box])
+    return {
+        "flux": phot.flux / enclosed,
+        "flux_err": phot.flux_err / enclosed,
+        "chi2_dof": phot.chi2_dof,
+        "kernel_sum": sub.kernel_sum,
+        "fit_chi2_dof": sub.stats.chi2_dof,
+        "psf_fraction": enclosed,
+        "backend": sub.backend,
+        "n_flagged_in_stamp": int(flagged[box].sum()),
+        "n_clipped": phot.n_clipped,
+        "clipped_weight": phot.clipped_weight,
+        "masked_weight": masked_w / all_w if all_w > 0 else 1.0,
+        # noise-equivalent area of the unit-flux PSF, and the noise per pixel there
+        "nea": float(1.0 / np.sum(unit**2)),
+        "position_offset_px": math.hypot(*offset),
+        "sky_rms": float(np.sqrt(np.nanmedian(stamp_var))),
+        "_products": (dec.image, dec.variance, unit, sci),
+    }
+
+
+def _centroid_offset(
+    image: np.ndarray,
+    variance: np.ndarray,
+    psf_for: Callable[[float, float], np.ndarray],
+    ix: int,
+    iy: int,
+) -> tuple[float, float]:
+    """The offset (<= ``MAX_OFFSET_PX``) of the PSF that fits the object best, flux free.
+
+    An estimated PSF is centred on its own centroid; the point the WCS maps the object to is
+    the optical axis of the PSF model (GalSim's, STPSF's), which for Roman's asymmetric PSFs
+    lies 0.1-0.15 px from the centroid. At the object's position from the WCS that misplaced
+    an undersampled PSF enough to lose 5-7 % of the flux on issue 9's scenes. Only rows with
+    S/N above ``POSITION_SNR`` are refitted: there the position costs no flux accuracy, while
+    at low S/N a free position pulls the flux up (it chases the noise).
+    """
+    from scipy.optimize import minimize
+
+    from orchestrator import dia
+
+    def chi2(o: np.ndarray) -> float:
+        if np.hypot(*o) > MAX_OFFSET_PX:
+            return 1e30
+        phot = dia.forced_photometry(image, variance, psf_for(*o), float(ix), float(iy))
+        return phot.chi2_dof
+
+    best = minimize(
+        chi2, np.zeros(2), method="Nelder-Mead", options={"xatol": 0.005, "fatol": 1e-4}
+    )
+    return (float(best.x[0]), float(best.x[1])) if best.fun < chi2(np.zeros(2)) else (0.0, 0.0)
+
+
+def _weights(unit: np.ndarray, variance: np.ndarray, masked: np.ndarray) -> tuple[float, float]:
+    """The information ``sum P^2 / V`` on masked pixels of a stamp, and on all of them."""
+    if variance.shape != unit.shape:  # the stamp runs off the image: count what is there
+        return 0.0, 1.0
+    ok = np.isfinite(variance) & (variance > 0)
+    w = np.where(ok, unit**2 / np.where(ok, variance, 1.0), 0.0)
+    return float(w[masked].sum()), float(w.sum())
+
+
+def _fit_exclusion(masked: np.ndarray, outside: np.ndarray, config: PipelineConfig) -> np.ndarray:
+    """Fit pixels whose footprint (kernel + cross-convolution stamp) reaches a masked pixel.
+
+    Inpainted pixels (saturated cores, bad columns, hot pixels) are guesses: they and a
+    ``FIT_MASK_GROW_PX`` border are left out of the fit. Leaving out every pixel whose model
+    reads one (a border of ``w + h`` = 21 px) was tried on issue 9's scenes: the same fluxes
+    (within 0.3 sigma) and kernel sums (within 0.5 %) as a 0-px border, at 3-6x the fit time
+    (each excluded pixel is one rank-one update of the normal matrix, see ``dia.fit``), and at
+    4088^2 minutes. On a small or heavily masked cutout even the border can leave fewer pixels
+    than the fit needs: it then shrinks until 4 pixels per unknown remain.
+    """
+    from orchestrator.dia.basis import Layout
+
+    need = (
+        4
+        * Layout(
+            config.kernel_half_width, config.kernel_poly_order, config.background_poly_order, True
+        ).n_unknowns
+    )
+    radius = FIT_MASK_GROW_PX
+    while True:
+        exclude = _dilate(masked, radius)
+        if radius == 0 or np.count_nonzero(~(exclude | outside)) >= need:
+            return exclude
+        radius //= 2
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius <= 0 or not mask.any():
+        return mask.copy()
+    return np.asarray(
+        ndimage.maximum_filter(mask, size=2 * radius + 1, mode="constant", cval=False)
+    )
