@@ -7,6 +7,7 @@ A "busy" reply (the server closed the connection without reading the request) is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -88,7 +89,10 @@ def _exchange(
         chunks: list[bytes] = []
         try:
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            sock.sendall(json.dumps(payload).encode() + b"\n")
+            # the server may have answered and closed before our request went out (a "busy"
+            # or a refusal): its one line is still in our receive buffer, so read it
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(json.dumps(payload).encode() + b"\n")
             while True:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 chunk = sock.recv(65536)

@@ -345,3 +345,52 @@ def test_connections_beyond_the_limit_are_told_busy(tmp_path: Path) -> None:
         release.set()
         server.stop()
     assert not (state / "control.sock").exists()
+
+
+def test_a_busy_answer_that_closes_before_the_request_is_sent_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server may answer "busy" and close before the client's request goes out; sending
+    then fails with EPIPE, but the answer is in the client's receive buffer and is what the
+    user sees (a CI run under load once reported "Broken pipe" instead)."""
+    from orchestrator.control import client
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    path = state / "control.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    answered = threading.Event()
+    stop = threading.Event()
+
+    def busy_server() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b'{"ok": false, "busy": true, "error": "the daemon is busy"}\n')
+            answered.set()
+
+    real = client.peer_credentials
+
+    def late(sock: socket.socket) -> tuple[int, int]:
+        answered.wait(2)  # the server has answered and closed: our send will meet EPIPE
+        time.sleep(0.05)
+        return real(sock)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(client, "peer_credentials", late)
+    thread = threading.Thread(target=busy_server, daemon=True)
+    thread.start()
+    try:
+        # (the test's own name holds "busy": match the server's words, not the path)
+        with pytest.raises(ControlError, match="the daemon is busy") as caught:
+            request(path, {"op": "status"}, timeout_s=0.5)
+        assert "Broken pipe" not in str(caught.value)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
