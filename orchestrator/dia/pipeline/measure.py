@@ -156,10 +156,13 @@ def subtract_pair(sci: Prepared, tmpl: Prepared, config: PipelineConfig) -> dict
             image, dec.variance, psf_phot, float(ix), float(iy), clip_sigma=CLIP_SIGMA
         )
     enclosed = float(psf_phot.sum())
-    box = (slice(iy - hp, iy + hp + 1), slice(ix - hp, ix + hp + 1))
     unit = psf_phot / enclosed
+    # the photometry stamp on the image, cut where it runs off the edge (never wrapped)
+    r0, c0 = max(0, iy - hp), max(0, ix - hp)
+    box = (slice(r0, iy + hp + 1), slice(c0, ix + hp + 1))
     stamp_var = dec.variance[box]
-    masked_w, all_w = _weights(unit, stamp_var, flagged[box])
+    on_image = unit[r0 - (iy - hp) :, c0 - (ix - hp) :][: stamp_var.shape[0], : stamp_var.shape[1]]
+    masked_w, all_w = _weights(on_image, stamp_var, flagged[box])
     return {
         "flux": phot.flux / enclosed,
         "flux_err": phot.flux_err / enclosed,
@@ -214,8 +217,6 @@ def _centroid_offset(
 
 def _weights(unit: np.ndarray, variance: np.ndarray, masked: np.ndarray) -> tuple[float, float]:
     """The information ``sum P^2 / V`` on masked pixels of a stamp, and on all of them."""
-    if variance.shape != unit.shape:  # the stamp runs off the image: count what is there
-        return 0.0, 1.0
     ok = np.isfinite(variance) & (variance > 0)
     w = np.where(ok, unit**2 / np.where(ok, variance, 1.0), 0.0)
     return float(w[masked].sum()), float(w.sum())
