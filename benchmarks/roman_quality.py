@@ -52,16 +52,6 @@ BRIGHT_COUNTS = 5000.0
 MODES = ("files", "estimated")
 
 
-def write_lists_without_psf(scene: Path) -> None:
-    """templates_est.txt and science_est.txt: the lists without their psf column."""
-    for name in ("templates", "science"):
-        lines = (scene / f"{name}.txt").read_text().splitlines()
-        header = lines[0].split()
-        keep = [i for i, c in enumerate(header) if c != "psf"]
-        text = "\n".join(" ".join(ln.split()[i] for i in keep) for ln in lines)
-        (scene / f"{name}_est.txt").write_text(text + "\n")
-
-
 def run_cli(scene: Path, mode: str, nprocs: int) -> dict[str, Any]:
     """``photometry run`` on ``scene`` as a subprocess: wall_s, rc, peak_mb, tail (stderr)."""
     suffix = "" if mode == "files" else "_est"
@@ -172,7 +162,7 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nprocs)))
-    from tests.dia.roman_scenes import make_scene
+    from tests.dia.roman_scenes import make_scene, write_lists_without_psf
 
     tmp = None
     if args.workdir is None:

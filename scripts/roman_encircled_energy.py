@@ -29,19 +29,8 @@ POSITIONS = ((2044, 2044), (512, 512))
 OVERSAMP = 4
 
 
-def stamp_ee(grid: np.ndarray, half: int) -> float:
-    """Mean over the 16 phases of the flux fraction within a (2 half + 1)^2 pixel square."""
-    c = grid.shape[0] // 2
-    vals = []
-    for i in range(OVERSAMP):
-        for j in range(OVERSAMP):
-            rows = np.arange(c + i - half * OVERSAMP, c + i + half * OVERSAMP + 1, OVERSAMP)
-            cols = np.arange(c + j - half * OVERSAMP, c + j + half * OVERSAMP + 1, OVERSAMP)
-            vals.append(float(grid[np.ix_(rows, cols)].sum()))
-    return float(np.mean(vals))
-
-
 def main() -> None:
+    from orchestrator.dia.pipeline.psf import PsfModel
     from tests.dia.roman_scenes import effective_psf_grid
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -54,9 +43,9 @@ def main() -> None:
         for sca in SCAS:
             for x, y in POSITIONS:
                 # samples x oversamp^2 = flux fraction per native pixel (unit total flux)
-                grid = effective_psf_grid(sca, band, x, y, OVERSAMP, 128)
+                model = PsfModel(effective_psf_grid(sca, band, x, y, OVERSAMP, 128), OVERSAMP)
                 for h in args.halves:
-                    table[h].append(stamp_ee(grid, h))
+                    table[h].append(model.enclosed(h))
         means = ", ".join(f"{h}: {np.mean(v):.4f}" for h, v in table.items())
         spread = max(np.ptp(v) for v in table.values())
         print(f'    "{band}": {{{means}}},  # spread <= {spread:.4f}', flush=True)

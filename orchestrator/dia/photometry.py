@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
+from scipy.ndimage import binary_dilation
 
 from orchestrator.dia.errors import DiaInputError
 
@@ -128,11 +129,7 @@ def forced_photometry(
             break
         resid = np.where(usable, np.abs(d - flux * model) / np.sqrt(vv), 0.0)
         out = (resid > clip_sigma) & wing & usable
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= grown[:, :-1].copy()
-        grown[:, :-1] |= grown[:, 1:].copy()
+        grown = binary_dilation(out, structure=np.ones((3, 3), dtype=bool))
         new = grown & wing & usable & ~clipped
         if not new.any():
             break

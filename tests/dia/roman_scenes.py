@@ -526,6 +526,17 @@ def _write_psf_file(
     hdu.writeto(path, overwrite=True)
 
 
+def write_lists_without_psf(scene: Path) -> None:
+    """templates_est.txt and science_est.txt: the lists without their psf column (PSFs are
+    then estimated from stars; the benchmark's and the tests' "estimated" mode)."""
+    for name in ("templates", "science"):
+        lines = (scene / f"{name}.txt").read_text().splitlines()
+        header = lines[0].split()
+        keep = [i for i, c in enumerate(header) if c != "psf"]
+        text = "\n".join(" ".join(ln.split()[i] for i in keep) for ln in lines)
+        (scene / f"{name}_est.txt").write_text(text + "\n")
+
+
 def main() -> None:
     """`python -m tests.dia.roman_scenes OUT [--size N] [--templates N] [--epochs N] [--seed N]`."""
     import argparse

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.dia.roman_scenes import make_scene
+from tests.dia.roman_scenes import make_scene, write_lists_without_psf
 
 pytestmark = pytest.mark.slow
 
@@ -43,21 +43,20 @@ def _run(scene: Path, out: Path, psf_files: bool) -> list[dict[str, Any]]:
     from orchestrator.dia import pipeline
     from orchestrator.dia.pipeline.config import PipelineConfig
 
-    lists = {}
-    for name in ("templates", "science"):
-        path = scene / f"{name}.txt"
-        if not psf_files:  # the same list without its psf column: PSFs estimated from stars
-            lines = path.read_text().splitlines()
-            keep = [i for i, c in enumerate(lines[0].split()) if c != "psf"]
-            path = scene / f"{name}_est.txt"
-            path.write_text("\n".join(" ".join(ln.split()[i] for i in keep) for ln in lines))
-        lists[name] = path
+    suffix = ""
+    if not psf_files:  # the same lists without their psf column: PSFs estimated from stars
+        write_lists_without_psf(scene)
+        suffix = "_est"
     obj = json.loads((scene / "object.json").read_text())
     config = PipelineConfig(
         oid=str(obj["oid"]), ra=obj["ra"], dec=obj["dec"], band=obj["band"], outdir=out
     )
     result = pipeline.run(
-        config, lists["templates"], lists["science"], base_path=scene, progress=False
+        config,
+        scene / f"templates{suffix}.txt",
+        scene / f"science{suffix}.txt",
+        base_path=scene,
+        progress=False,
     )
     truth = {
         str((scene / t["science_path"]).resolve()): float(t["true_flux"])

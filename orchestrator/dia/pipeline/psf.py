@@ -143,6 +143,13 @@ class PsfModel:
         k = np.arange(-half, half + 1) * o
         return np.asarray(shifted[np.ix_(r + k + ny, r + k + nx)])
 
+    def enclosed(self, half: int) -> float:
+        """The flux fraction in a ``2 half + 1`` pixel square, averaged over sub-pixel phases."""
+        o, c = self.oversamp, self.grid.shape[0] // 2
+        k = np.arange(-half * o, half * o + 1, o)
+        sums = [self.grid[np.ix_(c + i + k, c + j + k)].sum() for i in range(o) for j in range(o)]
+        return float(np.mean(sums))
+
     def fwhm_px(self) -> float:
         """FWHM in pixels of the effective PSF (from the area above half the peak)."""
         peak = float(self.grid.max())

@@ -188,7 +188,7 @@ def estimate_psf(
         # pin the core: its model is measured by every star's brightest pixels, while the
         # wings collect faint neighbours and the background map's errors (a pedestal that,
         # normalised in, moved fluxes by 3-8 % on issue 9's scenes)
-        enclosed = float(encircled_energy) / _phase_mean_sum(model, CORE_HALF_PX)
+        enclosed = float(encircled_energy) / model.enclosed(CORE_HALF_PX)
         how = f"the instrument's encircled energy in the central {2 * CORE_HALF_PX + 1}^2 pixels"
     else:
         enclosed = stamp_encircled_energy(image, variance, mask, model, half)
@@ -248,18 +248,6 @@ def stamp_encircled_energy(
     if len(ratios) < min_stars:
         return 1.0
     return float(np.clip(1.0 / np.median(ratios), 0.8, 1.0))
-
-
-def _phase_mean_sum(model: PsfModel, half: int) -> float:
-    """The model's sum over a ``2 half + 1`` pixel square, averaged over sub-pixel phases."""
-    o, c = model.oversamp, model.grid.shape[0] // 2
-    sums = []
-    for i in range(o):
-        for j in range(o):
-            rows = np.arange(c + i - half * o, c + i + half * o + 1, o)
-            cols = np.arange(c + j - half * o, c + j + half * o + 1, o)
-            sums.append(float(model.grid[np.ix_(rows, cols)].sum()))
-    return float(np.mean(sums))
 
 
 def _smoothed_ratio(acc: np.ndarray, wsum: np.ndarray, sigma: float) -> np.ndarray:
