@@ -131,6 +131,15 @@ def child(data: Path, repo: Path) -> dict[str, Any]:
     for stage, targets in wrap.items():
         for owner, name in targets:
             setattr(owner, name, timed(stage, getattr(owner, name)))
+    fit_stats: list[Any] = []
+    subtract = dia.subtract
+
+    def keep_stats(*args: Any, **kwargs: Any) -> Any:
+        result = subtract(*args, **kwargs)
+        fit_stats.append(result.stats)
+        return result
+
+    dia.subtract = keep_stats
 
     obj = json.loads((data / "object.json").read_text())
     science = dia_io.read_list(data / "science.txt", obj["band"])[0]
@@ -161,6 +170,10 @@ def child(data: Path, repo: Path) -> dict[str, Any]:
         "fit_chi2": row["fit_chi2_dof"],
         "ksum": row["kernel_sum"],
         "true": true_flux(data, science.path),
+        "fit": [
+            {"timings": st.timings_s, "n_fit": st.n_fit_pixels, "n_rows": st.n_corrected_pixels}
+            for st in fit_stats
+        ],
     }
 
 
@@ -259,6 +272,9 @@ def main() -> None:
     for stage in STAGES:
         if stage in fig["times"]:
             print(f"{stage:<12} {fig['times'][stage]:8.2f} {fig['peaks'].get(stage, 0):12.0f}")
+    for one in fig.get("fit", []):
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in one["timings"].items())
+        print(f"  subtract: {parts} s ({one['n_fit']} fit pixels, {one['n_rows']} design rows)")
     print(f"{'pair':<12} {fig['pair_s']:8.2f}")
     print(f"{'total':<12} {fig['total_s']:8.2f} {fig['peak_mb']:12.0f}")
     if fig["success"]:

@@ -95,14 +95,16 @@ def lags(
     px = 2 * (pxh - 1)  # fft_shape sizes are even
     prod = np.empty_like(spec) if work is None else work
     _conj_mul(spec, ref_spec, prod)
-    ey = _twiddles(py, (-lag, lag + 1), py, 1).T  # (2L+1, py)
+    ey = _twiddles(py, (-lag, lag + 1), py, 1)  # (py, 2L+1), C order
     ex = _twiddles(px, (-lag, lag + 1), pxh, 1)  # (pxh, 2L+1)
     # Hermitian symmetry of the full spectrum: columns 1..px/2-1 stand for two.
-    weight = np.full(pxh, 2.0)
+    weight = np.full((pxh, 1), 2.0)
     weight[0] = weight[-1] = 1.0
-    rows = ey @ prod  # (2L+1, pxh)
-    rows *= weight
-    return np.real(rows @ ex) / (py * px)
+    # (pxh, 2L+1) = prod^T ey: BLAS runs this shape (a thin right factor) 3-4x faster than
+    # ey^T prod (a thin left factor) on a 4116 x 2059 spectrum
+    cols = prod.T @ ey
+    cols *= weight
+    return np.real(cols.T @ ex) / (py * px)
 
 
 def moment_spectra(

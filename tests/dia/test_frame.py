@@ -99,3 +99,21 @@ def test_spectral_helpers_match_plain_ffts() -> None:
         for b in range(5):
             grid[(a - 2) % fshape[0], (b - 2) % fshape[1]] = kern[a, b]
     assert np.allclose(cpu.kernel_spectrum(kern, fshape), np.fft.rfft2(grid), atol=1e-12)
+
+
+@pytest.mark.parametrize("dk", [0, 1, 2, 3])
+def test_high_lag_moments_equal_direct_correlations(dk: int) -> None:
+    """L_m(d) = sum_u u^m T0(u) T0(u + d) from the low moments' spectra only equals the
+    correlation of each moment image with the template, for every m up to degree 2 DK."""
+    shape, w = (45, 52), 3
+    template = np.random.default_rng(dk).normal(size=shape) + 1.0
+    fshape = cpu.fft_shape(shape, 2 * w)
+    low_exps = basis.monomial_exponents(dk)
+    mom_exps, mom_index = fit._moment_exponents(2 * dk)
+    low = [spec for _, spec in sorted(cpu.moment_spectra(template, low_exps, fshape))]
+    alphas = (basis.scale(shape[0])[0], basis.scale(shape[1])[0])
+    fast = fit.high_lag_moments(low, low_exps, mom_exps, mom_index, alphas, w, cpu)
+    ref_t = cpu.rfft(template, fshape)
+    for m, spec in cpu.moment_spectra(template, mom_exps, fshape):
+        direct = cpu.lags(spec, ref_t, 2 * w)
+        assert np.max(np.abs(fast[m] - direct)) <= 1e-12 * np.max(np.abs(direct)), mom_exps[m]
