@@ -239,3 +239,29 @@ def test_ivar_weights_give_the_same_ratio() -> None:
     b = _subtract(scene, weights="ivar")
     assert abs(b.kernel_sum / a.kernel_sum - 1) < 3e-3
     assert abs(_z(b.difference, b.variance).std() - 1) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "half"), [(80.0, 75.0, 20), (30.0, 145.0, 25), (40.0, 40.0, 400)]
+)
+def test_local_decorrelation_equals_the_whole_image_there(x: float, y: float, half: int) -> None:
+    """decorrelate(x, y, half) computes only the box around (x, y), clipped at the edges, and
+    gives there the same pixels (NaNs included) as decorrelating the whole image."""
+    scene = make_scene(np.random.default_rng(5), SHAPE, ratio=1.05)
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[70:73, 90] = True  # a bad-pixel footprint inside the first box
+    sub = _subtract(scene, mask=mask)
+    whole = sub.decorrelate(x, y)
+    local = sub.decorrelate(x, y, half=half)
+    r0, c0 = local.origin
+    cy, cx = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
+    assert (r0, c0) == (max(0, cy - half), max(0, cx - half))
+    rows = slice(r0, min(SHAPE[0], cy + half + 1))
+    cols = slice(c0, min(SHAPE[1], cx + half + 1))
+    assert local.image.shape == whole.image[rows, cols].shape
+    for part, full in ((local.image, whole.image), (local.variance, whole.variance)):
+        ref = full[rows, cols]
+        assert np.array_equal(np.isnan(part), np.isnan(ref))
+        ok = ~np.isnan(ref)
+        assert np.max(np.abs(part[ok] - ref[ok])) <= 1e-9 * np.max(np.abs(ref[ok]))
+    assert sub.decorrelate(x, y, half=half) is local  # cached per (x, y, half)
