@@ -171,7 +171,12 @@ def child(data: Path, repo: Path) -> dict[str, Any]:
         "ksum": row["kernel_sum"],
         "true": true_flux(data, science.path),
         "fit": [
-            {"timings": st.timings_s, "n_fit": st.n_fit_pixels, "n_rows": st.n_corrected_pixels}
+            {
+                "timings": st.timings_s,
+                "n_fit": st.n_fit_pixels,
+                "n_rows": st.n_corrected_pixels,
+                "steps": st.solve_iterations,
+            }
             for st in fit_stats
         ],
     }
@@ -274,7 +279,10 @@ def main() -> None:
             print(f"{stage:<12} {fig['times'][stage]:8.2f} {fig['peaks'].get(stage, 0):12.0f}")
     for one in fig.get("fit", []):
         parts = ", ".join(f"{k} {v:.2f}" for k, v in one["timings"].items())
-        print(f"  subtract: {parts} s ({one['n_fit']} fit pixels, {one['n_rows']} design rows)")
+        print(
+            f"  subtract: {parts} s ({one['n_fit']} fit pixels, {one['n_rows']} design rows, "
+            f"{one['steps']} conjugate-gradient steps)"
+        )
     print(f"{'pair':<12} {fig['pair_s']:8.2f}")
     print(f"{'total':<12} {fig['total_s']:8.2f} {fig['peak_mb']:12.0f}")
     if fig["success"]:

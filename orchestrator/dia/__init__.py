@@ -70,6 +70,7 @@ class FitStats:
     n_unknowns: int
     elapsed_s: float
     timings_s: dict[str, float] = field(default_factory=dict)  # by stage, for benchmarks
+    solve_iterations: int = 0  # conjugate-gradient steps (0: direct Cholesky, see dia.fit)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ class Subtraction:
     _science_psf: np.ndarray | None = field(repr=False)
     _invalid: np.ndarray = field(repr=False)
     _margin: int = field(repr=False)
-    _cache: dict[tuple[float, float], Decorrelated] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[float, float, int | None], Decorrelated] = field(
+        default_factory=dict, repr=False
+    )
 
     def _poly(self, x: float, y: float) -> np.ndarray:
         return basis.poly_values(self.layout.kernel_exps, np.array([y]), np.array([x]), self.shape)[
@@ -468,6 +471,7 @@ def subtract(
         n_unknowns=layout.n_unknowns,
         elapsed_s=time.perf_counter() - started,
         timings_s=dict(problem.timings_s),
+        solve_iterations=solution.iterations,
     )
     return Subtraction(
         difference=difference,

@@ -7,6 +7,7 @@ import pytest
 
 from orchestrator import dia
 from orchestrator.dia import basis, cpu, fit
+from orchestrator.dia import rows as rows_mod
 from tests.dia import reference
 
 CASES = [
@@ -131,3 +132,35 @@ def test_kernel_at_and_sum_follow_the_coefficients() -> None:
     for x, y in [(0.0, 0.0), (47.0, 10.0), (23.5, 23.5)]:
         assert sub.kernel_sum_at(x, y) == pytest.approx(centre, rel=1e-12)
     assert sub.kernel_sum == pytest.approx(1.2, rel=0.02)
+
+
+@pytest.mark.parametrize(("w", "dk", "db", "cr"), CASES)
+def test_conjugate_gradient_solve_matches_the_direct_one(
+    w: int, dk: int, db: int, cr: bool
+) -> None:
+    """With the Omega < 1 rows left to the solve (as on large frames), preconditioned conjugate
+    gradients reach the reference solution too, in a few steps."""
+    science, template, omega = _random_inputs(2, shape=(48, 48), w=w)
+    layout = basis.Layout(w, dk, db, cr)
+    problem, solution = fit.fit_kernel(science, template, omega, layout, cpu, direct_rows_max=0)
+    assert problem.excluded is not None and len(problem.excluded) > 500
+    n_ref, b_ref, _ = reference.normal_equations(science, template, omega, w, dk, db, cr)
+    x_ref = np.linalg.solve(n_ref, b_ref)
+    assert 0 < solution.iterations < fit.PCG_MAX_STEPS
+    assert solution.relative_residual <= 1e-11
+    assert np.max(np.abs(solution.modified - x_ref)) <= 1e-10 * np.max(np.abs(x_ref))
+
+
+def test_excluded_rows_operator_equals_the_formed_sum() -> None:
+    """ExcludedRows.matvec is sum_e w_e a_e a_e^T v, pixels at the image edges included."""
+    rng = np.random.default_rng(9)
+    shape, layout = (30, 34), basis.Layout(3, 2, 0, True)
+    template = rng.normal(size=shape)
+    rows = np.array([0, 5, 29, 12, 3])
+    cols = np.array([0, 33, 17, 2, 30])
+    weights = rng.uniform(0.2, 1.0, size=5)
+    op = rows_mod.ExcludedRows(template, rows, cols, weights, layout)
+    pad = 2 * layout.half_width
+    formed = rows_mod.rank_update(np.pad(template, pad), pad, rows, cols, weights, layout, shape)
+    v = rng.normal(size=layout.nk * layout.nt)
+    assert np.allclose(op.matvec(v), formed @ v, rtol=0, atol=1e-12 * np.abs(formed @ v).max())
