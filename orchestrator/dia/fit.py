@@ -124,13 +124,12 @@ def high_lag_moments(
     r = np.arange(-lag, lag + 1, dtype=np.float64)
     sy, sx = (alphas[0] * r)[:, None], (alphas[1] * r)[None, :]
     out = np.empty((len(mom_exps), 2 * lag + 1, 2 * lag + 1))
-    work = backend.empty_like(low_spectra[0])
     for m, (mi, mj) in enumerate(mom_exps):  # by degree: lower moments are ready
         mi, mj = int(mi), int(mj)
         ai = min(mi, top)  # a: as much of m as a low moment holds, x first; b = m - a
         aj = min(mj, top - ai)
         bi, bj = mi - ai, mj - aj
-        acc = backend.lags(low_spectra[low[(ai, aj)]], low_spectra[low[(bi, bj)]], lag, work)
+        acc = backend.lags(low_spectra[low[(ai, aj)]], low_spectra[low[(bi, bj)]], lag)
         for ji in range(bi + 1):
             for jj in range(bj + 1):
                 if (ji, jj) == (bi, bj):
@@ -233,28 +232,39 @@ def build_problem(
     fshape = backend.fft_shape(shape, 2 * w)
 
     # --- FFT pass: the low moments' spectra, the one-factor blocks, the whole-plane kk moments
+    ay, by = basis.scale(n0)
+    ax, bx = basis.scale(n1)
+    yc = ay * np.arange(n0, dtype=np.float64) + by
+    xc = ax * np.arange(n1, dtype=np.float64) + bx
     weighted_science = omega * science
     f_ws = backend.rfft(weighted_science, fshape)
-    qimgs = [basis.poly_image(int(i), int(j), shape) for i, j in bexps]
-    f_wq = [backend.rfft(omega * q, fshape) for q in qimgs]
+    # background sums are separable: sum_x W(x) x~^i y~^j = y~^j . W . x~^i (no image-sized
+    # polynomial images; order 0 transforms Omega itself)
+    bg_rhs = np.array([yc**j @ weighted_science @ xc**i for i, j in bexps])
+    del weighted_science
+    bg_normal = np.array(
+        [[yc ** (j + jc) @ omega @ xc ** (i + ic) for ic, jc in bexps] for i, j in bexps]
+    )
+    f_wq = [
+        backend.rfft(
+            omega if i == j == 0 else omega * basis.poly_image(int(i), int(j), shape), fshape
+        )
+        for i, j in bexps
+    ]
     lap("fft_refs")
     n_low = nt  # kernel_exps = the moments of degree <= DK, in monomial_exponents order
     rhs_moments = np.empty((n_low, 2 * w + 1, 2 * w + 1))
     kb_moments = np.empty((nb, n_low, 2 * w + 1, 2 * w + 1))
     model_spectra: list[Any] = [None] * n_low
-    work = None
     for m, spec in backend.moment_spectra(template0, kexps, fshape):
-        if work is None:
-            work = backend.empty_like(spec)
-        rhs_moments[m] = backend.lags(spec, f_ws, w, work)
+        rhs_moments[m] = backend.lags(spec, f_ws, w)
         for q in range(nb):
-            kb_moments[q, m] = backend.lags(spec, f_wq[q], w, work)
+            kb_moments[q, m] = backend.lags(spec, f_wq[q], w)
         model_spectra[m] = spec
         del spec
     del f_ws, f_wq
     lap("fft_moments")
     kk_moments = high_lag_moments(model_spectra, kexps, mom_exps, mom_index, alphas, w, backend)
-    del work
     lap("lag_moments")
 
     normal = np.zeros((layout.n_plain, layout.n_plain))
@@ -299,9 +309,8 @@ def build_problem(
         col = _one_factor_block(kb_moments[q], kexps, mom_index, w, alphas)
         normal[:nkt, nkt + q] = col
         normal[nkt + q, :nkt] = col
-        rhs[nkt + q] = float(np.sum(weighted_science * qimgs[q]))
-        for c in range(nb):
-            normal[nkt + q, nkt + c] = float(np.sum(omega * qimgs[q] * qimgs[c]))
+    rhs[nkt:] = bg_rhs
+    normal[nkt:, nkt:] = bg_normal
     lap("one_factor")
     n_e = len(rows) + (len(excluded) if excluded is not None else 0)
     return FitProblem(layout, normal, rhs, n_e, fshape, model_spectra, timings, excluded)

@@ -63,16 +63,11 @@ def rfft(image: np.ndarray, fshape: tuple[int, int]) -> Any:
     return cp.fft.rfft2(cp.asarray(image), s=fshape)
 
 
-def empty_like(spec: Any) -> Any:
-    """See :func:`orchestrator.dia.cpu.empty_like`."""
-    return _cupy().empty_like(spec)
-
-
 def _twiddles(n: int, offsets: tuple[int, int], count: int, sign: int) -> Any:
     return _cupy().asarray(cpu._twiddles(n, offsets, count, sign))
 
 
-def lags(spec: Any, ref_spec: Any, max_lag: int, work: Any = None) -> np.ndarray:
+def lags(spec: Any, ref_spec: Any, max_lag: int) -> np.ndarray:
     """See :func:`orchestrator.dia.cpu.lags` (partial inverse DFT on the device)."""
     cp = _cupy()
     lag = int(max_lag)

@@ -97,6 +97,7 @@ def subtract_pair(sci: Prepared, tmpl: Prepared, config: PipelineConfig) -> dict
 
     xs, ys = pixel_map(sci.wcs, tmpl.wcs, sci.data.shape)
     res = resample(tmpl.data, tmpl.variance, tmpl.mask, xs, ys)
+    del xs, ys  # two image-sized maps: 268 MB on a whole 4088^2 frame
     ix, iy = math.floor(sci.x + 0.5), math.floor(sci.y + 0.5)
     if res.outside[iy, ix]:
         raise NoOverlapError(
