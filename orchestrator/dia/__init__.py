@@ -452,11 +452,17 @@ def subtract(
         if prep.template_side is None
         else _conv_stamps(prep.template_side, centre_kernel)
     )
-    variance = be.convolve(prep.template_var, (tside**2)[None])[0]
     if side_s is None:
+        variance = be.convolve(prep.template_var, (tside**2)[None])[0]
         variance += prep.science_var
-    else:
-        variance += be.convolve(prep.science_var, (side_s**2)[None])[0]
+    else:  # both terms on one grid: one inverse FFT
+        fsv = be.fft_shape(shape, max(tside.shape[0], side_s.shape[0]) // 2)
+        variance = be.convolve_spectra(
+            [be.rfft(prep.template_var, fsv), be.rfft(prep.science_var, fsv)],
+            [tside**2, side_s**2],
+            fsv,
+            shape,
+        )
     difference[prep.invalid] = np.nan
     variance[prep.invalid] = np.nan
 

@@ -18,7 +18,7 @@ than they must:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 import numba
@@ -139,13 +139,24 @@ def moment_spectra(
 
 
 def convolve_spectra(
-    specs: list[np.ndarray], kernels: np.ndarray, fshape: tuple[int, int], shape: tuple[int, int]
+    specs: list[np.ndarray],
+    kernels: Sequence[np.ndarray],
+    fshape: tuple[int, int],
+    shape: tuple[int, int],
 ) -> np.ndarray:
-    """``sum_n image_n conv kernels[n]`` ('same', zero outside) from the images' spectra."""
-    acc = np.zeros_like(specs[0])
+    """``sum_n image_n conv kernels[n]`` ('same', zero outside) from the images' spectra
+    (``kernels`` odd stamps, of different sizes if need be)."""
+    acc: np.ndarray | None = None
     for spec, kern in zip(specs, kernels, strict=True):
-        acc += spec * kernel_spectrum(kern, fshape)
-    full = sfft.irfft2(acc, s=fshape, workers=_workers())
+        term = kernel_spectrum(kern, fshape)
+        term *= spec  # the kernel's spectrum is the scratch array: no further temporaries
+        if acc is None:
+            acc = term
+        else:
+            acc += term
+        del term
+    assert acc is not None
+    full = sfft.irfft2(acc, s=fshape, workers=_workers(), overwrite_x=True)
     return np.ascontiguousarray(full[: shape[0], : shape[1]])
 
 

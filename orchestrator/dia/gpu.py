@@ -6,7 +6,7 @@ go in and come out; the image-sized work runs on the device.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -102,7 +102,7 @@ def kernel_spectrum(kernel: np.ndarray, fshape: tuple[int, int]) -> Any:
 
 
 def convolve_spectra(
-    specs: list[Any], kernels: np.ndarray, fshape: tuple[int, int], shape: tuple[int, int]
+    specs: list[Any], kernels: Sequence[np.ndarray], fshape: tuple[int, int], shape: tuple[int, int]
 ) -> np.ndarray:
     """See :func:`orchestrator.dia.cpu.convolve_spectra`."""
     cp = _cupy()
