@@ -26,14 +26,15 @@ Prints figures, asserts nothing. Targets (issue 9): flux scale within 0.5 % (PSF
 (estimated), pull std in [0.9, 1.15], null pull within +-0.3, bright err under 0.5 %.
 
     .venv/bin/python benchmarks/roman_quality.py [--seeds 0 1 2] [--size 512] [--templates 2]
-        [--epochs 12] [--nprocs 1] [--modes files estimated] [--workdir DIR] [--band R062]
-        [--peer | --only-peer]
+        [--epochs 12] [--nprocs 1] [--modes files estimated] [--workdir DIR [--reuse]]
+        [--band R062] [--cutout N] [--peer | --only-peer]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import sys
@@ -52,7 +53,7 @@ BRIGHT_COUNTS = 5000.0
 MODES = ("files", "estimated")
 
 
-def run_cli(scene: Path, mode: str, nprocs: int) -> dict[str, Any]:
+def run_cli(scene: Path, mode: str, nprocs: int, cutout: int | None = None) -> dict[str, Any]:
     """``photometry run`` on ``scene`` as a subprocess: wall_s, rc, peak_mb, tail (stderr)."""
     suffix = "" if mode == "files" else "_est"
     out = scene / f"out_{mode}"
@@ -73,6 +74,7 @@ def run_cli(scene: Path, mode: str, nprocs: int) -> dict[str, Any]:
         str(nprocs),
         "--log-level",
         "warning",
+        *([] if cutout is None else ["--cutout", str(cutout)]),
     ]
     return run_measured(argv, timeout_s=3600)
 
@@ -156,6 +158,12 @@ def main() -> None:
     ap.add_argument("--nprocs", type=int, default=1)
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--workdir", type=Path, default=None, help="keep the scenes here")
+    ap.add_argument(
+        "--reuse", action="store_true", help="reuse scenes already written in --workdir"
+    )
+    ap.add_argument(
+        "--cutout", type=int, default=None, help="photometry run's --cutout (0: whole images)"
+    )
     peer = ap.add_mutually_exclusive_group()
     peer.add_argument("--peer", action="store_true", help="add the sfft-romansnpit flow's rows")
     peer.add_argument("--only-peer", action="store_true", help="only the sfft-romansnpit rows")
@@ -186,21 +194,26 @@ def main() -> None:
     for seed in args.seeds:
         scene = workdir / f"seed{seed}"
         t0 = time.perf_counter()
-        made = make_scene(
-            scene,
-            size=args.size,
-            n_templates=args.templates,
-            n_epochs=args.epochs,
-            seed=seed,
-            band=args.band,
-        )
-        gen_s = time.perf_counter() - t0
-        write_lists_without_psf(scene)
-        print(
-            f"seed {seed}: scene written in {gen_s:.1f} s ({len(made.exposures)} images, "
-            f"unreadable {made.unreadable})",
-            flush=True,
-        )
+        if args.reuse and (scene / "object.json").exists():
+            oid = str(json.loads((scene / "object.json").read_text())["oid"])
+            print(f"seed {seed}: scene reused from {scene}", flush=True)
+        else:
+            made = make_scene(
+                scene,
+                size=args.size,
+                n_templates=args.templates,
+                n_epochs=args.epochs,
+                seed=seed,
+                band=args.band,
+            )
+            oid = str(made.obj["oid"])
+            gen_s = time.perf_counter() - t0
+            write_lists_without_psf(scene)
+            print(
+                f"seed {seed}: scene written in {gen_s:.1f} s ({len(made.exposures)} images, "
+                f"unreadable {made.unreadable})",
+                flush=True,
+            )
         for label in labels:
             if label.startswith("sfft "):
                 run = run_peer(scene, label.removeprefix("sfft "))
@@ -209,11 +222,11 @@ def main() -> None:
                     continue
                 rows, wall_s, peak_mb = run.rows, run.wall_s, run.peak_mb
             else:
-                res = run_cli(scene, label, args.nprocs)
+                res = run_cli(scene, label, args.nprocs, args.cutout)
                 if res["rc"] not in (0, 1):
                     print(f"seed {seed} {label}: exited {res['rc']}\n{res['tail']}", flush=True)
                     continue
-                rows = rows_with_truth(scene, label, str(made.obj["oid"]), args.band)
+                rows = rows_with_truth(scene, label, oid, args.band)
                 wall_s, peak_mb = res["wall_s"], res["peak_mb"]
             pooled[label] += rows
             walls[label] += wall_s

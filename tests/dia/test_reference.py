@@ -164,3 +164,25 @@ def test_excluded_rows_operator_equals_the_formed_sum() -> None:
     formed = rows_mod.rank_update(np.pad(template, pad), pad, rows, cols, weights, layout, shape)
     v = rng.normal(size=layout.nk * layout.nt)
     assert np.allclose(op.matvec(v), formed @ v, rtol=0, atol=1e-12 * np.abs(formed @ v).max())
+
+
+def test_conjugate_gradient_falls_back_to_the_formed_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When conjugate gradients do not converge in time the excluded rows are formed after all:
+    the solution is still the reference one."""
+    w, dk, db, cr = CASES[2]
+    science, template, omega = _random_inputs(2, shape=(48, 48), w=w)
+    layout = basis.Layout(w, dk, db, cr)
+    monkeypatch.setattr(fit, "PCG_MAX_STEPS", 1)
+    formed = []
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        formed.append(len(args[2]))
+        return rows_mod.rank_update(*args, **kwargs)
+
+    monkeypatch.setattr(fit, "rank_update", spy)
+    problem, solution = fit.fit_kernel(science, template, omega, layout, cpu, direct_rows_max=0)
+    n_ref, b_ref, _ = reference.normal_equations(science, template, omega, w, dk, db, cr)
+    x_ref = np.linalg.solve(n_ref, b_ref)
+    assert problem.excluded is not None
+    assert formed[-1] == len(problem.excluded)  # the excluded rows, formed in the fallback
+    assert np.max(np.abs(solution.modified - x_ref)) <= 1e-10 * np.max(np.abs(x_ref))
