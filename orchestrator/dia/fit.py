@@ -406,6 +406,37 @@ def _pcg(
     return x, rel, PCG_MAX_STEPS
 
 
+def leave_out(
+    problem: FitProblem,
+    science: np.ndarray,
+    template0: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    weights: np.ndarray,
+) -> None:
+    """Take the pixels ``(rows, cols)`` (fit weights ``weights``) out of ``problem``, exactly:
+    the right-hand side and the background blocks are corrected here, the kernel-kernel block
+    by joining them to ``problem.excluded`` (so :func:`solve` runs conjugate gradients; the
+    normal matrix's factor without them stays a good preconditioner). For outliers found
+    after a first solve (star cores that no kernel subtracts, on undersampled images)."""
+    lay = problem.layout
+    nkt = lay.nk * lay.nt
+    shape = (int(template0.shape[0]), int(template0.shape[1]))
+    more = ExcludedRows(template0, rows, cols, weights, lay)
+    s_w = weights * science[rows, cols]
+    problem.rhs[:nkt] -= more.apply_t(s_w)
+    q = basis.poly_values(lay.background_exps, rows, cols, shape)  # (nb, n)
+    for b in range(lay.nb):
+        col = more.apply_t(weights * q[b])
+        problem.normal[:nkt, nkt + b] -= col
+        problem.normal[nkt + b, :nkt] -= col
+        problem.rhs[nkt + b] -= float(s_w @ q[b])
+        for c in range(lay.nb):
+            problem.normal[nkt + b, nkt + c] -= float((weights * q[b]) @ q[c])
+    problem.excluded = more if problem.excluded is None else problem.excluded.joined(more)
+    problem.n_e += len(rows)
+
+
 def brute_force_normal_matrix(
     template0: np.ndarray, omega: np.ndarray, layout: basis.Layout, *, chunk: int = 2048
 ) -> np.ndarray:

@@ -155,15 +155,34 @@ class ExcludedRows:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def matvec(self, coef: np.ndarray) -> np.ndarray:
-        """``G @ coef`` for a plain kernel vector (``nk * nt``)."""
+    def apply(self, coef: np.ndarray) -> np.ndarray:
+        """``a(x_e) . coef`` for every pixel (``coef`` a plain kernel vector, ``nk * nt``)."""
         lay = self.layout
         # offset k = (dy, dx) at footprint index (w - dy, w - dx): the flat order reversed
         coef_r = np.ascontiguousarray(coef.reshape(lay.nk, lay.nt)[::-1].T, dtype=np.float64)
         values = np.empty(len(self.rows))
         _apply(self._t0, self.rows, self.cols, self._pvals, coef_r, lay.half_width, values)
-        values *= self.weights
+        return values
+
+    def apply_t(self, values: np.ndarray) -> np.ndarray:
+        """``sum_e values[e] a(x_e)`` (a plain kernel vector, ``nk * nt``)."""
+        lay = self.layout
         out_r = np.zeros((lay.nt, lay.nk))
         chunks = max(1, min(numba.get_num_threads() * 4, len(self.rows) // 256))
-        _apply_t(self._t0, self.rows, self.cols, self._pvals, values, lay.half_width, chunks, out_r)
+        u = np.ascontiguousarray(values, dtype=np.float64)
+        _apply_t(self._t0, self.rows, self.cols, self._pvals, u, lay.half_width, chunks, out_r)
         return np.ascontiguousarray(out_r.T[::-1]).ravel()
+
+    def matvec(self, coef: np.ndarray) -> np.ndarray:
+        """``G @ coef`` for a plain kernel vector (``nk * nt``)."""
+        return self.apply_t(self.weights * self.apply(coef))
+
+    def joined(self, other: ExcludedRows) -> ExcludedRows:
+        """The rows of both (weights added where a pixel is in both)."""
+        return ExcludedRows(
+            self.template0,
+            np.concatenate([self.rows, other.rows]),
+            np.concatenate([self.cols, other.cols]),
+            np.concatenate([self.weights, other.weights]),
+            self.layout,
+        )

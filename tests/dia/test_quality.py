@@ -265,3 +265,44 @@ def test_local_decorrelation_equals_the_whole_image_there(x: float, y: float, ha
         ok = ~np.isnan(ref)
         assert np.max(np.abs(part[ok] - ref[ok])) <= 1e-9 * np.max(np.abs(ref[ok]))
     assert sub.decorrelate(x, y, half=half) is local  # cached per (x, y, half)
+
+
+def test_clipping_keeps_unsubtractable_cores_out_of_the_kernel() -> None:
+    """Residual cores no kernel can subtract (here: spikes added to the science image's stars,
+    like cores after resampling an undersampled image) bias the kernel sum and inflate the fit
+    chi2; with clip_sigma they are left out and the ratio is right again."""
+    scene = make_scene(np.random.default_rng(21), SHAPE, ratio=1.1, n_stars=40)
+    science = scene.science.copy()
+    rng = np.random.default_rng(3)
+    for _ in range(25):  # sharp positive and negative residual cores on bright pixels
+        r, c = rng.integers(20, SHAPE[0] - 20, size=2)
+        science[r, c] += rng.choice([-1, 1]) * 60 * np.sqrt(scene.science_var[r, c])
+    plain = _subtract(scene, science_var=scene.science_var)
+    spiked = dia.subtract(
+        science,
+        scene.template,
+        science_psf=scene.science_psf,
+        template_psf=scene.template_psf,
+        science_var=scene.science_var,
+        template_var=scene.template_var,
+        kernel_half_width=W,
+        kernel_poly_order=DK,
+        backend="cpu",
+    )
+    clipped = dia.subtract(
+        science,
+        scene.template,
+        science_psf=scene.science_psf,
+        template_psf=scene.template_psf,
+        science_var=scene.science_var,
+        template_var=scene.template_var,
+        kernel_half_width=W,
+        kernel_poly_order=DK,
+        backend="cpu",
+        clip_sigma=5.0,
+    )
+    assert spiked.stats.chi2_dof > 3 * plain.stats.chi2_dof
+    assert clipped.stats.n_clipped_pixels >= 25 * 9 * 0.8
+    assert clipped.stats.chi2_dof < 1.3
+    assert abs(clipped.kernel_sum / plain.kernel_sum - 1) < 2e-3
+    assert clipped.stats.n_fit_pixels == plain.stats.n_fit_pixels - clipped.stats.n_clipped_pixels

@@ -186,3 +186,26 @@ def test_conjugate_gradient_falls_back_to_the_formed_sum(monkeypatch: pytest.Mon
     assert problem.excluded is not None
     assert formed[-1] == len(problem.excluded)  # the excluded rows, formed in the fallback
     assert np.max(np.abs(solution.modified - x_ref)) <= 1e-10 * np.max(np.abs(x_ref))
+
+
+@pytest.mark.parametrize(("w", "dk", "db", "cr"), CASES)
+def test_leaving_pixels_out_after_the_fit_equals_fitting_without_them(
+    w: int, dk: int, db: int, cr: bool
+) -> None:
+    """fit.leave_out (the outlier refit) gives the solution of the fit whose Omega is zero at
+    those pixels from the start: right-hand side, background blocks and kernel block."""
+    science, template, omega = _random_inputs(3, shape=(48, 48), w=w)
+    layout = basis.Layout(w, dk, db, cr)
+    rng = np.random.default_rng(4)
+    inner = np.argwhere(omega > 0)
+    pick = inner[rng.choice(len(inner), 60, replace=False)]
+    rows, cols = pick[:, 0], pick[:, 1]
+    problem, _ = fit.fit_kernel(science, template, omega, layout, cpu)
+    fit.leave_out(problem, science, template, rows, cols, omega[rows, cols])
+    after = fit.solve(problem)
+    without = omega.copy()
+    without[rows, cols] = 0.0
+    _, direct = fit.fit_kernel(science, template, without, layout, cpu)
+    assert after.iterations > 0
+    scale = np.max(np.abs(direct.modified))
+    assert np.max(np.abs(after.modified - direct.modified)) <= 1e-10 * scale

@@ -119,8 +119,10 @@ def subtract_pair(sci: Prepared, tmpl: Prepared, config: PipelineConfig) -> dict
     psf_t = tmpl.psf.stamp(h, jacobian=jac)
     # keep the object out of the kernel fit: a bright transient would otherwise pull the kernel
     r_ex = config.kernel_half_width + h + 3
-    yy, xx = np.ogrid[: shape[0], : shape[1]]
-    exclude = (yy - sci.y) ** 2 + (xx - sci.x) ** 2 <= r_ex**2
+    exclude = np.zeros(shape, dtype=bool)
+    near = (slice(max(0, iy - r_ex), iy + r_ex + 1), slice(max(0, ix - r_ex), ix + r_ex + 1))
+    yy, xx = np.ogrid[near]
+    exclude[near] = (yy - sci.y) ** 2 + (xx - sci.x) ** 2 <= r_ex**2
     # inpainted pixels (saturated cores, bad columns, hot pixels) are guesses: keep every fit
     # pixel whose footprint (kernel + cross-convolution stamp) reaches one out of the fit
     exclude |= _fit_exclusion(sci.mask | t_mask, t_outside, config)
