@@ -75,6 +75,26 @@ def threads_per_process(nprocs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, nprocs))
 
 
+def _start_worker(numba_threads: int, parent_pid: int) -> None:
+    """Process-pool initializer: die with the parent, then bound the libraries' threads.
+
+    A parent killed outright (SIGKILL, the OOM killer, a job's timeout) cannot stop its pool:
+    without this its workers would go on computing whole-frame pairs for nobody. On Linux the
+    kernel sends them SIGKILL when the parent dies (``PR_SET_PDEATHSIG``; the pool starts its
+    workers from the thread that submits, which lives as long as the run).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:  # it died before the call above took effect
+            os._exit(1)
+    worker_init(numba_threads)
+
+
 def run_pairs(
     config: PipelineConfig,
     work: list[tuple[ExposureRow, ExposureRow]],
@@ -100,8 +120,8 @@ def run_pairs(
         with ProcessPoolExecutor(
             max_workers=min(nprocs, len(work)),
             mp_context=ctx,
-            initializer=worker_init,
-            initargs=(nthreads,),
+            initializer=_start_worker,
+            initargs=(nthreads, os.getpid()),
         ) as pool:
             futures: dict[Future[dict[str, Any]], int] = {
                 pool.submit(process_pair, config, s, t): i for i, (s, t) in enumerate(work)

@@ -174,3 +174,49 @@ def test_larger_simulation_with_estimated_psfs(tmp_path: Path) -> None:
     versus_given = np.average(f_est / f_given, weights=weights)
     print("estimated / given", np.round(f_est / f_given, 3), round(float(versus_given), 4))
     assert abs(versus_given - 1) < 0.02, versus_given
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_killed_run(tmp_path: Path) -> None:
+    """`photometry run -p 2` killed outright (SIGKILL: a job timeout, the OOM killer) while its
+    workers compute whole-image pairs leaves none of them computing for nobody: they are gone
+    within half a second, not when their pair is done (seconds later)."""
+    import signal
+    import time
+
+    import psutil
+
+    data = tmp_path / "sim"
+    obj = _simulate(data, 1024, 2, 1, 5)
+    argv = [*CLI, "run", "--oid", obj["oid"], "-r", obj["ra"], "-d", obj["dec"], "-b"]
+    argv += [obj["band"], "-t", data / "templates.txt", "-s", data / "science.txt"]
+    argv += ["-o", data / "out", "-p", "2", "--cutout", "0"]
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
+    proc = subprocess.Popen([str(a) for a in argv], env=env, stderr=subprocess.DEVNULL)
+    try:
+        parent = psutil.Process(proc.pid)
+        workers: list[psutil.Process] = []
+        deadline = time.monotonic() + 120
+        # wait until both workers are well into a pair (imports take about a second of CPU)
+        while time.monotonic() < deadline and proc.poll() is None:
+            kids = [k for k in parent.children() if "spawn_main" in " ".join(k.cmdline())]
+            workers = [k for k in kids if "resource_tracker" not in " ".join(k.cmdline())]
+            if len(workers) == 2 and min(sum(w.cpu_times()[:2]) for w in workers) > 2.5:
+                break
+            time.sleep(0.05)
+        assert len(workers) == 2 and proc.poll() is None, "the pool never got to work"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=0.5)
+        running = []
+        for p in alive:  # a killed worker may linger as a zombie until init reaps it
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    running.append(p.pid)
+            except psutil.NoSuchProcess:
+                pass
+        assert not running, f"workers outlived their killed parent: {running}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
