@@ -22,6 +22,10 @@ CLIP_SIGMA = 5.0  # outliers in the photometry stamp's wings (see dia.forced_pho
 POSITION_SNR = 20.0  # refit an estimated PSF's position above this S/N (_centroid_offset)
 MAX_OFFSET_PX = 0.5
 FIT_MASK_GROW_PX = 2  # border of masked pixels left out of the subtraction fit (_fit_exclusion)
+# dia.subtract can leave out pixels over N sigma after a first fit and refit (clip_sigma); the
+# pipeline does not: on issue 9's 4088^2 Roman scenes clipping at 5 sigma took the cores of
+# most stars out, after which nothing pinned the kernel's sum (0.66 where 0.99 was right)
+FIT_CLIP_SIGMA: float | None = None
 # the decorrelated difference is computed in the (2 h + 1)^2 box around the object: its filter
 # whitens the noise where the kernel is the one at the object (a whole 4088^2 frame decorrelated
 # with it would cost three frame-sized convolutions and mean nothing far away); the default
@@ -139,6 +143,7 @@ def subtract_pair(sci: Prepared, tmpl: Prepared, config: PipelineConfig) -> dict
         background_poly_order=config.background_poly_order,
         backend=config.backend,  # type: ignore[arg-type]
         fit_exclude=exclude,
+        clip_sigma=FIT_CLIP_SIGMA,
     )
     # decorrelated in a box around the object only: the filter is the one for the kernel there
     dec = sub.decorrelate(sci.x, sci.y, half=DECORRELATE_HALF_PX)
