@@ -29,9 +29,6 @@ class PipelineConfig:
     psf: str | None = None  # None: the list's psf column, else estimated; FILE or gaussian:FWHM
     # estimated PSFs' scale: "roman" (encircled-energy table), "stars" (curve of growth), "auto"
     psf_wings: str = "auto"
-    # how an estimated PSF's grid is fitted: "average" (smoothed mean residuals, the default)
-    # or "lsq" (least squares, psf_fit.py; experimental, issue 9)
-    psf_estimator: str = "average"
     cutout_px: int = 512  # science cutout side; 0 = whole image
     psf_half_px: int = 12  # PSF stamps are 2 h + 1 square
     psf_region_px: int = 1024  # side of the region searched for PSF stars

@@ -110,8 +110,6 @@ def _psf_for(
             encircled_energy=None
             if config.psf_wings == "stars"
             else roman_ee.stamp_fraction(config.band, CORE_HALF_PX),
-            method=config.psf_estimator,
-            table=None if config.psf_wings == "stars" else roman_ee.band_table(config.band),
         )
     except DiaError as exc:
         raise type(exc)(f"{row.path}: {exc}") from exc

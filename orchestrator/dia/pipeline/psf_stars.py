@@ -6,7 +6,6 @@ Split from :mod:`orchestrator.dia.pipeline.psf` (the model); see :func:`estimate
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,8 +99,6 @@ def estimate_psf(
     min_stars: int = 5,
     iterations: int = 12,
     encircled_energy: float | None = None,
-    method: str = "average",
-    table: Mapping[int, float] | None = None,
 ) -> PsfModel:
     """An oversampled effective PSF from the bright isolated stars of one image.
 
@@ -132,9 +129,6 @@ def estimate_psf(
     The model is then scaled to the flux fraction its ``2 half + 1`` stamp holds:
     ``encircled_energy`` when given (the instrument's table, :mod:`.roman_ee`), else measured
     by :func:`stamp_encircled_energy` (a few per cent uncertain in a crowded field).
-
-    ``method="lsq"`` fits the grid by least squares instead (:func:`.psf_fit.fit_epsf`, with
-    the band's encircled-energy ``table``); experimental, see that module.
     """
     stars = find_stars(
         image, variance, mask, half=half, isolation_px=half * math.sqrt(2), max_neighbour_ratio=0.1
@@ -147,21 +141,6 @@ def estimate_psf(
     # start from a Gaussian with the stars' mean second moment
     fwhm0 = _moment_fwhm(image, stars, half)
     model = PsfModel.gaussian(fwhm0, oversamp, half + 2)
-    if method == "lsq":
-        from orchestrator.dia.pipeline import psf_fit
-
-        grid, how = psf_fit.fit_epsf(image, variance, stars, model, half, table)
-        if not how:  # no table: scale by the stars' curve of growth, as below
-            unscaled = PsfModel(grid, oversamp)
-            enclosed = stamp_encircled_energy(image, variance, mask, unscaled, half)
-            grid = grid * enclosed
-            how = "the curve of growth of isolated stars" if enclosed < 1 else "nothing (no star)"
-        fitted = PsfModel(grid, oversamp)
-        note = (
-            f"PSF fitted (least squares) to {len(stars)} stars; its {2 * half + 1}^2 stamp "
-            f"holds {fitted.enclosed(half):.4f} of the flux, from {how}"
-        )
-        return PsfModel(grid, oversamp, note, origin_known=False)
     n = model.grid.shape[0]
     c = n // 2
     off = np.arange(-half, half + 1, dtype=np.float64)
@@ -346,26 +325,20 @@ def _fit_star(
     flux: float,
     half: int,
     sky: float = 0.0,
-    centre: tuple[int, int] | None = None,
-    steps: int = 3,
 ) -> tuple[float, float, float, float]:
-    """Flux, position and local sky of one star by weighted Gauss-Newton (``steps`` steps).
-
-    The stamp is centred on pixel ``centre`` (x, y), by default the one nearest ``(x, y)``
-    (:func:`.psf_fit.fit_epsf` passes it: a refined position may cross a pixel boundary while
-    the stamp stays where it was cut).
+    """Flux, position and local sky of one star by weighted Gauss-Newton (three steps).
 
     The local sky (a constant over the stamp) takes up what the image's background map got
     wrong there: in a crowded field the map sits a few counts off around bright stars (their
     wings and their neighbours' raise a box median), and a model fitted without it grows
     negative or positive wings and a core several per cent off.
     """
-    ix, iy = (round(x), round(y)) if centre is None else centre
+    ix, iy = round(x), round(y)
     dx, dy = x - ix, y - iy
     eps = 1e-3
     w = 1.0 / np.sqrt(variance.ravel())
     ones = np.ones(stamp.size)
-    for _ in range(steps):
+    for _ in range(3):
         p = _sample(model, half, dx, dy)
         gx = (_sample(model, half, dx + eps, dy) - _sample(model, half, dx - eps, dy)) / (2 * eps)
         gy = (_sample(model, half, dx, dy + eps) - _sample(model, half, dx, dy - eps)) / (2 * eps)

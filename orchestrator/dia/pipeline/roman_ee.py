@@ -173,11 +173,6 @@ ENCIRCLED_ENERGY: dict[str, dict[int, float]] = {
 }
 
 
-def band_table(band: str) -> dict[int, float] | None:
-    """The band's encircled energies by stamp half-width; None for a band off the table."""
-    return ENCIRCLED_ENERGY.get(band.upper())
-
-
 def stamp_fraction(band: str, half: int) -> float | None:
     """The fraction of a point source's flux inside a ``2 half + 1`` stamp; None off the table."""
     return ENCIRCLED_ENERGY.get(band.upper(), {}).get(int(half))
