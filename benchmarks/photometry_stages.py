@@ -153,6 +153,9 @@ def child(data: Path, repo: Path) -> dict[str, Any]:
         backend="cpu",
         cutout_px=0,
     )
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")  # as `photometry run` does (orchestrator.dia.cli)
     t0 = time.perf_counter()
     row = pair.process_pair(config, science, template)
     pair_s = time.perf_counter() - t0

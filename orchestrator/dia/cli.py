@@ -7,6 +7,7 @@ import the pipeline when invoked. Register it with ``main.add_command(photometry
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,6 +223,13 @@ def run_command(
         if value is None:
             raise click.UsageError(f"missing {hint} (give it, or --object FILE)")
     assert oid is not None and ra is not None and dec is not None and band is not None
+    # OpenBLAS's idle threads spin after each call and take the cores the FFTs and numba
+    # kernels need: one BLAS thread made a whole 4088^2 pair 17.2 s -> 14.4 s on two cores
+    # (benchmarks/photometry_stages.py); pool workers get it from the environment (runner)
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="blas")
     configure_logging(log_level)
     log = get_logger(oid=oid, band=band)
     if not -90 <= dec <= 90:

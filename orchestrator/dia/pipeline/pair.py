@@ -11,7 +11,7 @@ import math
 import os
 import time
 import traceback
-from functools import lru_cache
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,37 @@ def _box(centre: float, half: int, n: int) -> slice:
     return slice(max(0, c - half), min(n, c + half + 1))
 
 
-@lru_cache(maxsize=8)
+# Prepared exposures kept per process (science-major order: the current science and every
+# template hit). Bounded by count and by size: whole 4088^2 frames take 285 MB each, and eight
+# of them would double a whole-frame run's memory.
+CACHE_ENTRIES = 8
+CACHE_BYTES = 1_000_000_000
+_cache: OrderedDict[tuple[ExposureRow, PipelineConfig, int], Prepared] = OrderedDict()
+
+
+def _nbytes(p: Prepared) -> int:
+    return int(p.data.nbytes + p.variance.nbytes + p.mask.nbytes)
+
+
 def prepare(row: ExposureRow, config: PipelineConfig, half: int) -> Prepared:
+    """:func:`prepare_exposure`, cached per process (least recently used first out, at most
+    :data:`CACHE_ENTRIES` and about :data:`CACHE_BYTES`; the newest is always kept)."""
+    key = (row, config, half)
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    value = prepare_exposure(row, config, half)
+    _cache[key] = value
+    total = sum(_nbytes(p) for p in _cache.values())
+    while len(_cache) > 1 and (len(_cache) > CACHE_ENTRIES or total > CACHE_BYTES):
+        _, old = _cache.popitem(last=False)
+        total -= _nbytes(old)
+    return value
+
+
+def prepare_exposure(row: ExposureRow, config: PipelineConfig, half: int) -> Prepared:
     """Read, cut out (``2 half + 1`` around the object; 0 = whole image), subtract the sky,
-    estimate the noise when the file has none, and get the PSF. Cached per process."""
+    estimate the noise when the file has none, and get the PSF."""
     if not row.path.exists():
         raise ImageReadError(f"{row.path}: no such file (listed at {row.source})")
     with FitsImage(row.path, config.zeropoint_key) as img:

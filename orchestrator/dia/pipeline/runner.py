@@ -113,6 +113,7 @@ def run_pairs(
     # children read these at import time (numba fixes its pool size when first imported);
     # spawn children inherit the parent's environment, so set it before they start
     saved = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see orchestrator.dia.cli.run
     for k in saved:
         os.environ[k] = str(nthreads)
     try:
