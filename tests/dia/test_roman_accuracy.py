@@ -113,7 +113,9 @@ def test_with_estimated_psfs_the_flux_scale_holds(scenes: list[Path], tmp_path: 
     rows = [r for s in scenes for r in _run(s, tmp_path / s.name, psf_files=False)]
     fig = _figures(rows)
     print(fig)
-    assert abs(fig["scale"] - 1) < 0.06
-    assert math.isfinite(fig["pull_std"])
+    # measured 1.024 and 1.87 on these seeds (2026-11-29); the targets (1 %, 1.15) are
+    # not met with estimated PSFs yet: these bounds guard what holds
+    assert abs(fig["scale"] - 1) < 0.04
+    assert math.isfinite(fig["pull_std"]) and fig["pull_std"] < 2.5
     notes = {r["notes"] for r in rows if r["success"]}
     assert any("instrument's encircled energy" in n for n in notes), notes

@@ -159,15 +159,20 @@ def estimate_psf(
         for s, b in zip(stars, boxes, strict=True)
     ]
     positions = [(s.x, s.y, s.flux, 0.0) for s in stars]
+    centres = [(round(s.x), round(s.y)) for s in stars]  # of the stamps, fixed
     for it in range(iterations):
         positions = [
-            _fit_star(model, st, var, x, y, f, half, b)
-            for st, var, (x, y, f, b) in zip(stamps, variances, positions, strict=True)
+            _fit_star(model, st, var, x, y, f, half, b, centre=cxy)
+            for st, var, (x, y, f, b), cxy in zip(
+                stamps, variances, positions, centres, strict=True
+            )
         ]
         acc = np.zeros((n, n))
         wsum = np.zeros((n, n))
-        for st, var, (x, y, f, b) in zip(stamps, variances, positions, strict=True):
-            dx, dy = x - round(x), y - round(y)
+        for st, var, (x, y, f, b), (cx, cy) in zip(
+            stamps, variances, positions, centres, strict=True
+        ):
+            dx, dy = x - cx, y - cy
             resid = (st - b) / f - _sample(model, half, dx, dy)
             weight = f * f / var  # inverse variance of st / f
             fy = np.rint(c + (off[:, None] - dy) * oversamp).astype(int)
@@ -325,15 +330,20 @@ def _fit_star(
     flux: float,
     half: int,
     sky: float = 0.0,
+    centre: tuple[int, int] | None = None,
 ) -> tuple[float, float, float, float]:
     """Flux, position and local sky of one star by weighted Gauss-Newton (three steps).
+
+    ``stamp`` is cut around the pixel ``centre`` (x, y; default the nearest to ``(x, y)``): a
+    refined position is always measured from the stamp's own centre, also once it has moved
+    past a half pixel (taking ``round`` of it then misregistered the stamp by a pixel).
 
     The local sky (a constant over the stamp) takes up what the image's background map got
     wrong there: in a crowded field the map sits a few counts off around bright stars (their
     wings and their neighbours' raise a box median), and a model fitted without it grows
     negative or positive wings and a core several per cent off.
     """
-    ix, iy = round(x), round(y)
+    ix, iy = (round(x), round(y)) if centre is None else centre
     dx, dy = x - ix, y - iy
     eps = 1e-3
     w = 1.0 / np.sqrt(variance.ravel())
