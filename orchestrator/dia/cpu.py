@@ -255,7 +255,7 @@ def _binomials():  # pragma: no cover
 @numba.njit(parallel=True, cache=True, fastmath=False)
 def _assemble_kk(moments, mom_index, kexps, alpha_y, alpha_x, half_width, out):  # pragma: no cover
     """Kernel-kernel block of the plain normal matrix over the whole plane from 2-D lag moments
-    ``moments[m, 2w + dy, 2w + dx]`` (see fit.build_problem)."""
+    ``moments[m, 2w + dy, 2w + dx]`` (see normal.build_problem)."""
     w = half_width
     side = 2 * w + 1
     nk = side * side

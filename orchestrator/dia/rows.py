@@ -1,6 +1,6 @@
 """Design rows of pixels the fit treats one by one (frame corners, pixels with ``Omega < 1``).
 
-A design row is ``a(x)[k * nt + t] = p_t(x) T0(x - k)`` (see :mod:`orchestrator.dia.fit`).
+A design row is ``a(x)[k * nt + t] = p_t(x) T0(x - k)`` (see :mod:`orchestrator.dia.normal`).
 :func:`rank_update` adds ``sum_x w(x) a(x) a(x)^T`` to the normal matrix exactly (BLAS
 ``dsyrk``, ``|E| n^2`` flops: 0.05 s per 1,000 rows at w = 9, DK = 2 on two cores).
 :class:`ExcludedRows` applies the same sum to a vector without forming it (``|E| n`` work per

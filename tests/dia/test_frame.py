@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.dia import basis, cpu, fit
+from orchestrator.dia import basis, cpu, fit, normal
 
 
 def _omega(shape: tuple[int, int], frame: tuple[int, int, int, int], seed: int) -> np.ndarray:
@@ -41,7 +41,7 @@ def test_kernel_block_matches_brute_force(
     problem = fit.build_problem(rng.normal(size=shape), template, omega, layout, cpu)
     brute = fit.brute_force_normal_matrix(template, omega, layout)
     nkt = layout.nk * layout.nt
-    assert fit.frame_widths(omega) == frame
+    assert normal.frame_widths(omega) == frame
     scale = np.max(np.abs(brute))
     assert np.max(np.abs(problem.normal[:nkt, :nkt] - brute)) <= 1e-12 * scale
 
@@ -109,10 +109,10 @@ def test_high_lag_moments_equal_direct_correlations(dk: int) -> None:
     template = np.random.default_rng(dk).normal(size=shape) + 1.0
     fshape = cpu.fft_shape(shape, 2 * w)
     low_exps = basis.monomial_exponents(dk)
-    mom_exps, mom_index = fit._moment_exponents(2 * dk)
+    mom_exps, mom_index = normal._moment_exponents(2 * dk)
     low = [spec for _, spec in sorted(cpu.moment_spectra(template, low_exps, fshape))]
     alphas = (basis.scale(shape[0])[0], basis.scale(shape[1])[0])
-    fast = fit.high_lag_moments(low, low_exps, mom_exps, mom_index, alphas, w, cpu)
+    fast = normal.high_lag_moments(low, low_exps, mom_exps, mom_index, alphas, w, cpu)
     ref_t = cpu.rfft(template, fshape)
     for m, spec in cpu.moment_spectra(template, mom_exps, fshape):
         direct = cpu.lags(spec, ref_t, 2 * w)

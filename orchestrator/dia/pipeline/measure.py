@@ -248,8 +248,9 @@ def _fit_exclusion(masked: np.ndarray, outside: np.ndarray, config: PipelineConf
     ``FIT_MASK_GROW_PX`` border are left out of the fit. Leaving out every pixel whose model
     reads one (a border of ``w + h`` = 21 px) was tried on issue 9's scenes: the same fluxes
     (within 0.3 sigma) and kernel sums (within 0.5 %) as a 0-px border, at 3-6x the fit time
-    (each excluded pixel is one rank-one update of the normal matrix, see ``dia.fit``), and at
-    4088^2 minutes. On a small or heavily masked cutout even the border can leave fewer pixels
+    when each excluded pixel was a rank-one update of the normal matrix (since then most are
+    solved for by conjugate gradients, see ``dia.normal``: not re-tried). On a small or heavily
+    masked cutout even the border can leave fewer pixels
     than the fit needs: it then shrinks until 4 pixels per unknown remain.
     """
     from orchestrator.dia.basis import Layout
