@@ -59,6 +59,18 @@ def rfft(image: np.ndarray, fshape: tuple[int, int]) -> np.ndarray:
     return sfft.rfft2(image, s=fshape, workers=_workers())
 
 
+def rfft_product(a: np.ndarray, b: np.ndarray | None, fshape: tuple[int, int]) -> np.ndarray:
+    """The zero-padded ``rfft2`` of ``a * b`` (of ``a`` when ``b`` is None) on the grid
+    ``fshape``, the product formed in the padded buffer (no image-sized temporary, no copy)."""
+    buf = np.zeros(fshape)
+    part = buf[: a.shape[0], : a.shape[1]]
+    if b is None:
+        part[...] = a
+    else:
+        np.multiply(a, b, out=part)
+    return sfft.rfft2(buf, workers=_workers(), overwrite_x=True)
+
+
 @lru_cache(maxsize=16)
 def _twiddles(n: int, offsets: tuple[int, int], count: int, sign: int) -> np.ndarray:
     """``exp(sign 2 pi i f k / n)`` for ``f < count`` and ``k`` in ``range(*offsets)``

@@ -63,6 +63,13 @@ def rfft(image: np.ndarray, fshape: tuple[int, int]) -> Any:
     return cp.fft.rfft2(cp.asarray(image), s=fshape)
 
 
+def rfft_product(a: np.ndarray, b: np.ndarray | None, fshape: tuple[int, int]) -> Any:
+    """See :func:`orchestrator.dia.cpu.rfft_product`; the spectrum stays on the device."""
+    cp = _cupy()
+    image = cp.asarray(a) if b is None else cp.asarray(a) * cp.asarray(b)
+    return cp.fft.rfft2(image, s=fshape)
+
+
 def _twiddles(n: int, offsets: tuple[int, int], count: int, sign: int) -> Any:
     return _cupy().asarray(cpu._twiddles(n, offsets, count, sign))
 

@@ -236,34 +236,36 @@ def build_problem(
     ax, bx = basis.scale(n1)
     yc = ay * np.arange(n0, dtype=np.float64) + by
     xc = ax * np.arange(n1, dtype=np.float64) + bx
-    weighted_science = omega * science
-    f_ws = backend.rfft(weighted_science, fshape)
     # background sums are separable: sum_x W(x) x~^i y~^j = y~^j . W . x~^i (no image-sized
-    # polynomial images; order 0 transforms Omega itself)
+    # polynomial images)
+    weighted_science = omega * science
     bg_rhs = np.array([yc**j @ weighted_science @ xc**i for i, j in bexps])
     del weighted_science
     bg_normal = np.array(
         [[yc ** (j + jc) @ omega @ xc ** (i + ic) for ic, jc in bexps] for i, j in bexps]
     )
-    f_wq = [
-        backend.rfft(
-            omega if i == j == 0 else omega * basis.poly_image(int(i), int(j), shape), fshape
-        )
-        for i, j in bexps
-    ]
-    lap("fft_refs")
+    # the six moment spectra first, then one reference spectrum at a time, formed in its padded
+    # buffer (peak memory: the moments plus one reference, 135 MB each on a 4088^2 frame)
     n_low = nt  # kernel_exps = the moments of degree <= DK, in monomial_exponents order
-    rhs_moments = np.empty((n_low, 2 * w + 1, 2 * w + 1))
-    kb_moments = np.empty((nb, n_low, 2 * w + 1, 2 * w + 1))
     model_spectra: list[Any] = [None] * n_low
     for m, spec in backend.moment_spectra(template0, kexps, fshape):
-        rhs_moments[m] = backend.lags(spec, f_ws, w)
-        for q in range(nb):
-            kb_moments[q, m] = backend.lags(spec, f_wq[q], w)
         model_spectra[m] = spec
         del spec
-    del f_ws, f_wq
     lap("fft_moments")
+    rhs_moments = np.empty((n_low, 2 * w + 1, 2 * w + 1))
+    kb_moments = np.empty((nb, n_low, 2 * w + 1, 2 * w + 1))
+    ref = backend.rfft_product(omega, science, fshape)
+    for m in range(n_low):
+        rhs_moments[m] = backend.lags(model_spectra[m], ref, w)
+    del ref
+    for q, (i, j) in enumerate(bexps):
+        poly = None if i == j == 0 else basis.poly_image(int(i), int(j), shape)
+        ref = backend.rfft_product(omega, poly, fshape)
+        del poly
+        for m in range(n_low):
+            kb_moments[q, m] = backend.lags(model_spectra[m], ref, w)
+        del ref
+    lap("fft_refs")
     kk_moments = high_lag_moments(model_spectra, kexps, mom_exps, mom_index, alphas, w, backend)
     lap("lag_moments")
 

@@ -222,7 +222,8 @@ def subtract(
             f"polynomial orders, or mask fewer pixels"
         )
     problem, solution = fit.fit_kernel(prep.science, prep.template, prep.omega, layout, be)
-    difference, variance, kern_terms, bg_terms = _evaluate(prep, problem, solution, be)
+    keep = clip_sigma is not None  # a refit needs the moment spectra for its model again
+    difference, variance, kern_terms, bg_terms = _evaluate(prep, problem, solution, be, keep)
     n_clipped = 0
     for _ in range(CLIP_ROUNDS if clip_sigma is not None else 0):
         clock = time.perf_counter()
@@ -242,7 +243,7 @@ def subtract(
         problem.timings_s["clip"] = problem.timings_s.get("clip", 0.0) + (
             time.perf_counter() - clock
         )
-        difference, variance, kern_terms, bg_terms = _evaluate(prep, problem, solution, be)
+        difference, variance, kern_terms, bg_terms = _evaluate(prep, problem, solution, be, keep)
     problem.model_spectra.clear()
     n_fit = int(np.count_nonzero(prep.omega))
     difference[prep.invalid] = np.nan
@@ -284,7 +285,11 @@ def subtract(
 
 
 def _evaluate(
-    prep: Prepared, problem: fit.FitProblem, solution: fit.FitSolution, be: ModuleType
+    prep: Prepared,
+    problem: fit.FitProblem,
+    solution: fit.FitSolution,
+    be: ModuleType,
+    keep_spectra: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The difference image and its variance for a solution (bad pixels not yet NaN), and the
     kernel and background terms."""
@@ -310,6 +315,8 @@ def _evaluate(
             model += bg_terms[b]
         else:
             model += bg_terms[b] * basis.poly_image(i, j, shape)
+    if not keep_spectra:  # 814 MB on a whole 4088^2 frame: gone before the variance's FFTs
+        problem.model_spectra.clear()
     difference = prep.science - model
     del model
     problem.timings_s["model"] = problem.timings_s.get("model", 0.0) + (time.perf_counter() - clock)
