@@ -112,10 +112,10 @@ def run_pairs(
     nthreads = threads_per_process(nprocs)
     # children read these at import time (numba fixes its pool size when first imported);
     # spawn children inherit the parent's environment, so set it before they start
-    saved = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    keys = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(nthreads)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see orchestrator.dia.cli.run
-    for k in saved:
-        os.environ[k] = str(nthreads)
     try:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
