@@ -32,9 +32,11 @@ sysdeps:
 	bash scripts/slurm-deps.sh --accounting --best-effort
 	bash scripts/sshd-deps.sh
 
+# --durations: the slowest tests are named at the end of every run (the suite must stay under
+# 20 minutes on a 2-core CI machine)
 test: $(STAMP) sysdeps
 	chmod go-w jobs.d jobs.d/*.yaml
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # The Slurm tests again on a cluster without accounting (no slurmdbd: no sacct), the other
 # real deployment; `make test` runs them with accounting.

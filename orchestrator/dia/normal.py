@@ -188,13 +188,14 @@ def footprint_energy(
     template0: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int
 ) -> np.ndarray:
     """``sum T0^2`` over each pixel's ``(2w + 1)^2`` footprint (zero outside the image): a
-    design row's squared norm up to the polynomial factor, from one integral image."""
-    n0, n1 = template0.shape
-    integral = np.zeros((n0 + 1, n1 + 1))
-    np.cumsum(np.cumsum(template0**2, axis=0), axis=1, out=integral[1:, 1:])
-    r0, r1 = np.clip(rows - w, 0, n0), np.clip(rows + w + 1, 0, n0)
-    c0, c1 = np.clip(cols - w, 0, n1), np.clip(cols + w + 1, 0, n1)
-    return np.asarray(integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0])
+    design row's squared norm up to the polynomial factor. Two running box sums (an integral
+    image's two cumulative sums cost 1 s on a 4088^2 frame; this ranks rows, a few ulps do
+    not matter)."""
+    from scipy.ndimage import uniform_filter
+
+    side = 2 * w + 1
+    boxed = uniform_filter(template0**2, size=side, mode="constant", cval=0.0)
+    return np.asarray(boxed[rows, cols] * float(side * side))
 
 
 def build_problem(

@@ -15,16 +15,16 @@ What is pinned, against issue 9's targets:
   scatters by ~0.4), bright-epoch median error under 1 % (target 0.5 %), kernel sums within
   3 % of 1 (every image has one zero point), no good row flagged. Before issue 9's fixes the
   scale was 1.037 and the pull std 2.9: these bounds fail on that code.
-- Estimated PSFs: flux scale within 6 % (target 1 %; 1.007 over seeds 0-2 at 512^2, 1.04 on
-  seeds 11-12 at 384^2) and the instrument's encircled energy used; the pull std (3-4) misses
-  its target by far and is not pinned: the closing note of issue 9 says why.
+- Estimated PSFs: flux scale within 4 % (target 1 %; within 1 % pooled over seeds 0-4 at 512^2,
+  1.03 here: 320^2 holds few stars) and the instrument's encircled energy used; pull std in
+  [0.6, 1.5] (target [0.9, 1.15]; 0.88 here): the error bars carry the estimated PSF's own
+  error (``measure.psf_error``), without which it was 1.87 here.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +107,19 @@ def test_with_psf_files_fluxes_and_errors_are_right(scenes: list[Path], tmp_path
     assert abs(fig["bright_err"]) < 0.01
     assert fig["ksum_err"] < 0.03
     assert fig["flagged"] == 0
+    assert all(r["psf_flux_err"] == 0 for r in rows if r["success"])  # PSF files: no PSF term
 
 
 def test_with_estimated_psfs_the_flux_scale_holds(scenes: list[Path], tmp_path: Path) -> None:
     rows = [r for s in scenes for r in _run(s, tmp_path / s.name, psf_files=False)]
     fig = _figures(rows)
     print(fig)
-    # measured 1.024 and 1.87 on these seeds (2026-11-29); the issue's targets (1 %, 1.15) are
-    # not met with estimated PSFs yet: these bounds guard what holds
+    # measured 1.029 and 0.88 on these seeds (2026-11-29, fourth session; the pull std was 1.87
+    # before the PSF's own error joined flux_err); the scale's target (1 %) is not met on these
+    # small images: these bounds guard what holds
     assert abs(fig["scale"] - 1) < 0.04
-    assert math.isfinite(fig["pull_std"]) and fig["pull_std"] < 2.5
+    assert 0.6 <= fig["pull_std"] <= 1.5
+    psf_terms = [r["psf_flux_err"] for r in rows if r["success"] and r["flux"] > 5000]
+    assert psf_terms and all(t > 0 for t in psf_terms)
     notes = {r["notes"] for r in rows if r["success"]}
     assert any("instrument's encircled energy" in n for n in notes), notes

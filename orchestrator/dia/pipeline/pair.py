@@ -157,6 +157,7 @@ def empty_row(
         "mjd": science.mjd,
         "flux": math.nan,
         "flux_err": math.nan,
+        "psf_flux_err": math.nan,
         "zpt": math.nan,
         "mag": math.nan,
         "mag_err": math.nan,

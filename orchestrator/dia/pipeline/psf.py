@@ -31,6 +31,9 @@ class PsfModel:
     oversamp: int
     note: str = ""  # how it was made, when that is worth a row's note (estimated PSFs)
     origin_known: bool = True  # False: centred on its centroid, not on the WCS's reference
+    # two independent estimates from disjoint halves of the stars (estimated PSFs; the model is
+    # their mean): how much they differ measures the model's own error (see measure.psf_error)
+    halves: tuple[PsfModel, PsfModel] | None = None
 
     @classmethod
     def from_instrumental(cls, psf: np.ndarray, oversamp: int) -> PsfModel:
@@ -114,7 +117,10 @@ class PsfModel:
         c = self.grid.shape[0] // 2
         coords = np.stack([c + uy * self.oversamp, c + ux * self.oversamp])
         out = ndimage.map_coordinates(self.grid, coords, order=3, mode="constant", cval=0.0)
-        return np.maximum(out, 0.0) * scale if self.oversamp > 1 else out * scale
+        # never clipped at zero: an estimated model's wings are noise around zero, and a clip
+        # turns it into a positive pedestal that broadens the (renormalised) template PSF; on
+        # issue 9's Roman scenes that moved fluxes up 1-2 % with a less smoothed model
+        return np.asarray(out * scale)
 
     def _fourier_stamp(self, half: int, dx: float, dy: float) -> np.ndarray:
         """:meth:`stamp` without a Jacobian, by a Fourier shift of the oversampled grid.

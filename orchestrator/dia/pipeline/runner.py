@@ -5,7 +5,9 @@ CSV columns (:data:`COLUMNS`): ``flux``/``flux_err`` are in the science image's 
 put every row on one zero point, nJy (AB magnitude 31.4, see
 :mod:`orchestrator.dia.pipeline.calibrate`). ``flag`` is a bitmask (0 = no quality flag raised)
 with ``flag_reason`` saying why; ``nea`` is the noise-equivalent area of the PSF at the object
-(pixels) and ``sky_rms`` the sky noise there (image units). The plot is in
+(pixels) and ``sky_rms`` the sky noise there (image units). ``psf_flux_err`` is the part of
+``flux_err`` that estimated PSFs' own error adds (in quadrature; 0 with PSF files, see
+:func:`orchestrator.dia.pipeline.measure.psf_error`). The plot is in
 :mod:`~orchestrator.dia.pipeline.plot`, the Parquet copy in
 :mod:`~orchestrator.dia.pipeline.snappl_lightcurve`.
 """
@@ -33,6 +35,7 @@ COLUMNS = (
     "mjd",
     "flux",
     "flux_err",
+    "psf_flux_err",
     "flux_njy",
     "flux_njy_err",
     "zpt",
@@ -150,7 +153,13 @@ def run_pairs(
 
 
 # keys a row may lack (rows from before the quality flags, NEA and sky noise were measured)
-ROW_DEFAULTS: dict[str, Any] = {"nea": math.nan, "sky_rms": math.nan, "flag": 0, "flag_reason": ""}
+ROW_DEFAULTS: dict[str, Any] = {
+    "nea": math.nan,
+    "sky_rms": math.nan,
+    "psf_flux_err": math.nan,
+    "flag": 0,
+    "flag_reason": "",
+}
 
 
 def complete_row(row: dict[str, Any]) -> dict[str, Any]:
