@@ -20,8 +20,9 @@ WING_SMOOTH_PX = 1.2  # smoothing of the model's corrections beyond 6 px (estima
 # sigma). Less smoothing leaves less bias over sub-pixel phases (the smoothing damps what makes an
 # undersampled PSF's phases differ, and 12 iterations never undo it) but lets in the stars'
 # noise; the halves' error (measure.psf_error) sees the noise, not the bias. On issue 9's 512^2
-# Roman scenes (seeds 0-4, pooled scale / pull std / bright-epoch error): 0.4 / 0.2 gave 0.998 /
-# 1.24 / -0.09 %, 0.2 / 0.12 gave 1.010 / 0.96 / +0.81 %, 0.3 / 0.15 gave 1.002 / 1.08 / +0.01 %
+# Roman scenes (seeds 0-4, pooled scale / pull std / bright-epoch error, the model then the mean
+# of the halves): 0.4 / 0.2 gave 0.998 / 1.24 / -0.09 %, 0.2 / 0.12 gave 1.010 / 0.96 / +0.81 %,
+# 0.3 / 0.15 gave 1.002 / 1.08 / +0.01 % (with the model from all stars: 0.9985 / 1.05 / -0.28 %)
 SMOOTH_PX = 0.3
 SMOOTH_LAST_PX = 0.15
 
@@ -140,8 +141,8 @@ def estimate_psf(
     leaves in the model, which the photometry turns into the flux error the PSF adds
     (:func:`orchestrator.dia.pipeline.measure.psf_error`). The model itself is the one from all
     the stars: the mean of the halves was as good on 512^2 scenes (~70 stars) but 1.5 % higher
-    in flux on 320^2 ones (~35 stars: each half leaves sub-pixel phases unvisited). This doubles
-    the estimate's cost (about 3 s more per exposure).
+    in flux on 320^2 ones (~35 stars: each half leaves sub-pixel phases unvisited). The three
+    models take 3.3 s on a 512^2 Roman image (one took 7.8 s before :func:`_sample_at`).
 
     The model is then scaled to the flux fraction its ``2 half + 1`` stamp holds:
     ``encircled_energy`` when given (the instrument's table, :mod:`.roman_ee`), else measured
@@ -321,9 +322,21 @@ def _mask_neighbours(var: np.ndarray, star: Star, box: tuple[slice, slice]) -> n
 
 def _sample(model: PsfModel, half: int, dx: float, dy: float) -> np.ndarray:
     """The model at whole-pixel offsets from ``(dx, dy)``, without clipping (for fitting)."""
+    return _sample_at(model, half, [(dx, dy)])[0]
+
+
+def _sample_at(model: PsfModel, half: int, offsets: list[tuple[float, float]]) -> np.ndarray:
+    """:func:`_sample` at several ``(dx, dy)`` in one interpolation: the spline's prefilter of
+    the whole grid, which every call recomputes, was half of the estimate's time when the
+    position gradients were sampled one call each."""
     off = np.arange(-half, half + 1, dtype=np.float64)
-    ux, uy = np.broadcast_arrays(off[None, :] - dx, off[:, None] - dy)
     c = model.grid.shape[0] // 2
+    side = 2 * half + 1
+    uy = np.empty((len(offsets), side, side))
+    ux = np.empty((len(offsets), side, side))
+    for k, (dx, dy) in enumerate(offsets):
+        ux[k] = off[None, :] - dx
+        uy[k] = off[:, None] - dy
     coords = np.stack([c + uy * model.oversamp, c + ux * model.oversamp])
     return np.asarray(ndimage.map_coordinates(model.grid, coords, order=3, mode="constant"))
 
@@ -394,9 +407,11 @@ def _fit_star(
     w = 1.0 / np.sqrt(variance.ravel())
     ones = np.ones(stamp.size)
     for _ in range(3):
-        p = _sample(model, half, dx, dy)
-        gx = (_sample(model, half, dx + eps, dy) - _sample(model, half, dx - eps, dy)) / (2 * eps)
-        gy = (_sample(model, half, dx, dy + eps) - _sample(model, half, dx, dy - eps)) / (2 * eps)
+        p, xp, xm, yp, ym = _sample_at(
+            model, half, [(dx, dy), (dx + eps, dy), (dx - eps, dy), (dx, dy + eps), (dx, dy - eps)]
+        )
+        gx = (xp - xm) / (2 * eps)
+        gy = (yp - ym) / (2 * eps)
         a = np.stack([p.ravel(), flux * gx.ravel(), flux * gy.ravel(), ones], 1)
         r = (stamp - flux * p - sky).ravel()
         try:
