@@ -80,12 +80,16 @@ def _twiddles(n: int, offsets: tuple[int, int], count: int, sign: int) -> np.nda
     return np.exp(sign * 2j * np.pi * ((f * k) % n) / n)
 
 
-def kernel_spectrum(kernel: np.ndarray, fshape: tuple[int, int]) -> np.ndarray:
-    """``rfft2`` of an odd stamp centred on the origin (offset ``k`` at index ``k mod n``)."""
+def kernel_spectrum(
+    kernel: np.ndarray, fshape: tuple[int, int], dtype: type = np.complex128
+) -> np.ndarray:
+    """``rfft2`` of an odd stamp centred on the origin (offset ``k`` at index ``k mod n``), in
+    ``dtype`` (complex64 beside a single-precision spectrum)."""
     h0, h1 = kernel.shape[0] // 2, kernel.shape[1] // 2
     ey = _twiddles(fshape[0], (-h0, h0 + 1), fshape[0], -1)
     ex = _twiddles(fshape[1], (-h1, h1 + 1), fshape[1] // 2 + 1, -1)
-    return ey @ (np.asarray(kernel, dtype=np.float64) @ ex.T)
+    small = np.asarray(kernel, dtype=np.float64) @ ex.T
+    return ey.astype(dtype, copy=False) @ small.astype(dtype, copy=False)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
@@ -157,10 +161,11 @@ def convolve_spectra(
     shape: tuple[int, int],
 ) -> np.ndarray:
     """``sum_n image_n conv kernels[n]`` ('same', zero outside) from the images' spectra
-    (``kernels`` odd stamps, of different sizes if need be)."""
+    (``kernels`` odd stamps, of different sizes if need be). Single-precision spectra (of
+    float32 images) are convolved in single precision; the result is float64 either way."""
     acc: np.ndarray | None = None
     for spec, kern in zip(specs, kernels, strict=True):
-        term = kernel_spectrum(kern, fshape)
+        term = kernel_spectrum(kern, fshape, spec.dtype.type)
         term *= spec  # the kernel's spectrum is the scratch array: no further temporaries
         if acc is None:
             acc = term
@@ -169,11 +174,12 @@ def convolve_spectra(
         del term
     assert acc is not None
     full = sfft.irfft2(acc, s=fshape, workers=_workers(), overwrite_x=True)
-    return np.ascontiguousarray(full[: shape[0], : shape[1]])
+    return np.ascontiguousarray(full[: shape[0], : shape[1]], dtype=np.float64)
 
 
 def convolve(image: np.ndarray, kernels: np.ndarray) -> np.ndarray:
-    """Zero-padded ('same') convolutions of one image with each of ``kernels`` (n, h, h), h odd."""
+    """Zero-padded ('same') convolutions of one image with each of ``kernels`` (n, h, h), h odd
+    (in single precision when ``image`` is float32; float64 out)."""
     half = kernels.shape[-1] // 2
     fshape = fft_shape(image.shape, half)
     spec = rfft(image, fshape)

@@ -99,13 +99,16 @@ def moment_spectra(
         yield m, cp.fft.rfft2(poly * img, s=fshape)
 
 
-def kernel_spectrum(kernel: np.ndarray, fshape: tuple[int, int]) -> Any:
+def kernel_spectrum(
+    kernel: np.ndarray, fshape: tuple[int, int], dtype: type = np.complex128
+) -> Any:
     """See :func:`orchestrator.dia.cpu.kernel_spectrum` (on the device)."""
     cp = _cupy()
     h0, h1 = kernel.shape[0] // 2, kernel.shape[1] // 2
     ey = _twiddles(fshape[0], (-h0, h0 + 1), fshape[0], -1)
     ex = _twiddles(fshape[1], (-h1, h1 + 1), fshape[1] // 2 + 1, -1)
-    return ey @ (cp.asarray(kernel, dtype=cp.float64) @ ex.T)
+    small = cp.asarray(kernel, dtype=cp.float64) @ ex.T
+    return ey.astype(dtype, copy=False) @ small.astype(dtype, copy=False)
 
 
 def convolve_spectra(
@@ -115,9 +118,9 @@ def convolve_spectra(
     cp = _cupy()
     acc = cp.zeros_like(specs[0])
     for spec, kern in zip(specs, kernels, strict=True):
-        acc += spec * kernel_spectrum(kern, fshape)
+        acc += spec * kernel_spectrum(kern, fshape, spec.dtype.type)
     full = cp.fft.irfft2(acc, s=fshape)
-    return np.asarray(cp.asnumpy(full[: shape[0], : shape[1]]))
+    return np.asarray(cp.asnumpy(full[: shape[0], : shape[1]]), dtype=np.float64)
 
 
 def convolve(image: np.ndarray, kernels: np.ndarray) -> np.ndarray:
