@@ -1,18 +1,19 @@
 """Effective PSFs estimated from the stars of one image, put on the unit-total-flux scale.
 
-Split from :mod:`orchestrator.dia.pipeline.psf` (the model); see :func:`estimate_psf`.
+Split from :mod:`orchestrator.dia.pipeline.psf` (the model); the stars are found in
+:mod:`.stars`; see :func:`estimate_psf`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from orchestrator.dia.errors import DiaError
 from orchestrator.dia.pipeline.psf import PsfModel
+from orchestrator.dia.pipeline.stars import Star, find_stars, mask_neighbours
 
 CORE_HALF_PX = 4  # the core whose encircled energy scales an estimated PSF (estimate_psf)
 WING_SMOOTH_PX = 1.2  # smoothing of the model's corrections beyond 6 px (estimate_psf)
@@ -36,73 +37,6 @@ WIDE_MIN_STARS = 100
 
 class PsfEstimationError(DiaError):
     """Too few usable stars to estimate a PSF from an image."""
-
-
-@dataclass(frozen=True)
-class Star:
-    x: float
-    y: float
-    flux: float
-    neighbours: tuple[tuple[int, int], ...] = ()  # peaks (x, y) tolerated within the stamp
-
-
-def find_stars(
-    image: np.ndarray,
-    variance: np.ndarray,
-    mask: np.ndarray,
-    *,
-    half: int,
-    min_snr: float = 30.0,
-    isolation_px: float | None = None,
-    max_stars: int = 200,
-    max_neighbour_ratio: float = 0.0,
-    core_px: float = 4.0,
-) -> list[Star]:
-    """Bright, isolated, unmasked point-like sources away from the edges (brightest first).
-
-    ``image`` is background-subtracted. A source is kept when its peak pixel has S/N above
-    ``min_snr``, no other source above 5 sigma lies within ``isolation_px`` (default ``2 half``),
-    and its ``2 half + 1`` stamp has no bad pixel. With ``max_neighbour_ratio`` > 0, fainter
-    neighbours are tolerated (peak S/N below that fraction of the star's, farther than
-    ``core_px``) and returned in ``Star.neighbours`` so that the caller can mask them: in a
-    Roman field (~400 stars per 512^2) strict isolation leaves 20-30 stars, too few to fill a
-    4x oversampled grid at every sub-pixel phase.
-    """
-    sigma = np.sqrt(np.where(mask | ~(variance > 0), np.inf, variance))
-    snr = np.where(mask, 0.0, image / sigma)
-    snr = np.nan_to_num(snr, nan=0.0, posinf=0.0, neginf=0.0)
-    smooth = ndimage.uniform_filter(snr, 3)
-    peaks = (snr == ndimage.maximum_filter(snr, size=5)) & (smooth > 5.0 / 3)
-    ys, xs = np.nonzero(peaks & (snr > 5.0))
-    iso = 2 * half if isolation_px is None else isolation_px
-    bright = snr[ys, xs] > min_snr
-    bad_near = ndimage.maximum_filter(mask, size=2 * half + 1, mode="constant", cval=True)
-    ny, nx = image.shape
-    out: list[Star] = []
-    for y, x in zip(ys[bright], xs[bright], strict=True):
-        if y < half or x < half or y >= ny - half or x >= nx - half or bad_near[y, x]:
-            continue
-        d2 = (ys - y) ** 2 + (xs - x) ** 2
-        near = (d2 < iso * iso) & (d2 > 0)
-        if max_neighbour_ratio > 0:
-            peak = snr[y, x]
-            if np.any(near & ((snr[ys, xs] >= max_neighbour_ratio * peak) | (d2 <= core_px**2))):
-                continue
-            tolerated = tuple((int(a), int(b)) for a, b in zip(xs[near], ys[near], strict=True))
-        elif near.any():
-            continue
-        else:
-            tolerated = ()
-        st = image[y - 1 : y + 2, x - 1 : x + 2]
-        tot = float(st.sum())
-        if tot <= 0:
-            continue
-        cy = y + float((st.sum(1) * np.array([-1, 0, 1])).sum()) / tot
-        cx = x + float((st.sum(0) * np.array([-1, 0, 1])).sum()) / tot
-        flux = float(image[y - half : y + half + 1, x - half : x + half + 1].sum())
-        out.append(Star(cx, cy, flux, tolerated))
-    out.sort(key=lambda s: -s.flux)
-    return out[:max_stars]
 
 
 def estimate_psf(
@@ -178,12 +112,6 @@ def estimate_psf(
     fwhm0 = _moment_fwhm(image, stars, half)
     halves: tuple[PsfModel, PsfModel] | None = None
     model = _iterate(image, variance, stars, half, oversamp, iterations, fwhm0)
-    if len(stars) >= 2 * min_stars:
-        # brightest first: alternate stars make two halves of the same brightness mix
-        one, two = (
-            _iterate(image, variance, stars[k::2], half, oversamp, iterations, fwhm0)
-            for k in (0, 1)
-        )
     if encircled_energy is not None:
         # pin the core: its model is measured by every star's brightest pixels, while the
         # wings collect faint neighbours and the background map's errors (a pedestal that,
@@ -198,11 +126,16 @@ def estimate_psf(
         f"{enclosed:.4f} of the flux, from {how}"
     )
     if len(stars) >= 2 * min_stars:
-        # each half on its own core scale: their difference is then the whole model error
-        ratio = enclosed * model.enclosed(CORE_HALF_PX)
+        # brightest first: alternate stars make two halves of the same brightness mix, each put
+        # on the model's core scale: their difference is then the whole model error
+        core = enclosed * model.enclosed(CORE_HALF_PX)
+        one, two = (
+            _iterate(image, variance, stars[k::2], half, oversamp, iterations, fwhm0)
+            for k in (0, 1)
+        )
         halves = (
-            PsfModel(one.grid * ratio / one.enclosed(CORE_HALF_PX), oversamp, origin_known=False),
-            PsfModel(two.grid * ratio / two.enclosed(CORE_HALF_PX), oversamp, origin_known=False),
+            PsfModel(one.grid * core / one.enclosed(CORE_HALF_PX), oversamp, origin_known=False),
+            PsfModel(two.grid * core / two.enclosed(CORE_HALF_PX), oversamp, origin_known=False),
         )
     return PsfModel(model.grid * enclosed, oversamp, note, origin_known=False, halves=halves)
 
@@ -233,7 +166,7 @@ def _iterate(
     ]
     stamps = [image[b] for b in boxes]
     variances = [
-        _mask_neighbours(np.maximum(variance[b], 1e-30), s, b)
+        mask_neighbours(np.maximum(variance[b], 1e-30), s, b)
         for s, b in zip(stars, boxes, strict=True)
     ]
     positions = [(s.x, s.y, s.flux, 0.0) for s in stars]
@@ -326,17 +259,6 @@ def _smoothed_ratio(acc: np.ndarray, wsum: np.ndarray, sigma: float) -> np.ndarr
     den = ndimage.gaussian_filter(wsum, sigma, mode="constant")
     covered = den > 1e-6 * den.max()
     return np.where(covered, num / np.where(covered, den, 1.0), 0.0)
-
-
-def _mask_neighbours(var: np.ndarray, star: Star, box: tuple[slice, slice]) -> np.ndarray:
-    """The stamp's variance with tolerated neighbours' cores (radius 3 px) made infinite."""
-    if not star.neighbours:
-        return var
-    out = var.copy()
-    yy, xx = np.mgrid[box[0], box[1]]
-    for nx, ny in star.neighbours:
-        out[(yy - ny) ** 2 + (xx - nx) ** 2 <= 9] = 1e30
-    return out
 
 
 def _sample(model: PsfModel, half: int, dx: float, dy: float) -> np.ndarray:
