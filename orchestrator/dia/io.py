@@ -235,9 +235,10 @@ class FitsImage:
                         ) from None
         return math.nan
 
-    def _pixels(self, hdu: Any, box: tuple[slice, slice]) -> np.ndarray:
+    def _pixels(self, hdu: Any, box: tuple[slice, slice], dtype: Any = np.float64) -> np.ndarray:
+        """The pixels of ``box``, as ``dtype`` (None: the file's own type and byte order)."""
         try:
-            return np.array(hdu.section[box], dtype=np.float64)
+            return np.array(hdu.section[box], dtype=dtype)
         except ValueError as exc:
             # scaled integers (BZERO/BSCALE, e.g. a uint32 DQ) cannot be memory-mapped
             if "memory-mapped" not in str(exc):
@@ -247,7 +248,7 @@ class FitsImage:
 
             self._unmapped = fits.open(self.path, memmap=False)
         index = next(i for i, h in enumerate(self._hdul) if h is hdu)
-        return np.array(self._unmapped[index].data[box], dtype=np.float64)
+        return np.array(self._unmapped[index].data[box], dtype=dtype)
 
     def world_to_pixel(self, ra_deg: float, dec_deg: float) -> tuple[float, float]:
         """0-based pixel position ``(x, y)`` (x = column) of a sky position."""
@@ -265,12 +266,14 @@ class FitsImage:
             data = self._pixels(self._sci, box)
             variance = None
             if self._err is not None:
-                variance = self._pixels(self._err, box) ** 2
+                variance = self._pixels(self._err, box)
+                np.square(variance, out=variance)
             elif self._var is not None:
                 variance = self._pixels(self._var, box)
             mask = ~np.isfinite(data)
             if self._dq is not None:
-                mask |= self._pixels(self._dq, box) != 0
+                # compared in the file's own integer type: a float64 copy cost 0.1 s on 4088^2
+                mask |= self._pixels(self._dq, box, None) != 0
         except (OSError, ValueError, TypeError) as exc:
             raise ImageReadError(f"{self.path}: cannot read the pixels: {exc}") from exc
         if variance is not None:

@@ -46,7 +46,7 @@ import numpy as np
 
 from orchestrator.dia import basis
 from orchestrator.dia.errors import DiaFitError
-from orchestrator.dia.rows import ExcludedRows, rank_update
+from orchestrator.dia.rows import ExcludedRows, footprint_energy, rank_update
 
 # Of the pixels of Omega < 1, this many (the brightest footprints) are added to the normal
 # matrix one by one (0.2 s per 4,096 on two cores), the rest is left to the solve (conjugate
@@ -184,20 +184,6 @@ def _strip_block(
     return backend.assemble_strip(sums, layout.kernel_exps, al, w, horizontal)
 
 
-def footprint_energy(
-    template0: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: int
-) -> np.ndarray:
-    """``sum T0^2`` over each pixel's ``(2w + 1)^2`` footprint (zero outside the image): a
-    design row's squared norm up to the polynomial factor. Two running box sums (an integral
-    image's two cumulative sums cost 1 s on a 4088^2 frame; this ranks rows, a few ulps do
-    not matter)."""
-    from scipy.ndimage import uniform_filter
-
-    side = 2 * w + 1
-    boxed = uniform_filter(template0**2, size=side, mode="constant", cval=0.0)
-    return np.asarray(boxed[rows, cols] * float(side * side))
-
-
 def build_problem(
     science: np.ndarray,
     template0: np.ndarray,
@@ -297,7 +283,8 @@ def build_problem(
         # the rows that weigh most in the normal matrix (bright footprints: saturated, inpainted
         # star cores) are formed; the rest is left to the solve as an operator, so that the
         # preconditioner (the matrix without them) stays close and few steps are needed
-        energy = footprint_energy(template0, er + top, ec + left, w) * (1.0 - e_w)
+        t0c = np.ascontiguousarray(template0, dtype=np.float64)
+        energy = footprint_energy(t0c, er + top, ec + left, w) * (1.0 - e_w)
         order = np.argsort(energy)[::-1]
         rest = order[direct_rows_max:]
         excluded = ExcludedRows(template0, er[rest] + top, ec[rest] + left, 1.0 - e_w[rest], layout)

@@ -132,6 +132,24 @@ def _apply_t(t0, rows, cols, pvals, u, w, n_chunks, out_r):  # pragma: no cover
                 out_r[t, j] += partial[ch, t, j]
 
 
+@numba.njit(parallel=True, cache=True, fastmath=False)
+def footprint_energy(t0, rows, cols, w):  # pragma: no cover
+    """``sum T0^2`` over each listed pixel's ``(2w + 1)^2`` footprint (zero outside the image):
+    a design row's squared norm up to the polynomial factor (it ranks the rows). At the listed
+    pixels only: for 1.3x10^5 of them on a 4007^2 frame 0.16 s even at random positions,
+    against 0.32 s for a whole-image box filter (``scipy.ndimage.uniform_filter``)."""
+    side = 2 * w + 1
+    out = np.empty(rows.shape[0])
+    for e in numba.prange(rows.shape[0]):
+        patch = np.empty(side * side)
+        _gather(t0, rows[e], cols[e], w, patch)
+        acc = 0.0
+        for j in range(side * side):
+            acc += patch[j] * patch[j]
+        out[e] = acc
+    return out
+
+
 @dataclass
 class ExcludedRows:
     """``G = sum_e w_e a(x_e) a(x_e)^T`` over pixels ``(rows, cols)`` as an operator on plain

@@ -166,6 +166,20 @@ def test_excluded_rows_operator_equals_the_formed_sum() -> None:
     assert np.allclose(op.matvec(v), formed @ v, rtol=0, atol=1e-12 * np.abs(formed @ v).max())
 
 
+def test_footprint_energy_is_the_design_rows_squared_norm() -> None:
+    """footprint_energy is sum T0^2 over each pixel's footprint, zero outside the image: the
+    squared norm of the constant-term part of its design row, at the edges too."""
+    rng = np.random.default_rng(4)
+    shape, layout = (25, 31), basis.Layout(4, 0, 0, True)
+    template = rng.normal(size=shape)
+    rows = np.array([0, 24, 12, 3, 20])
+    cols = np.array([30, 0, 15, 2, 29])
+    pad = 2 * layout.half_width
+    a = rows_mod.design_rows(np.pad(template, pad), pad, rows, cols, layout, shape)
+    energy = rows_mod.footprint_energy(template, rows, cols, layout.half_width)
+    assert np.allclose(energy, np.sum(a**2, axis=1), rtol=1e-13, atol=0)
+
+
 def test_conjugate_gradient_falls_back_to_the_formed_sum(monkeypatch: pytest.MonkeyPatch) -> None:
     """When conjugate gradients do not converge in time the excluded rows are formed after all:
     the solution is still the reference one."""

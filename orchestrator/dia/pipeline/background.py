@@ -206,13 +206,14 @@ def _smooth_at(  # pragma: no cover
                 col_d = 0.0
                 for side in range(2 if jc == 1 else 1):
                     cc = min(max(c + (j if side == 0 else -j), 0), nx - 1)
-                    g0 = good[r, cc]
+                    g0 = 1.0 if good[r, cc] else 0.0
                     tn = values[r, cc] * g0 * w[h]
                     td = g0 * w[h]
                     for i in range(h, 0, -1):
                         ra = min(max(r - i, 0), ny - 1)
                         rb = min(max(r + i, 0), ny - 1)
-                        ga, gb = good[ra, cc], good[rb, cc]
+                        ga = 1.0 if good[ra, cc] else 0.0
+                        gb = 1.0 if good[rb, cc] else 0.0
                         tn += (values[ra, cc] * ga + values[rb, cc] * gb) * w[h - i]
                         td += (ga + gb) * w[h - i]
                     col_n += tn
@@ -241,7 +242,9 @@ def inpaint(
     only (a whole-image filter per round would cost seconds on a 4088^2 image).
     """
     out = np.where(mask, 0.0, image).astype(np.float64, copy=False)
-    good = (~np.asarray(mask, dtype=np.bool_)).astype(np.float64)
+    # booleans (the kernel reads them as 0 and 1): a float64 copy of the mask cost 0.2 s a
+    # call on a 4088^2 image
+    good = ~np.asarray(mask, dtype=np.bool_)
     # the filter's own weights: the response to a unit impulse (truncated at 4 sigma)
     radius = int(4.0 * sigma_px + 0.5)
     impulse = np.zeros(2 * radius + 1)
@@ -254,7 +257,7 @@ def inpaint(
         num, den = _smooth_at(out, good, rows, cols, weights)
         fill = den > 1e-3
         out[rows[fill], cols[fill]] = num[fill] / den[fill]
-        good[rows[fill], cols[fill]] = 1.0
+        good[rows[fill], cols[fill]] = True
         rows, cols = rows[~fill], cols[~fill]
     if rows.size:
         todo = np.zeros(out.shape, dtype=np.bool_)
