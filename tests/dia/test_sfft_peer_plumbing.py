@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks import sfft_peer, sfft_peer_prep
-from benchmarks.roman_quality import figures, line
+from benchmarks.roman_quality import figures, line, noise, noise_line
 
 
 def test_run_measured_reports_the_childs_peak_memory_and_exit_code() -> None:
@@ -113,3 +113,22 @@ def test_peer_rows_go_through_figures_and_line() -> None:
     assert fig["null_pull"] == pytest.approx(0.5)
     text = line("all", "sfft estimated", fig, 12.5, 1300.4)
     assert "sfft estimated" in text and text.rstrip().endswith("1300")
+
+
+def test_noise_counts_each_science_image_once() -> None:
+    """The statistical errors: the rows of one science image (one per template) count once,
+    the bright median's error is 1.2533 sigma / sqrt(n), the null pull's 1 / sqrt(n)."""
+
+    def row(sci: str, true: float, err: float) -> dict[str, object]:
+        return {"success": True, "flux": true, "err": err, "true": true, "science_path": sci}
+
+    rows = [row(f"s{i}", 10_000.0, 100.0) for i in range(4) for _ in range(2)]
+    rows += [row(f"n{i}", 0.0, 50.0) for i in range(4) for _ in range(2)]
+    nz = noise(rows)
+    assert nz["n_eff"] == 8
+    assert nz["bright_err"] == pytest.approx(1.2533 * 0.01 / 2)
+    assert nz["null_pull"] == pytest.approx(0.5)
+    # 8 rows of 4 images: the inverse-variance error 1 / sqrt(8 * 100^2) widened by sqrt(2)
+    assert nz["scale"] == pytest.approx(np.sqrt(2) / np.sqrt(8 * 100**2))
+    assert nz["pull_std"] == pytest.approx(1 / np.sqrt(14))
+    assert "8 science images" in noise_line("files", nz)
