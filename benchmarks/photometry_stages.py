@@ -22,6 +22,13 @@ Peak RSS is VmHWM from /proc/self/status (numpy and numba buffers included): aft
 stage, the process's peak so far.
 
     .venv/bin/python benchmarks/photometry_stages.py [--size 4088] [--data DIR] [--repo DIR]
+        [--repeat N] [--no-peer]
+
+``--repeat N`` runs the pair N times in the one process (the prepared-exposure cache emptied
+each time) and prints each one's wall, user and system time and peak: the first pair pays for
+every fresh page of memory, later ones show the steady state of a worker that runs many pairs
+(the child then keeps freed memory as ``photometry run`` does for several pairs, see
+:mod:`orchestrator.dia.pipeline.memory`; ``ORCH_DIA_KEEP_MEMORY=0`` for glibc's defaults).
 
 ``--repo`` runs another checkout's pipeline (``git worktree add /tmp/before COMMIT``) for
 before/after figures on the same data.
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -89,10 +97,20 @@ def ensure_data(data: Path, size: int) -> Path:
     return data
 
 
-def child(data: Path, repo: Path) -> dict[str, Any]:
-    """Run the pair in this (fresh) process with every stage wrapped; the figures as a dict."""
+def child(data: Path, repo: Path, repeat: int = 1) -> dict[str, Any]:
+    """Run the pair in this (fresh) process with every stage wrapped; the figures as a dict.
+    ``repeat > 1`` runs it again that many times less one (the prepared-exposure cache
+    emptied first, so each is a whole pair): wall, user and system time and peak of each."""
     started = time.perf_counter()
     sys.path.insert(0, str(repo))  # ahead of the editable install: another checkout can run
+    memory_kept = False
+    if repeat > 1:  # as `photometry run` does for a run of several pairs
+        try:  # an older checkout (--repo) may not have it
+            from orchestrator.dia.pipeline.memory import keep_freed_memory
+
+            memory_kept = keep_freed_memory()
+        except ImportError:
+            pass
     from orchestrator import dia
     from orchestrator.dia import io as dia_io
     from orchestrator.dia.pipeline import measure, pair
@@ -157,14 +175,37 @@ def child(data: Path, repo: Path) -> dict[str, Any]:
 
     threadpool_limits(1, user_api="blas")  # as `photometry run` does (orchestrator.dia.cli)
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     row = pair.process_pair(config, science, template)
     pair_s = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    runs = [(pair_s, r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime, vm_hwm_mb())]
+    first_times, first_peaks, total_s = dict(times), dict(peaks), time.perf_counter() - started
+    subtract_s = [first_times.get("subtract", 0.0)]
+    for _ in range(repeat - 1):
+        pair._cache.clear()
+        before = times.get("subtract", 0.0)
+        t1, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        pair.process_pair(config, science, template)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        runs.append(
+            (
+                time.perf_counter() - t1,
+                r1.ru_utime - r0.ru_utime,
+                r1.ru_stime - r0.ru_stime,
+                vm_hwm_mb(),
+            )
+        )
+        subtract_s.append(times["subtract"] - before)
     return {
-        "times": dict(times),
-        "peaks": peaks,
+        "memory_kept": memory_kept,
+        "runs": runs,
+        "subtract_s": subtract_s,
+        "times": first_times,
+        "peaks": first_peaks,
         "pair_s": pair_s,
-        "total_s": time.perf_counter() - started,
-        "peak_mb": vm_hwm_mb(),
+        "total_s": total_s,
+        "peak_mb": runs[0][3],
         "success": row["success"],
         "error": row["error"],
         "flux": row["flux"],
@@ -262,14 +303,26 @@ def main() -> None:
     )
     parser.add_argument("--no-peer", action="store_true", help="skip the sfft-romansnpit flow")
     parser.add_argument("--peer-size", type=int, default=None, help="the peer's crop (pixels)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="pairs in the one process (steady state)"
+    )
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.repo)))
+        print(json.dumps(child(args.child, args.repo, args.repeat)))
         return
     data = ensure_data(args.data or Path(f"/tmp/photometry_stages_{args.size}"), args.size)
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(data), "--repo", str(args.repo.resolve())],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(data),
+            "--repo",
+            str(args.repo.resolve()),
+            "--repeat",
+            str(args.repeat),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -280,14 +333,21 @@ def main() -> None:
     for stage in STAGES:
         if stage in fig["times"]:
             print(f"{stage:<12} {fig['times'][stage]:8.2f} {fig['peaks'].get(stage, 0):12.0f}")
-    for one in fig.get("fit", []):
+    for idx, one in enumerate(fig.get("fit", [])):
         parts = ", ".join(f"{k} {v:.2f}" for k, v in one["timings"].items())
         print(
-            f"  subtract: {parts} s ({one['n_fit']} fit pixels, {one['n_rows']} design rows, "
-            f"{one['steps']} conjugate-gradient steps)"
+            f"  subtract{'' if idx == 0 else f' (pair {idx + 1})'}: {parts} s ({one['n_fit']} fit "
+            f"pixels, {one['n_rows']} design rows, {one['steps']} conjugate-gradient steps)"
         )
     print(f"{'pair':<12} {fig['pair_s']:8.2f}")
     print(f"{'total':<12} {fig['total_s']:8.2f} {fig['peak_mb']:12.0f}")
+    kept = "kept in the process" if fig.get("memory_kept") else "glibc's defaults"
+    for k, (wall, user, system, peak) in enumerate(fig.get("runs", [])):
+        sub = fig["subtract_s"][k]
+        print(
+            f"pair {k + 1}: {wall:6.2f} s wall (subtract {sub:5.2f}), {user:6.2f} s user, "
+            f"{system:5.2f} s system, peak {peak:5.0f} MB (freed memory: {kept})"
+        )
     if fig["success"]:
         print(quality(fig))
     else:

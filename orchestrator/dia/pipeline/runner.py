@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from orchestrator.dia.io import ExposureRow
 from orchestrator.dia.pipeline.calibrate import calibrated_flux
+from orchestrator.dia.pipeline.memory import keep_freed_memory
 from orchestrator.dia.pipeline.pair import PipelineConfig, process_pair, worker_init
 
 COLUMNS = (
@@ -78,7 +79,7 @@ def threads_per_process(nprocs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, nprocs))
 
 
-def _start_worker(numba_threads: int, parent_pid: int) -> None:
+def _start_worker(numba_threads: int, parent_pid: int, keep_memory: bool = False) -> None:
     """Process-pool initializer: die with the parent, then bound the libraries' threads.
 
     A parent killed outright (SIGKILL, the OOM killer, a job's timeout) cannot stop its pool:
@@ -95,7 +96,7 @@ def _start_worker(numba_threads: int, parent_pid: int) -> None:
         libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent_pid:  # it died before the call above took effect
             os._exit(1)
-    worker_init(numba_threads)
+    worker_init(numba_threads, keep_memory)
 
 
 def run_pairs(
@@ -106,7 +107,12 @@ def run_pairs(
 ) -> list[dict[str, Any]]:
     """Rows in the order of ``work``; ``nprocs > 1`` uses a spawn-context process pool."""
     rows: list[dict[str, Any] | None] = [None] * len(work)
+    # a process that runs several pairs keeps the memory it frees for the next ones (a third of
+    # a whole-frame pair's time was the kernel handing out fresh pages); a single pair would
+    # only pay for it (orchestrator.dia.pipeline.memory)
     if nprocs <= 1 or len(work) <= 1:
+        if len(work) > 1:
+            keep_freed_memory()
         for i, (s, t) in enumerate(work):
             rows[i] = process_pair(config, s, t)
             if on_done:
@@ -125,7 +131,7 @@ def run_pairs(
             max_workers=min(nprocs, len(work)),
             mp_context=ctx,
             initializer=_start_worker,
-            initargs=(nthreads, os.getpid()),
+            initargs=(nthreads, os.getpid(), len(work) > nprocs),
         ) as pool:
             futures: dict[Future[dict[str, Any]], int] = {
                 pool.submit(process_pair, config, s, t): i for i, (s, t) in enumerate(work)
