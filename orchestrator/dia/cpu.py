@@ -17,7 +17,6 @@ than they must:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
@@ -25,6 +24,7 @@ import numba
 import numpy as np
 import scipy.fft as sfft
 
+from orchestrator.dia import threads
 from orchestrator.dia.basis import scale as basis_scale
 
 NAME = "cpu"
@@ -32,7 +32,8 @@ LAG_BLOCK_ROWS = 256  # rows of a spectrum product formed at once in lags()
 
 
 def _workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    """Threads for the FFTs and the lag sums (:func:`orchestrator.dia.threads.workers`)."""
+    return threads.workers()
 
 
 def _smooth_len(n: int) -> int:
@@ -92,10 +93,11 @@ def kernel_spectrum(
     return ey.astype(dtype, copy=False) @ small.astype(dtype, copy=False)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
+@numba.njit(cache=True, fastmath=False, nogil=True)
 def _conj_mul(a, b, out):  # pragma: no cover
-    """``out = conj(a) * b`` in one pass (no temporaries the size of a spectrum)."""
-    for i in numba.prange(a.shape[0]):
+    """``out = conj(a) * b`` in one pass (no temporaries the size of a spectrum); without the
+    GIL, so that :func:`lags`' threads run it side by side."""
+    for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             out[i, j] = np.conj(a[i, j]) * b[i, j]
 
@@ -108,7 +110,10 @@ def lags(spec: np.ndarray, ref_spec: np.ndarray, max_lag: int) -> np.ndarray:
     twiddles, in blocks of :data:`LAG_BLOCK_ROWS` rows so that the product never exists at full
     size (it stays in cache, and a 4096^2 grid needs no 135 MB scratch array); then over the
     columns. The thin factor sits on the right of the BLAS product (3-4x faster than on the
-    left for these shapes).
+    left for these shapes). The row blocks are dealt out to one thread per core, each with its
+    own product and sum (the product without the GIL, the matrix product on a one-thread BLAS):
+    0.068 -> 0.046 s per call at L = 18 on a 4032^2 grid on two cores, where one thread per
+    call left the matrix products on one core. The threads' sums are added in a fixed order.
     """
     lag = int(max_lag)
     py = spec.shape[0]
@@ -116,13 +121,26 @@ def lags(spec: np.ndarray, ref_spec: np.ndarray, max_lag: int) -> np.ndarray:
     px = 2 * (pxh - 1)  # fft_shape sizes are even
     ey = _twiddles(py, (-lag, lag + 1), py, 1)  # (py, 2L+1), C order
     ex = _twiddles(px, (-lag, lag + 1), pxh, 1)  # (pxh, 2L+1)
-    cols = np.zeros((pxh, 2 * lag + 1), dtype=np.complex128)
-    block = np.empty((min(LAG_BLOCK_ROWS, py), pxh), dtype=np.complex128)
-    for r0 in range(0, py, LAG_BLOCK_ROWS):
-        r1 = min(py, r0 + LAG_BLOCK_ROWS)
-        prod = block[: r1 - r0]
-        _conj_mul(spec[r0:r1], ref_spec[r0:r1], prod)
-        cols += prod.T @ ey[r0:r1]
+    starts = list(range(0, py, LAG_BLOCK_ROWS))
+    workers = min(_workers(), len(starts))
+
+    def rows_sum(mine: list[int]) -> np.ndarray:
+        cols = np.zeros((pxh, 2 * lag + 1), dtype=np.complex128)
+        block = np.empty((min(LAG_BLOCK_ROWS, py), pxh), dtype=np.complex128)
+        for r0 in mine:
+            r1 = min(py, r0 + LAG_BLOCK_ROWS)
+            prod = block[: r1 - r0]
+            _conj_mul(spec[r0:r1], ref_spec[r0:r1], prod)
+            cols += prod.T @ ey[r0:r1]
+        return cols
+
+    shares = [starts[k::workers] for k in range(workers)]
+    if workers == 1:
+        cols = rows_sum(starts)
+    else:
+        cols = np.zeros((pxh, 2 * lag + 1), dtype=np.complex128)
+        for part in threads.pool(workers).map(rows_sum, shares):
+            cols += part
     # Hermitian symmetry of the full spectrum: columns 1..px/2-1 stand for two.
     cols[1:-1] *= 2.0
     return np.real(cols.T @ ex) / (py * px)
