@@ -184,7 +184,7 @@ def _iterate(
             stamps, variances, positions, centres, strict=True
         ):
             dx, dy = x - cx, y - cy
-            resid = (st - b) / f - _sample(model, half, dx, dy)
+            resid = (st - b) / f - _sample_at(model, half, [(dx, dy)])[0]
             weight = f * f / var  # inverse variance of st / f
             fy = np.rint(c + (off[:, None] - dy) * oversamp).astype(int)
             fx = np.rint(c + (off[None, :] - dx) * oversamp).astype(int)
@@ -261,15 +261,11 @@ def _smoothed_ratio(acc: np.ndarray, wsum: np.ndarray, sigma: float) -> np.ndarr
     return np.where(covered, num / np.where(covered, den, 1.0), 0.0)
 
 
-def _sample(model: PsfModel, half: int, dx: float, dy: float) -> np.ndarray:
-    """The model at whole-pixel offsets from ``(dx, dy)``, without clipping (for fitting)."""
-    return _sample_at(model, half, [(dx, dy)])[0]
-
-
 def _sample_at(model: PsfModel, half: int, offsets: list[tuple[float, float]]) -> np.ndarray:
-    """:func:`_sample` at several ``(dx, dy)`` in one interpolation: the spline's prefilter of
-    the whole grid, which every call recomputes, was half of the estimate's time when the
-    position gradients were sampled one call each."""
+    """The model at whole-pixel offsets from each ``(dx, dy)``, without clipping (for fitting),
+    all in one interpolation: the spline's prefilter of the whole grid, which every call
+    recomputes, was half of the estimate's time when the position gradients were sampled one
+    call each."""
     off = np.arange(-half, half + 1, dtype=np.float64)
     c = model.grid.shape[0] // 2
     side = 2 * half + 1
