@@ -142,7 +142,10 @@ def noise(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The figures' statistical standard errors if the reported errors are right: what a
     perfect pipeline would scatter by on these epochs. Rows of one science image (one per
     template) share its noise, so each science image counts once (``n_eff``); the scale's
-    error is widened by ``sqrt(rows / n_eff)`` for the same reason."""
+    error is widened by ``sqrt(rows / n_eff)`` for the same reason. Rows that share a template
+    also share its noise at the object (one offset for every epoch measured against it), which
+    this leaves out: a seed's null pull can scatter more than shown (on one 4088^2 seed one
+    template's rows sat 60-80 counts above the other's at every epoch, errors ~55)."""
     ok = [r for r in rows if r["success"]]
     nan = float("nan")
     if not ok:

@@ -167,14 +167,15 @@ def moment_spectra(
     # every product is formed in the zero-padded buffer its FFT then overwrites: on a 4088^2
     # frame each fresh 135 MB array costs page faults (and huge-page compaction) that took
     # a third of this function's time when the weights and the padding made copies
+    # (one such buffer for every power of x: the FFT may scribble on it, so it is refilled)
+    buf = np.empty((n0, fshape[1]))
     for i in sorted(by_i):
-        buf = np.zeros((n0, fshape[1]))
         if i:
             np.multiply(image, xs**i, out=buf[:, :n1])
         else:
             buf[:, :n1] = image
+        buf[:, n1:] = 0.0
         along_x = sfft.rfft(buf, axis=1, workers=workers, overwrite_x=True)
-        del buf
         for j, m in sorted(by_i[i]):
             spec = np.empty((fshape[0], along_x.shape[1]), dtype=along_x.dtype)
             if j:
@@ -185,6 +186,7 @@ def moment_spectra(
             yield m, sfft.fft(spec, axis=0, workers=workers, overwrite_x=True)
             del spec
         del along_x
+    del buf
 
 
 def convolve_spectra(
