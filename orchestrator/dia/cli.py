@@ -289,7 +289,14 @@ def run_command(
     )
     try:
         result = run_pipeline(
-            config, templates, science, base_path=base_path, nprocs=nprocs, log=log, truth=truth
+            config,
+            templates,
+            science,
+            base_path=base_path,
+            nprocs=nprocs,
+            log=log,
+            truth=truth,
+            keep_memory=True,  # this process exists for the run (pipeline/memory.py)
         )
     except DiaInputError as exc:
         click.echo(f"orchestrator photometry run: {exc}", err=True)

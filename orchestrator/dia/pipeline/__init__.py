@@ -62,9 +62,11 @@ def run(
     log: Any = None,
     progress: bool = True,
     truth: TruthTable | None = None,
+    keep_memory: bool = False,
 ) -> RunResult:
     """Run every pair of the two lists (rows of ``config.band``) and write the light curve
-    (CSV, Parquet, PNG; ``truth`` is drawn on the plot).
+    (CSV, Parquet, PNG; ``truth`` is drawn on the plot). ``keep_memory``: see
+    :func:`orchestrator.dia.pipeline.runner.run_pairs` (``photometry run`` sets it).
 
     Raises :class:`orchestrator.dia.io.ListFormatError` for a malformed list and
     :class:`orchestrator.dia.DiaInputError` when a list has no row of the band.
@@ -89,7 +91,9 @@ def run(
         )
     bar = Progress(len(work), log=log) if progress else None
     try:
-        results = run_pairs(config, work, nprocs, on_done=bar.update if bar else None)
+        results = run_pairs(
+            config, work, nprocs, on_done=bar.update if bar else None, keep_memory=keep_memory
+        )
     finally:
         if bar:
             bar.close()

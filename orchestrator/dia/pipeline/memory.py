@@ -13,11 +13,12 @@ process (``benchmarks/photometry_stages.py --repeat 3``, figures in ``benchmarks
     memory kept        15.6, 10.9, 10.9 s a pair (system time 5.6, 0.5, 0.1 s), peak 3.0-3.3 GB
 
 (the subtraction alone 9.1, 6.7, 6.4 s with memory kept). The first pair pays for every fresh
-page either way, and measured a little more from the heap (single pairs, three runs each:
-14.3-16.8 s against 13.0-15.1 s with the defaults), so only a process that runs several pairs
-asks for this
-(:func:`orchestrator.dia.pipeline.runner.run_pairs`: the in-process loop, and pool workers that
-get more than one pair). The price is the peak: the heap cannot always fit a large array into
+page either way (single pairs in fresh processes, 7-10 runs each over the session: 14.3-17.4 s
+kept against 13.0-19.5 s with the defaults, no better on average), so only a process that will
+run several pairs asks for this, and only one that exists for the run: ``photometry run``
+(:func:`orchestrator.dia.pipeline.runner.run_pairs` with ``keep_memory``: its own loop, and pool
+workers that get more than one pair), never a library caller that goes on with other work. The
+price is the peak: the heap cannot always fit a large array into
 the holes freed arrays left, so a worker's resident size settles ~0.6 GB above the default's
 after two whole-frame pairs (cutout pairs, a few MB each, do not notice either way). Set
 ``ORCH_DIA_KEEP_MEMORY=0`` to keep glibc's defaults. The daemon never calls this. A no-op where

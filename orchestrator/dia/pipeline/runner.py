@@ -104,14 +104,18 @@ def run_pairs(
     work: list[tuple[ExposureRow, ExposureRow]],
     nprocs: int = 1,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    keep_memory: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rows in the order of ``work``; ``nprocs > 1`` uses a spawn-context process pool."""
+    """Rows in the order of ``work``; ``nprocs > 1`` uses a spawn-context process pool.
+
+    ``keep_memory``: a process that will run several pairs (this one, or a pool worker) keeps
+    the memory it frees for the next ones (a third of a whole-frame pair's time was the kernel
+    handing out fresh pages; :mod:`orchestrator.dia.pipeline.memory`). Process-wide and never
+    undone, so only a process that exists for the run asks for it (``photometry run``), not a
+    caller that goes on with other work; a single pair would only pay for it."""
     rows: list[dict[str, Any] | None] = [None] * len(work)
-    # a process that runs several pairs keeps the memory it frees for the next ones (a third of
-    # a whole-frame pair's time was the kernel handing out fresh pages); a single pair would
-    # only pay for it (orchestrator.dia.pipeline.memory)
     if nprocs <= 1 or len(work) <= 1:
-        if len(work) > 1:
+        if keep_memory and len(work) > 1:
             keep_freed_memory()
         for i, (s, t) in enumerate(work):
             rows[i] = process_pair(config, s, t)
@@ -131,7 +135,7 @@ def run_pairs(
             max_workers=min(nprocs, len(work)),
             mp_context=ctx,
             initializer=_start_worker,
-            initargs=(nthreads, os.getpid(), len(work) > nprocs),
+            initargs=(nthreads, os.getpid(), keep_memory and len(work) > nprocs),
         ) as pool:
             futures: dict[Future[dict[str, Any]], int] = {
                 pool.submit(process_pair, config, s, t): i for i, (s, t) in enumerate(work)

@@ -52,3 +52,26 @@ def test_freed_memory_is_reused_without_page_faults() -> None:
     assert kept and not off
     assert faults_default >= 16
     assert faults_kept * 4 <= faults_default
+
+
+def test_only_a_run_of_several_pairs_keeps_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_pairs asks for it only with keep_memory (photometry run's own process) and more than
+    one pair: a library caller's process keeps glibc's defaults. The pairs themselves are not
+    the point here, so process_pair is replaced by a stand-in that returns its arguments."""
+    from orchestrator.dia.pipeline import runner
+
+    calls: list[int] = []
+
+    def spy() -> bool:
+        calls.append(1)
+        return True
+
+    monkeypatch.setattr(runner, "keep_freed_memory", spy)
+    monkeypatch.setattr(runner, "process_pair", lambda config, s, t: {"pair": (s, t)})
+    two = [("s1", "t1"), ("s2", "t1")]
+    assert runner.run_pairs(None, two, 1) == [{"pair": p} for p in two]  # type: ignore[arg-type]
+    assert calls == []
+    runner.run_pairs(None, two[:1], 1, keep_memory=True)  # type: ignore[arg-type]
+    assert calls == []
+    runner.run_pairs(None, two, 1, keep_memory=True)  # type: ignore[arg-type]
+    assert calls == [1]
