@@ -12,7 +12,9 @@ process (``benchmarks/photometry_stages.py --repeat 3``, figures in ``benchmarks
     glibc's defaults   14.5, 14.4, 14.5 s a pair (system time 5.2, 5.9, 5.4 s), peak 2.7 GB
     memory kept        15.6, 10.9, 10.9 s a pair (system time 5.6, 0.5, 0.1 s), peak 3.0-3.3 GB
 
-(the subtraction alone 9.1, 6.7, 6.4 s with memory kept). The first pair pays for every fresh
+(the subtraction alone 9.1, 6.7, 6.4 s with memory kept); later, with the lag sums on both
+cores and a quiet machine, memory kept: 12.5-17.3, 9.6-9.8, 9.7-9.8 s, the subtraction 5.6-5.8 s
+from the second pair, peak 2.9-3.1 GB. The first pair pays for every fresh
 page either way (single pairs in fresh processes, 7-10 runs each over the session: 14.3-17.4 s
 kept against 13.0-19.5 s with the defaults, no better on average), so only a process that will
 run several pairs asks for this, and only one that exists for the run: ``photometry run``
