@@ -242,16 +242,7 @@ def simulate(
         ph.header["OVERSAMP"] = (OVERSAMP, "samples per detector pixel")
         ph.header["PIXCONV"] = (False, "not convolved with the detector pixel")
         ph.writeto(out / psf_rel, overwrite=True)
-        list_rows[e.kind].append(
-            {
-                "path": image_rel,
-                "pointing": e.pointing,
-                "sca": e.sca,
-                "mjd": f"{e.mjd:.5f}",
-                "band": band,
-                "psf": psf_rel,
-            }
-        )
+        list_rows[e.kind].append(list_row(image_rel, e.pointing, e.sca, e.mjd, band, psf_rel))
         if e.kind == "science":
             true_flux = e.sn_flux_e * e.throughput
             truth_rows.append(
@@ -270,6 +261,18 @@ def simulate(
 
 
 LIST_COLUMNS = ("path", "pointing", "sca", "mjd", "band", "psf")
+
+
+def list_row(path: str, pointing: int, sca: int, mjd: float, band: str, psf: str) -> dict[str, Any]:
+    """One row of a ``templates.txt`` / ``science.txt`` list (:data:`LIST_COLUMNS`)."""
+    return {
+        "path": path,
+        "pointing": pointing,
+        "sca": sca,
+        "mjd": f"{mjd:.5f}",
+        "band": band,
+        "psf": psf,
+    }
 
 
 def write_data_set(

@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.dia.simulate import bazin, make_wcs, write_data_set
+from orchestrator.dia.simulate import bazin, list_row, make_wcs, write_data_set
 
 PIXEL_SCALE_ARCSEC = 0.11
 OVERSAMP = 4  # of the PSF files
@@ -425,16 +425,7 @@ def make_scene(
             ).writeto(out / image_rel, overwrite=True)
         psf_rel = f"psf/{e.name}_psf.fits"
         _write_psf_file(out / psf_rel, sn_eff, e, band, sn_psf_key)
-        lists[e.kind].append(
-            {
-                "path": image_rel,
-                "pointing": e.pointing,
-                "sca": e.sca,
-                "mjd": f"{e.mjd:.5f}",
-                "band": band,
-                "psf": psf_rel,
-            }
-        )
+        lists[e.kind].append(list_row(image_rel, e.pointing, e.sca, e.mjd, band, psf_rel))
         if e.kind == "science":
             truth_rows.append(
                 {
