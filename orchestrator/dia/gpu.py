@@ -12,6 +12,12 @@ from typing import Any
 import numpy as np
 
 from orchestrator.dia import basis, cpu
+from orchestrator.dia.assemble import (  # noqa: F401  (shared host kernels: backend interface)
+    assemble_kk,
+    assemble_strip,
+    line_pair_moments,
+    strip_sums,
+)
 from orchestrator.dia.errors import DiaBackendError
 
 NAME = "gpu"
@@ -50,11 +56,6 @@ def require() -> None:
 
 
 fft_shape = cpu.fft_shape
-# small (n_unknowns^2 or strip-sized) host work; the image-sized inputs come from the device
-assemble_kk = cpu.assemble_kk
-assemble_strip = cpu.assemble_strip
-line_pair_moments = cpu.line_pair_moments
-strip_sums = cpu.strip_sums
 
 
 def rfft(image: np.ndarray, fshape: tuple[int, int]) -> Any:
