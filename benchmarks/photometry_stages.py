@@ -26,9 +26,10 @@ stage, the process's peak so far.
 
 ``--repeat N`` runs the pair N times in the one process (the prepared-exposure cache emptied
 each time) and prints each one's wall, user and system time and peak: the first pair pays for
-every fresh page of memory, later ones show the steady state of a worker that runs many pairs
-(the child then keeps freed memory as ``photometry run`` does for several pairs, see
-:mod:`orchestrator.dia.pipeline.memory`; ``ORCH_DIA_KEEP_MEMORY=0`` for glibc's defaults).
+every fresh page of memory, later ones show the steady state of a worker that runs many pairs.
+The child sets its memory up as ``photometry run``'s processes do (freed memory kept, no
+huge-page advice: :mod:`orchestrator.dia.pipeline.memory`); ``ORCH_DIA_KEEP_MEMORY=0`` measures
+glibc's and NumPy's defaults instead.
 
 ``--repo`` runs another checkout's pipeline (``git worktree add /tmp/before COMMIT``) for
 before/after figures on the same data.
@@ -104,13 +105,18 @@ def child(data: Path, repo: Path, repeat: int = 1) -> dict[str, Any]:
     started = time.perf_counter()
     sys.path.insert(0, str(repo))  # ahead of the editable install: another checkout can run
     memory_kept = False
-    if repeat > 1:  # as `photometry run` does for a run of several pairs
-        try:  # an older checkout (--repo) may not have it
-            from orchestrator.dia.pipeline.memory import keep_freed_memory
+    try:  # as `photometry run` does (an older checkout, --repo, may not have it)
+        from orchestrator.dia.pipeline.memory import tune_for_run
 
-            memory_kept = keep_freed_memory()
-        except ImportError:
-            pass
+        memory_kept = tune_for_run()
+    except ImportError:
+        if repeat > 1:  # what the CLI did before tune_for_run, for runs of several pairs
+            try:
+                from orchestrator.dia.pipeline.memory import keep_freed_memory
+
+                memory_kept = keep_freed_memory()
+            except ImportError:
+                pass
     from orchestrator import dia
     from orchestrator.dia import io as dia_io
     from orchestrator.dia.pipeline import measure, pair
@@ -341,12 +347,12 @@ def main() -> None:
         )
     print(f"{'pair':<12} {fig['pair_s']:8.2f}")
     print(f"{'total':<12} {fig['total_s']:8.2f} {fig['peak_mb']:12.0f}")
-    kept = "kept in the process" if fig.get("memory_kept") else "glibc's defaults"
+    kept = "kept, no huge-page advice" if fig.get("memory_kept") else "the libraries' defaults"
     for k, (wall, user, system, peak) in enumerate(fig.get("runs", [])):
         sub = fig["subtract_s"][k]
         print(
             f"pair {k + 1}: {wall:6.2f} s wall (subtract {sub:5.2f}), {user:6.2f} s user, "
-            f"{system:5.2f} s system, peak {peak:5.0f} MB (freed memory: {kept})"
+            f"{system:5.2f} s system, peak {peak:5.0f} MB (memory: {kept})"
         )
     if fig["success"]:
         print(quality(fig))

@@ -268,11 +268,11 @@ def _write_products(
 
 def worker_init(numba_threads: int, keep_memory: bool = False) -> None:
     """Process-pool initializer: bound the threads each worker's libraries start; with
-    ``keep_memory`` (a worker that will run several pairs) keep the memory it frees for the
-    next ones (:mod:`orchestrator.dia.pipeline.memory`)."""
+    ``keep_memory`` (a worker that exists for the run) keep the memory it frees and ask for no
+    huge pages (:mod:`orchestrator.dia.pipeline.memory`)."""
     for key in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(key, str(numba_threads))
     if keep_memory:
-        from orchestrator.dia.pipeline.memory import keep_freed_memory
+        from orchestrator.dia.pipeline.memory import tune_for_run
 
-        keep_freed_memory()
+        tune_for_run()

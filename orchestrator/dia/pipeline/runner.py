@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from orchestrator.dia.io import ExposureRow
 from orchestrator.dia.pipeline.calibrate import calibrated_flux
-from orchestrator.dia.pipeline.memory import keep_freed_memory
+from orchestrator.dia.pipeline.memory import tune_for_run
 from orchestrator.dia.pipeline.pair import PipelineConfig, process_pair, worker_init
 
 COLUMNS = (
@@ -108,15 +108,15 @@ def run_pairs(
 ) -> list[dict[str, Any]]:
     """Rows in the order of ``work``; ``nprocs > 1`` uses a spawn-context process pool.
 
-    ``keep_memory``: a process that will run several pairs (this one, or a pool worker) keeps
-    the memory it frees for the next ones (a third of a whole-frame pair's time was the kernel
-    handing out fresh pages; :mod:`orchestrator.dia.pipeline.memory`). Process-wide and never
-    undone, so only a process that exists for the run asks for it (``photometry run``), not a
-    caller that goes on with other work; a single pair would only pay for it."""
+    ``keep_memory``: the processes that run the pairs (this one, or the pool's workers) keep
+    the memory they free and ask for no huge pages (a third of a whole-frame pair's time was
+    the kernel handing out fresh pages; :mod:`orchestrator.dia.pipeline.memory`). Process-wide
+    and never undone, so only a process that exists for the run asks for it (``photometry
+    run``), not a caller that goes on with other work."""
     rows: list[dict[str, Any] | None] = [None] * len(work)
     if nprocs <= 1 or len(work) <= 1:
-        if keep_memory and len(work) > 1:
-            keep_freed_memory()
+        if keep_memory:
+            tune_for_run()
         for i, (s, t) in enumerate(work):
             rows[i] = process_pair(config, s, t)
             if on_done:
@@ -135,7 +135,7 @@ def run_pairs(
             max_workers=min(nprocs, len(work)),
             mp_context=ctx,
             initializer=_start_worker,
-            initargs=(nthreads, os.getpid(), keep_memory and len(work) > nprocs),
+            initargs=(nthreads, os.getpid(), keep_memory),
         ) as pool:
             futures: dict[Future[dict[str, Any]], int] = {
                 pool.submit(process_pair, config, s, t): i for i, (s, t) in enumerate(work)
