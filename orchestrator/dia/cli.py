@@ -46,11 +46,11 @@ variance and PSF images under OUTDIR/OID/products/.
 \b
 Cutouts: each pair is processed on a --cutout square around the object (default 512 pixels);
 --cutout 0 uses whole detectors, which is slower on a CPU and needs far more memory.
-Peak memory per process: about 0.5 GB for a pair with the default 512-pixel cutout (about 6 s
-per pair on 2 CPU cores), and 4.0 GB for a whole 4088 x 4088 pair (--cutout 0; about 30-40 s
-per pair on 2 cores, most of it the subtraction). Measured with
-benchmarks/photometry_stages.py on `photometry simulate` data (2026-11-29); plan -p by memory:
-24 GB fits -p 4 whole pairs.
+Peak memory per process: about 0.55 GB for a pair with the default 512-pixel cutout (about
+1.5 s a pair on 2 CPU cores), and 2.9 GB for a whole 4088 x 4088 pair (--cutout 0; about 10 s a
+pair on 2 cores, half of it the subtraction). Measured on `photometry simulate` data with
+benchmarks/photometry_stages.py and /usr/bin/time (2026-11-29); plan -p by memory and cores:
+each process gets the cores divided by -p.
 
 \b
 Exit status: 0 every pair succeeded, 1 some pairs failed (their rows say why), 2 usage error.
