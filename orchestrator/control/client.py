@@ -26,6 +26,10 @@ from orchestrator.errors import ControlError, DaemonNotRunningError
 REFUSED_RETRY_S = 1.0
 
 
+class _TimedOut(ControlError):
+    """No answer before the deadline."""
+
+
 def _not_running(path: Path, why: str = "") -> DaemonNotRunningError:
     return DaemonNotRunningError(
         f"no daemon is listening on {path}{why}; start one with 'orchestrator run'"
@@ -41,11 +45,21 @@ def request(path: Path, payload: dict[str, Any], timeout_s: float = 10.0) -> dic
     """
     deadline = time.monotonic() + timeout_s
     directory = path.parent
+    busy: dict[str, Any] | None = None
     while True:
-        reply = _exchange(path, directory, payload, deadline, timeout_s)
+        try:
+            reply = _exchange(path, directory, payload, deadline, timeout_s)
+        except _TimedOut:
+            if busy is None:
+                raise
+            # the deadline passed during a retry after "busy": the daemon never read this
+            # request, and "busy" is what the user should hear (not "did not answer")
+            reply = busy
+            break
         # "busy" with busy=True: the server closed us unread, so sending again is safe.
         if reply.get("ok") or not reply.get("busy") or time.monotonic() + 0.05 > deadline:
             break
+        busy = reply
         time.sleep(0.02 + 0.03 * random.random())
     if not reply.get("ok"):
         raise ControlError(str(reply.get("error", "unknown error")))
@@ -102,7 +116,7 @@ def _exchange(
                 if chunk.endswith(b"\n"):
                     break
         except TimeoutError as exc:
-            raise ControlError(f"the daemon did not answer within {timeout_s:g} s") from exc
+            raise _TimedOut(f"the daemon did not answer within {timeout_s:g} s") from exc
         except OSError as exc:
             if not chunks:  # e.g. reset after a one-line refusal that was already read: fine
                 raise ControlError(
@@ -148,7 +162,7 @@ def _connect(path: Path, address: str, deadline: float, timeout_s: float) -> soc
                 ) from exc
         except TimeoutError as exc:
             sock.close()
-            raise ControlError(f"the daemon did not answer within {timeout_s:g} s") from exc
+            raise _TimedOut(f"the daemon did not answer within {timeout_s:g} s") from exc
         except OSError as exc:
             sock.close()
             raise ControlError(

@@ -334,7 +334,9 @@ def test_connections_beyond_the_limit_are_told_busy(tmp_path: Path) -> None:
                 pool.submit(request, state / "control.sock", {"op": "x", "n": n}, 30)
                 for n in range(2)
             ]
-            wait_for(lambda: server._open == 2, 5)
+            # both requests read (a connection still waiting for its request would be evicted
+            # for the newcomer instead: a CI run under load met that race)
+            wait_for(lambda: server._open == 2 and not server._reading, 5)
             with pytest.raises(ControlError, match="busy"):
                 request(state / "control.sock", {"op": "x", "n": 2}, timeout_s=1)
             assert threading.active_count() <= threads_before + 2  # only the two client threads
@@ -393,4 +395,47 @@ def test_a_busy_answer_that_closes_before_the_request_is_sent_is_read(
     finally:
         stop.set()
         thread.join(5)
+        listener.close()
+
+
+def test_a_retry_after_busy_that_times_out_still_says_busy(tmp_path: Path) -> None:
+    """The server answers "busy", and the client's retry gets no answer before its deadline
+    (the daemon is loaded): the user hears "busy" (the request was never read), not "did not
+    answer" (a CI run under load once reported the latter)."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    path = state / "control.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def busy_then_silent() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            if not held and not getattr(busy_then_silent, "answered", False):
+                with conn:
+                    conn.sendall(b'{"ok": false, "busy": true, "error": "the daemon is busy"}\n')
+                busy_then_silent.answered = True  # type: ignore[attr-defined]
+            else:
+                held.append(conn)  # accepted, never answered
+
+    thread = threading.Thread(target=busy_then_silent, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ControlError, match="the daemon is busy"):
+            request(path, {"op": "status"}, timeout_s=0.6)
+        assert time.monotonic() - started < 3
+        assert held, "the client did retry after busy"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
         listener.close()
