@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	  { echo "orchestrator needs Python 3.11 or newer"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,photometry]'  # the demo and tests use both
 	touch $(STAMP)
 
 # The daemon in the foreground on the bundled jobs.d/, with its state inside the repository.

@@ -93,10 +93,35 @@ class _LazyGroup(click.Group):
             import importlib
 
             module, _, attr = self.lazy[cmd_name].partition(":")
-            command = getattr(importlib.import_module(module), attr)
+            try:
+                command = getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as exc:  # an install without the extra it needs
+                return _missing_extra(cmd_name, exc.name or str(exc))
             assert isinstance(command, click.Command)
             return command
         return super().get_command(ctx, cmd_name)
+
+
+# The optional dependencies ("extras") a lazily loaded sub-command group needs.
+EXTRAS = {"photometry": "photometry"}
+
+
+def _missing_extra(name: str, module: str) -> click.Command:
+    """A stand-in for a sub-command group whose dependencies are not installed: it says which
+    and how to install them, and exits 2."""
+    extra = EXTRAS.get(name)
+    how = f"pip install 'orchestrator[{extra}]'" if extra else "reinstall orchestrator"
+    message = f"orchestrator {name} needs {module!r}, which is not installed: {how}"
+
+    @click.command(
+        name=name,
+        help=message,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    def missing() -> None:
+        raise click.UsageError(message)
+
+    return missing
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -393,12 +418,9 @@ def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None
         )
     else:
         click.echo("daemon: not running")
-    slurm = d.get("slurm") or {}
-    if slurm.get("breaker") == "open":
-        click.echo(
-            f"  Slurm submission paused since {slurm['breaker_opened_at']}: "
-            f"{slurm['last_error']} (probing; resumes by itself)"
-        )
+    for health in (d.get("executors") or {}).values():
+        if health.get("note"):  # an executor says what is wrong (a paused submission)
+            click.echo(f"  {health['note']}")
     store_health = d.get("store") or {}
     if store_health.get("ok") is False:
         click.echo(

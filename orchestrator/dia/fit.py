@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 import scipy.linalg as sla
 
 from orchestrator.dia import basis
+from orchestrator.dia.backend import ComputeBackend
 from orchestrator.dia.errors import DiaFitError
 from orchestrator.dia.normal import DIRECT_ROWS_MAX, FitProblem, build_problem
 from orchestrator.dia.rows import ExcludedRows, rank_update
@@ -22,7 +22,6 @@ __all__ = [
     "DIRECT_ROWS_MAX",
     "FitProblem",
     "FitSolution",
-    "brute_force_normal_matrix",
     "build_problem",
     "fit_kernel",
     "leave_out",
@@ -164,35 +163,12 @@ def leave_out(
     problem.n_e += len(rows)
 
 
-def brute_force_normal_matrix(
-    template0: np.ndarray, omega: np.ndarray, layout: basis.Layout, *, chunk: int = 2048
-) -> np.ndarray:
-    """The plain kernel-kernel block as ``sum_x Omega a a^T`` over every pixel whose footprint
-    touches the image (``n_pixels n^2`` work): a check for :func:`build_problem` in tests."""
-    w = layout.half_width
-    n0, n1 = omega.shape
-    yy, xx = np.mgrid[-w : n0 + w, -w : n1 + w]
-    big = np.zeros((n0 + 2 * w, n1 + 2 * w))
-    big[w : w + n0, w : w + n1] = omega
-    sel = big.ravel() != 0
-    return rank_update(
-        np.pad(template0, 2 * w),
-        2 * w,
-        yy.ravel()[sel],
-        xx.ravel()[sel],
-        big.ravel()[sel],
-        layout,
-        omega.shape,
-        chunk,
-    )
-
-
 def fit_kernel(
     science: np.ndarray,
     template0: np.ndarray,
     omega: np.ndarray,
     layout: basis.Layout,
-    backend: ModuleType,
+    backend: ComputeBackend,
     direct_rows_max: int | None = None,
 ) -> tuple[FitProblem, FitSolution]:
     """Build the exact normal equations and solve them (see :func:`build_problem`)."""

@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from orchestrator.dia import basis
+from orchestrator.dia.backend import ComputeBackend
 from orchestrator.dia.errors import DiaFitError
 from orchestrator.dia.rows import ExcludedRows, footprint_energy, rank_update
 
@@ -94,7 +94,7 @@ def high_lag_moments(
     mom_index: np.ndarray,
     alphas: tuple[float, float],
     w: int,
-    backend: ModuleType,
+    backend: ComputeBackend,
 ) -> np.ndarray:
     """``L[m, 2w + dy, 2w + dx] = sum_u u^m T0(u) T0(u + d)`` for every ``m`` of ``mom_exps``
     from the spectra of the low moments ``u^a T0`` (``low_exps``, with ``(0, 0)``).
@@ -159,7 +159,7 @@ def _strip_block(
     strip_lines: list[np.ndarray],
     layout: basis.Layout,
     horizontal: bool,
-    backend: ModuleType,
+    backend: ComputeBackend,
 ) -> np.ndarray:
     """Kernel-kernel block of whole-line strips (rows when ``horizontal``, else columns) over
     the x-space lines ``strip_lines`` (one array per strip), see the module docstring."""
@@ -189,7 +189,7 @@ def build_problem(
     template0: np.ndarray,
     omega: np.ndarray,
     layout: basis.Layout,
-    backend: ModuleType,
+    backend: ComputeBackend,
     direct_rows_max: int | None = None,
 ) -> FitProblem:
     """The exact plain normal matrix and right-hand side (see the module docstring).

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Literal
 
 import numpy as np
 from scipy.ndimage import binary_dilation
 
 from orchestrator.dia import basis, fit
-from orchestrator.dia.backend import Backend, get_backend
+from orchestrator.dia.backend import Backend, ComputeBackend, get_backend
 from orchestrator.dia.errors import DiaFitError, DiaInputError
 from orchestrator.dia.result import FitStats, Subtraction, _dilate
 
@@ -75,7 +74,7 @@ def prepare(
     half_width: int,
     weights: str | None,
     cross_convolve: bool,
-    backend: ModuleType,
+    backend: ComputeBackend,
     fit_exclude: np.ndarray | None = None,
 ) -> Prepared:
     """Mask, cross-convolve and build the fit weights (see :func:`subtract`)."""
@@ -290,7 +289,7 @@ def _evaluate(
     prep: Prepared,
     problem: fit.FitProblem,
     solution: fit.FitSolution,
-    be: ModuleType,
+    be: ComputeBackend,
     keep_spectra: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The difference image and its variance for a solution (bad pixels not yet NaN), and the
@@ -308,7 +307,7 @@ def _evaluate(
     # moment images are left over from the fit, so the model costs one inverse FFT.
     model = be.convolve_spectra(
         problem.model_spectra,
-        basis.moment_kernels(layout, kern_terms, shape),
+        list(basis.moment_kernels(layout, kern_terms, shape)),
         problem.fft_shape,
         shape,
     )

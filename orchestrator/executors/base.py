@@ -6,12 +6,13 @@ can be replayed by hand from what the run directory keeps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from orchestrator.store.base import RunRecord, RunState
+from orchestrator.store.base import RunRecord, RunState, Store
 
 __all__ = ["Executor", "Handle", "Outcome", "RunSpec"]
 
@@ -64,44 +65,88 @@ class Outcome:
 
 @runtime_checkable
 class Executor(Protocol):
-    """Starts, follows and cancels runs.
+    """Starts, follows and cancels runs. The daemon holds its executors as ``{name: executor}``
+    and knows nothing else about any of them; ``RunSpec.options`` (the manifest's
+    ``executor`` settings) and a run's ``executor_data`` are each executor's own business.
 
     Invariants:
 
     - A run outlives the daemon: nothing the executor keeps (pipes, Popen objects) is needed for
       the run to go on or for its outcome to be known; a fresh executor in a restarted daemon
-      follows a run from its record alone (re-adoption).
-    - ``poll`` never blocks on the run, and reports each outcome from durable evidence (a result
-      file, a scheduler's accounting), so calling it again gives the same answer. Moving the
-      record into the terminal state exactly once is the store's job (``finish_run``).
+      follows a run from its record alone (``adopt``).
+    - ``poll_many`` never blocks on a run (or on a cluster: slow calls belong on the
+      executor's own thread), and reports each outcome from durable evidence (a result file,
+      a scheduler's accounting). Moving the record into the terminal state exactly once is
+      the store's job (``finish_run``), done by the daemon with what ``poll_many`` hands back.
     - A process whose start (pid, start time) does not match the record is not the run's
       (pid reuse), and is never signalled.
     """
 
     name: str
+    # Where this executor's run directories go; None: the daemon's runs directory.
+    runs_root: Path | None
+    # Whether runs go on when the daemon stops (batch jobs): then they are not drained.
+    outlives_daemon: bool
 
-    def start(self, spec: RunSpec) -> Handle:
-        """Start the run in the background and return its owning process.
+    def open(self, store: Store) -> None:
+        """Start whatever the executor runs in the background, writing to ``store``."""
+        ...
+
+    def close(self) -> None:
+        """Stop it (runs themselves go on)."""
+        ...
+
+    def start(self, spec: RunSpec) -> Handle | None:
+        """Start the run in the background: its owning process (store it with
+        ``mark_running``), or None when the run is queued and the executor marks it running
+        itself once it is.
 
         Raises ``ExecutorError`` (with a message fit for the run record) when the run cannot
         be started at all. Problems of the job's own command (not found, not executable,
         missing workdir) are not raised here: they end the run ``failed`` with exit code 127
-        (126 for not executable) and a message, reported by ``poll``.
+        (126 for not executable) and a message, reported by ``poll_many``.
         """
         ...
 
-    def poll(self, run: RunRecord) -> Outcome | None:
-        """None while the run goes on; its Outcome once it has ended.
+    def adopt(self, run: RunRecord) -> Outcome | None:
+        """Follow a run a previous daemon left active: None while it goes on, its Outcome when
+        it ended meanwhile."""
+        ...
 
-        A run whose process is gone without leaving a result gives ``Outcome(LOST, ...)`` with
-        a message saying so.
+    def poll_many(self, runs: Sequence[RunRecord]) -> dict[str, Outcome]:
+        """The outcomes of those of ``runs`` that have ended, by run id.
+
+        A run whose process is gone without leaving a result ends ``LOST`` with a message
+        saying so. One run that cannot be polled is logged and left for the next call.
         """
         ...
 
     def cancel(self, run: RunRecord) -> None:
         """Ask the run to stop (its process group is terminated, then killed after the grace).
 
-        Returns at once; ``poll`` later reports ``cancelled`` (or the outcome the run reached
+        Returns at once; ``poll_many`` later reports ``cancelled`` (or the outcome the run reached
         first). Cancelling a run that has already ended does nothing.
         """
+        ...
+
+    def max_active(self, options: Any) -> tuple[int, str] | None:
+        """The most active runs of one job that ``options`` allow, and the setting that says
+        so (for messages); None: no limit."""
+        ...
+
+    def log_name(self, options: Any, array: str | None) -> str:
+        """The name of the run's log in its directory (an array run has one per task)."""
+        ...
+
+    def retry_array(self, options: Any, result: dict[str, Any] | None) -> str | None:
+        """For a run of several tasks, the tasks a retry should run (those that did not
+        succeed, from the run's ``result``); None: the whole run again."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """What ``status`` shows about the executor (queues, a paused submission)."""
+        ...
+
+    def status_note(self) -> str | None:
+        """One line for systemd's STATUS when something is wrong, else None."""
         ...

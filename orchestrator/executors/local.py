@@ -19,9 +19,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from orchestrator.errors import ExecutorError, UnsafePermissionsError
 from orchestrator.executors.base import Handle, Outcome, RunSpec
@@ -32,10 +35,13 @@ from orchestrator.procinfo import (
     process_start_time,
     session_members,
 )
+from orchestrator.settings import Settings
 from orchestrator.statedir import ensure_private_dir, open_private_append
-from orchestrator.store.base import RunRecord, RunState
+from orchestrator.store.base import RunRecord, RunState, Store
 
 __all__ = ["LocalExecutor", "read_result", "shim_argv"]
+
+log = structlog.get_logger("orchestrator.executors.local")
 
 # The directory that holds the `orchestrator` package: the shim is started with it as its
 # working directory so that `-m orchestrator.executors.shim` resolves whether or not the package
@@ -110,6 +116,11 @@ def read_result(run_dir: Path) -> Outcome | None:
     )
 
 
+def from_settings(settings: Settings) -> LocalExecutor:
+    """The daemon's local executor (its runs go under the state directory's ``runs/``)."""
+    return LocalExecutor()
+
+
 class LocalExecutor:
     """Runs jobs on this machine under the run shim; see ``orchestrator.executors.base``.
 
@@ -118,10 +129,53 @@ class LocalExecutor:
     """
 
     name = "local"
+    outlives_daemon = False  # the daemon drains its local runs when it stops
 
-    def __init__(self) -> None:
+    def __init__(self, runs_root: Path | None = None) -> None:
+        self.runs_root = runs_root
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
+
+    # -------------------------------------------------------------- the contract's small parts
+
+    def open(self, store: Store) -> None:
+        """Nothing runs in the background: every call works from the run's record and files."""
+
+    def close(self) -> None:
+        """See :meth:`open`."""
+
+    def max_active(self, options: Any) -> tuple[int, str] | None:
+        return None  # policy.concurrency is the limit here
+
+    def log_name(self, options: Any, array: str | None) -> str:
+        return "output.log"
+
+    def retry_array(self, options: Any, result: dict[str, Any] | None) -> str | None:
+        return None
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            return {"shims_started": len(self._children)}
+
+    def status_note(self) -> str | None:
+        return None
+
+    def adopt(self, run: RunRecord) -> Outcome | None:
+        """A run a previous daemon left: its shim (found from the record or ``shim.json``)
+        still runs, or its outcome."""
+        return self.poll(run)
+
+    def poll_many(self, runs: Sequence[RunRecord]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        for run in runs:
+            try:
+                outcome = self.poll(run)
+            except Exception:  # one unreadable run directory must not hide the others' ends
+                log.exception("run_poll_failed", job=run.job, run_id=run.run_id)
+                continue
+            if outcome is not None:
+                outcomes[run.run_id] = outcome
+        return outcomes
 
     # -------------------------------------------------------------- start
 

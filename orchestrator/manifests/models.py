@@ -320,6 +320,14 @@ class SlurmOptions(StrictModel):
 class SlurmExecutor(StrictModel):
     slurm: SlurmOptions = Field(default_factory=SlurmOptions)
 
+    @property
+    def name(self) -> str:
+        return "slurm"
+
+    @property
+    def options(self) -> SlurmOptions:
+        return self.slurm
+
 
 def _executor_tag(value: Any) -> str | None:
     if isinstance(value, str):
@@ -359,12 +367,23 @@ class ManifestBase(StrictModel):
     )
     requires: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
         default_factory=list,
-        description="AliEnToken jobs whose token must outlast this job's run (policy.timeout); "
-        "if it would not, the run waits and the token job is triggered",
+        description="jobs whose result's valid_until (an AliEnToken job's token expiry) must "
+        "outlast this job's run (policy.timeout); if it would not, the run waits and that job "
+        "is triggered",
     )
     policy: Policy = Field(default_factory=Policy)
     executor: ExecutorChoice = Field("local", description="'local' (default) or {slurm: {...}}")
     suspend: StrictBool = False
+
+    @property
+    def executor_name(self) -> str:
+        """The executor that runs this job (the daemon's key for it)."""
+        return self.executor if isinstance(self.executor, str) else self.executor.name
+
+    @property
+    def executor_options(self) -> Any:
+        """That executor's settings from the manifest (None for ``local``)."""
+        return None if isinstance(self.executor, str) else self.executor.options
 
     @field_validator("after")
     @classmethod

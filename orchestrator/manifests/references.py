@@ -94,8 +94,8 @@ def reference_problems(
     problems: list[ManifestProblem] = []
     for fld in ("after", "requires"):
         for i, name in enumerate(getattr(manifest, fld)):
-            # Any kind may be named in `requires`: a job that writes a `not_after` result (a
-            # Command wrapping a site's own token tool) is as good a token job as AliEnToken.
+            # Any kind may be named in `requires`: a job that writes a `valid_until` result (a
+            # Command wrapping a site's own token tool) is as good as AliEnToken.
             if name == manifest.name:
                 message = f"a job cannot name itself in '{fld}'"
             elif name not in known_kinds:

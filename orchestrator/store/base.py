@@ -177,9 +177,14 @@ class Store(Protocol):
         ...
 
     def mark_running(
-        self, run_id: str, pid: int, pid_start_time: int | None, started_at: datetime | None = None
+        self,
+        run_id: str,
+        pid: int | None,
+        pid_start_time: int | None,
+        started_at: datetime | None = None,
     ) -> bool:
-        """Move a pending run to running with its pid; False when the run was not pending."""
+        """Move a pending run to running with its pid (None: a batch job, no local process);
+        False when the run was not pending."""
         ...
 
     def finish_run(

@@ -289,7 +289,11 @@ class SQLiteStore:
         self._require_change(changed, run_id)
 
     def mark_running(
-        self, run_id: str, pid: int, pid_start_time: int | None, started_at: datetime | None = None
+        self,
+        run_id: str,
+        pid: int | None,
+        pid_start_time: int | None,
+        started_at: datetime | None = None,
     ) -> bool:
         """Move a pending run to running; False when it was not pending."""
         changed = self._execute(

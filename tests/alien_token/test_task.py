@@ -62,6 +62,7 @@ def test_valid_token_is_kept_and_copied_with_env_file(tmp_path: Path) -> None:
     r = run.result
     assert r["renewed"] is False and r["valid"] is True and r["alert"] is False
     assert r["not_after"] == not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert r["valid_until"] == r["not_after"]  # what other jobs' requires: read
     assert 40 * 3600 - 120 < r["seconds_left"] <= 40 * 3600
     assert r["hosts"] == {} and r["hosts_ok"] == 0 and r["hosts_failed"] == 0
     assert "token valid until" in r["summary"] and "not renewed" in r["summary"]
@@ -190,6 +191,7 @@ def test_key_of_another_token_gives_no_not_after(tmp_path: Path) -> None:
     run = run_task(tmp_path, _spec(tmp_path, init={"mode": "fail"}))
     assert run.returncode == 3
     assert "does not belong" in run.stdout
+    assert "valid_until" not in run.result
     assert "not_after" not in run.result and "seconds_left" not in run.result
     assert run.result["valid"] is False
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from orchestrator.dia import basis
+from orchestrator.dia.rows import rank_update
+
 
 def monomials(order: int) -> list[tuple[int, int]]:
     return [(deg - j, j) for deg in range(order + 1) for j in range(deg + 1)]
@@ -222,3 +225,26 @@ def inpaint(
     if todo.any():
         out[todo] = float(np.median(out[~todo])) if (~todo).any() else 0.0
     return out
+
+
+def brute_force_normal_matrix(
+    template0: np.ndarray, omega: np.ndarray, layout: basis.Layout, *, chunk: int = 2048
+) -> np.ndarray:
+    """The plain kernel-kernel block as ``sum_x Omega a a^T`` over every pixel whose footprint
+    touches the image (``n_pixels n^2`` work): the oracle for ``normal.build_problem``."""
+    w = layout.half_width
+    n0, n1 = omega.shape
+    yy, xx = np.mgrid[-w : n0 + w, -w : n1 + w]
+    big = np.zeros((n0 + 2 * w, n1 + 2 * w))
+    big[w : w + n0, w : w + n1] = omega
+    sel = big.ravel() != 0
+    return rank_update(
+        np.pad(template0, 2 * w),
+        2 * w,
+        yy.ravel()[sel],
+        xx.ravel()[sel],
+        big.ravel()[sel],
+        layout,
+        omega.shape,
+        chunk,
+    )

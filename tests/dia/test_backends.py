@@ -65,3 +65,23 @@ def test_input_validation_names_the_field() -> None:
         dia.subtract(img, img, science_psf=np.ones((4, 4)), backend="cpu")
     with pytest.raises(dia.DiaFitError):
         dia.subtract(img[:20, :20], img[:20, :20], backend="cpu")
+
+
+def test_both_backends_implement_the_interface() -> None:
+    """Every member of ComputeBackend exists in the CPU and the GPU module with the same
+    parameters (mypy checks the types; this catches a twin that drifted at run time)."""
+    import inspect
+
+    from orchestrator.dia import cpu, gpu
+    from orchestrator.dia.backend import ComputeBackend
+
+    members = [m for m in vars(ComputeBackend) if not m.startswith("_")]
+    assert "convolve_spectra" in members and "lags" in members
+    for name in members:
+        if name == "NAME":
+            assert {cpu.NAME, gpu.NAME} == {"cpu", "gpu"}
+            continue
+        want = list(inspect.signature(getattr(ComputeBackend, name)).parameters)[1:]
+        for module in (cpu, gpu):
+            have = list(inspect.signature(getattr(module, name)).parameters)
+            assert have == want, f"{module.__name__}.{name}{have} != {want}"

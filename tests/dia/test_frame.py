@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from orchestrator.dia import basis, cpu, fit, normal
+from tests.dia.reference import brute_force_normal_matrix
 
 
 def _omega(shape: tuple[int, int], frame: tuple[int, int, int, int], seed: int) -> np.ndarray:
@@ -39,7 +40,7 @@ def test_kernel_block_matches_brute_force(
     omega = _omega(shape, frame, 4)
     layout = basis.Layout(w, dk, 0, True)
     problem = fit.build_problem(rng.normal(size=shape), template, omega, layout, cpu)
-    brute = fit.brute_force_normal_matrix(template, omega, layout)
+    brute = brute_force_normal_matrix(template, omega, layout)
     nkt = layout.nk * layout.nt
     assert normal.frame_widths(omega) == frame
     scale = np.max(np.abs(brute))

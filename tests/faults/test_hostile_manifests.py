@@ -345,7 +345,7 @@ def test_dangling_after_is_refused_at_its_entry_in_a_scan(tmp_path: Path) -> Non
 
 def test_requires_takes_any_job_but_not_itself(tmp_path: Path) -> None:
     """`requires` may name any job (a Command wrapping a site's own token tool writes the same
-    `not_after` result as AliEnToken); a job naming itself in `after` or `requires` is refused
+    `valid_until` result as AliEnToken); a job naming itself in `after` or `requires` is refused
     at the entry."""
     jobs = jobs_dir(tmp_path)
     write(jobs / "token.yaml", TOKEN)

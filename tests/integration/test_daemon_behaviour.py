@@ -228,7 +228,7 @@ def test_edit_without_schedule_change_keeps_next_fire_time(daemon: DaemonHarness
     wait_for(lambda: daemon.job_status("n")["next_run"] != before, 3)
 
 
-# A stand-in token job: writes the result an AliEnToken run leaves (its `not_after`).
+# A stand-in token job: writes the result an AliEnToken run leaves (its `valid_until`).
 TOKEN_JOB = """\
 apiVersion: orchestrator/v1
 kind: Command
@@ -238,7 +238,7 @@ spec:
     - bash
     - -c
     - >-
-      printf '{{"not_after": "%s"}}'
+      printf '{{"valid_until": "%s"}}'
       "$(date -u -d '+{hours} hour' +%Y-%m-%dT%H:%M:%S+00:00)" > "$ORCH_TASK_RESULT"
 """
 
@@ -250,9 +250,9 @@ def test_requires_defers_until_token_renewed(daemon: DaemonHarness) -> None:
     daemon.write("work.yaml", job("work", '["true"]', "requires: [tok]\npolicy: {timeout: 1h}"))
     daemon.start()
     result = daemon.cli("trigger", "work")
-    assert result.stdout == "" and "waits for token job 'tok'" in result.stderr
+    assert result.stdout == "" and "waits for required job 'tok'" in result.stderr
     token_run = wait_for(lambda: [r for r in daemon.history("tok") if r["state"] == "succeeded"], 5)
-    assert token_run[0]["result"]["not_after"] > token_run[0]["finished_at"]
+    assert token_run[0]["result"]["valid_until"] > token_run[0]["finished_at"]
     work = wait_for(lambda: [r for r in daemon.history("work") if r["state"] == "succeeded"], 5)
     assert work[0]["trigger"] == "manual"
     daemon.cli("trigger", "work")  # the token now lasts: runs at once, no new token run
@@ -267,7 +267,7 @@ def test_requires_blocks_when_token_stays_short(daemon: DaemonHarness) -> None:
     daemon.write("work.yaml", job("work", '["true"]', "requires: [tok]\npolicy: {timeout: 2h}"))
     daemon.start()
     daemon.cli("trigger", "work")
-    wait_for(lambda: any(e["event"] == "run_blocked_by_token" for e in daemon.events()), 5)
+    wait_for(lambda: any(e["event"] == "run_blocked_by_required_job" for e in daemon.events()), 5)
     time.sleep(1)
     assert daemon.history("work") == []
     assert len(daemon.history("tok")) == 1

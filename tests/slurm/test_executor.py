@@ -185,7 +185,7 @@ def test_invalid_partition_fails_at_once(slurm_daemon: DaemonHarness) -> None:
     assert run["state"] == "failed", run
     assert "invalid partition" in run["message"].lower(), run
     assert len([c for c in slurm_calls(h) if c[1] == "sbatch"]) == 1
-    assert h.status()["daemon"]["slurm"]["breaker"] == "closed"
+    assert h.status()["daemon"]["executors"]["slurm"]["breaker"] == "closed"
 
 
 @pytest.mark.parametrize(

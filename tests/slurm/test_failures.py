@@ -47,7 +47,9 @@ def test_controller_outage_pauses_submission_and_fails_nothing(
     try:
         later_id = trigger(h, "later")
         health = wait_for(
-            lambda: (s := h.status()["daemon"]["slurm"])["breaker"] == "open" and s, 45, 0.3
+            lambda: (s := h.status()["daemon"]["executors"]["slurm"])["breaker"] == "open" and s,
+            45,
+            0.3,
         )
         assert health["last_error"]
         release.touch()  # the held job ends while the controller is down
@@ -58,7 +60,7 @@ def test_controller_outage_pauses_submission_and_fails_nothing(
         states = {r["run_id"]: r["state"] for r in h.history()}
         assert states == {held_id: "running", later_id: "pending"}
         assert get_run(h, later_id)["executor_data"].get("slurm_job_id") is None
-        assert h.status()["daemon"]["slurm"]["awaiting_submission"] == 1
+        assert h.status()["daemon"]["executors"]["slurm"]["awaiting_submission"] == 1
     finally:
         slurm_cluster.start_ctld()
     held, later = wait_end(h, held_id, 60), wait_end(h, later_id, 60)
@@ -66,7 +68,7 @@ def test_controller_outage_pauses_submission_and_fails_nothing(
     assert (later["state"], later["exit_code"]) == ("succeeded", 0), later
     assert "later-ran" in h.cli("logs", later_id).stdout
     assert len(slurm_jobs_tagged(slurm_cluster, tag(later_id))) == 1
-    assert h.status()["daemon"]["slurm"]["breaker"] == "closed"
+    assert h.status()["daemon"]["executors"]["slurm"]["breaker"] == "closed"
 
 
 def test_hung_controller_during_sbatch_yields_one_job(

@@ -16,6 +16,10 @@ Invariants:
   sacct is unknown, not finished; it becomes lost only after ``lost_grace_s``.
 - After ``breaker_threshold`` consecutive controller errors, submission pauses (the circuit
   breaker opens); status polls continue as probes with backoff and close it when one succeeds.
+
+Here: the daemon-facing calls, the worker loop and submission (with the look-up by tag);
+tracking is :mod:`.polling`, each task's phase :mod:`.tracking`, the per-run record and the
+breaker :mod:`.tracked`.
 """
 
 from __future__ import annotations
@@ -23,9 +27,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +40,7 @@ from orchestrator.executors.slurm.commands import (
     SlurmClient,
     SlurmCommandError,
 )
-from orchestrator.executors.slurm.parse import Action, JobRow, classify_state
+from orchestrator.executors.slurm.polling import Polling
 from orchestrator.executors.slurm.render import (
     NO_TASK,
     SCRIPT_NAME,
@@ -45,91 +48,45 @@ from orchestrator.executors.slurm.render import (
     job_tag,
     render_batch_script,
 )
+from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun, utcnow
 from orchestrator.manifests.models import SlurmOptions, parse_array
-from orchestrator.store.base import RunRecord, RunState
+from orchestrator.settings import Settings
+from orchestrator.store.base import RunRecord, RunState, Store
 
 log = structlog.get_logger("orchestrator.slurm")
 
-# Severity order when array tasks end differently: the run takes the worst.
-_SEVERITY = [
-    RunState.SUCCEEDED,
-    RunState.CANCELLED,
-    RunState.TIMED_OUT,
-    RunState.LOST,
-    RunState.FAILED,
-]
+
+def from_settings(settings: Settings) -> SlurmExecutor:
+    """The daemon's Slurm executor: run directories in the spool directory (visible to
+    compute nodes), polling and lost-job grace from the settings."""
+    return SlurmExecutor(
+        spool_dir=settings.slurm_spool_dir,
+        poll_min_s=settings.slurm_poll_min_s,
+        poll_max_s=settings.slurm_poll_max_s,
+        lost_grace_s=settings.slurm_lost_grace_s,
+    )
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class CircuitBreaker:
-    """Opens after ``threshold`` consecutive controller errors; any success closes it."""
-
-    threshold: int = 3
-    failures: int = 0
-    opened_at: datetime | None = None
-    last_error: str | None = None
-
-    @property
-    def open(self) -> bool:
-        return self.opened_at is not None
-
-    def success(self) -> bool:
-        """Record a success; True when this closed an open breaker."""
-        was_open = self.open
-        self.failures, self.opened_at = 0, None
-        return was_open
-
-    def failure(self, error: str) -> bool:
-        """Record a failure; True when this opened the breaker."""
-        self.failures += 1
-        self.last_error = error
-        if self.opened_at is None and self.failures >= self.threshold:
-            self.opened_at = utcnow()
-            return True
-        return False
-
-
-@dataclass(eq=False)
-class _Tracked:
-    run_id: str
-    job: str
-    run_dir: Path
-    created_at: datetime
-    script: Path | None
-    tasks: list[str]  # array task ids as text, or [NO_TASK]
-    max_resubmits: int
-    slurm_job_id: str | None = None
-    submission: int = 0
-    needs_submit: bool = False
-    lookup_first: bool = False
-    submit_after: float = 0.0
-    submit_failures: int = 0
-    cancel_requested: bool = False
-    marked_running: bool = False
-    first_unknown: dict[str, float] = field(default_factory=dict)
-    task_results: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-class SlurmExecutor:
+class SlurmExecutor(Polling):
     """See the module docstring."""
 
     name = "slurm"
+    outlives_daemon = True  # batch jobs go on in the cluster; the next daemon adopts them
 
     def __init__(
         self,
-        store: Any,
+        store: Store | None = None,
         client: SlurmClient | None = None,
+        spool_dir: Path | None = None,
         poll_min_s: float = 15.0,
         poll_max_s: float = 180.0,
         lost_grace_s: float = 600.0,
         breaker_threshold: int = 3,
         submit_backoff_max_s: float = 300.0,
     ) -> None:
-        self.store = store
+        self._store = store
+        # run directories must be visible to compute nodes: the spool directory
+        self.runs_root = spool_dir
         self.client = client or SlurmClient()
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
@@ -139,7 +96,7 @@ class SlurmExecutor:
         self.accounting: bool | None = None  # unknown until sacct answers once
         self.poll_interval_s = poll_min_s
         self.polls = 0
-        self._tracked: dict[str, _Tracked] = {}
+        self._tracked: dict[str, TrackedRun] = {}
         self._outcomes: dict[str, Outcome] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -149,16 +106,50 @@ class SlurmExecutor:
 
     # ------------------------------------------------------------ daemon-facing
 
-    def start_worker(self) -> None:
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the Slurm executor has no run store (open it first)")
+        return self._store
+
+    def open(self, store: Store) -> None:
+        """Start the worker thread that makes every Slurm call, writing to ``store``."""
+        self._store = store
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="slurm", daemon=True)
             self._thread.start()
 
-    def stop_worker(self) -> None:
+    def close(self) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+
+    def max_active(self, options: Any) -> tuple[int, str] | None:
+        if isinstance(options, SlurmOptions) and options.max_queued is not None:
+            return options.max_queued, "executor.slurm.max_queued"
+        return None
+
+    def log_name(self, options: Any, array: str | None) -> str:
+        effective = array if array is not None else getattr(options, "array", None)
+        return "output-%a.log" if effective else "output.log"
+
+    def retry_array(self, options: Any, result: dict[str, Any] | None) -> str | None:
+        """The array tasks that did not succeed, with the manifest's throttle, so that a retry
+        runs those tasks alone."""
+        tasks = (result or {}).get("tasks")
+        if not tasks:
+            return None
+        failed = sorted(int(t) for t, r in tasks.items() if r.get("state") != "succeeded")
+        if not failed:
+            return None
+        throttle = (getattr(options, "array", None) or "").partition("%")[2] or None
+        return ",".join(map(str, failed)) + (f"%{throttle}" if throttle else "")
+
+    def status_note(self) -> str | None:
+        if self.breaker.open:
+            return f"Slurm submission paused: {self.breaker.last_error}"
+        return None
 
     def start(self, spec: RunSpec) -> None:
         """Render the batch script into the run directory and queue the submission. Returns
@@ -190,7 +181,7 @@ class SlurmExecutor:
                 "max_resubmits": spec.options.max_resubmits,
             },
         )
-        tracked = _Tracked(
+        tracked = TrackedRun(
             run_id=spec.run_id,
             job=spec.job,
             run_dir=spec.run_dir,
@@ -216,7 +207,7 @@ class SlurmExecutor:
                 "the daemon stopped before the batch script was written; never submitted",
                 utcnow(),
             )
-        tracked = _Tracked(
+        tracked = TrackedRun(
             run_id=run.run_id,
             job=run.job,
             run_dir=script.parent,
@@ -246,7 +237,7 @@ class SlurmExecutor:
         )
         return None
 
-    def poll_many(self, runs: Iterable[RunRecord]) -> dict[str, Outcome]:
+    def poll_many(self, runs: Sequence[RunRecord]) -> dict[str, Outcome]:
         """Outcomes the worker found since the last call, for the given runs."""
         wanted = {r.run_id for r in runs}
         with self._lock:
@@ -278,6 +269,12 @@ class SlurmExecutor:
             "poll_interval_s": self.poll_interval_s,
             "tracked_runs": tracked,
             "awaiting_submission": queued,
+            "note": (
+                f"Slurm submission paused since {self.breaker.opened_at.isoformat()}: "
+                f"{self.breaker.last_error} (probing; resumes by itself)"
+                if self.breaker.open and self.breaker.opened_at
+                else None
+            ),
         }
 
     # ------------------------------------------------------------ worker
@@ -322,7 +319,7 @@ class SlurmExecutor:
         if time.monotonic() >= self._next_poll:
             self._poll()
 
-    def _scancel(self, t: _Tracked) -> None:
+    def _scancel(self, t: TrackedRun) -> None:
         try:
             self.client.scancel([t.slurm_job_id] if t.slurm_job_id else [])
         except SlurmCommandError as exc:
@@ -333,7 +330,7 @@ class SlurmExecutor:
         t.cancel_requested = False
         self._next_poll = 0.0
 
-    def _submit(self, t: _Tracked) -> None:
+    def _submit(self, t: TrackedRun) -> None:
         bound = log.bind(run_id=t.run_id, job=t.job)
         if t.lookup_first:
             found = self._lookup(t)
@@ -382,7 +379,7 @@ class SlurmExecutor:
         bound.info("slurm_submitted", slurm_job_id=job_id, tag=job_tag(t.run_id, t.submission))
         self._record_job_id(t, job_id)
 
-    def _record_job_id(self, t: _Tracked, job_id: str) -> None:
+    def _record_job_id(self, t: TrackedRun, job_id: str) -> None:
         self.store.update_executor_data(t.run_id, {"slurm_job_id": job_id})
         t.slurm_job_id = job_id
         t.needs_submit = False
@@ -390,7 +387,7 @@ class SlurmExecutor:
         self._next_poll = min(self._next_poll, time.monotonic() + min(1.0, self.poll_min_s))
         self.poll_interval_s = self.poll_min_s
 
-    def _lookup(self, t: _Tracked) -> str | Literal[False] | None:
+    def _lookup(self, t: TrackedRun) -> str | Literal[False] | None:
         """The job id of this run's current submission if Slurm (or its marker file) knows
         it; False when surely not submitted; None when the lookup could not be made."""
         tag = job_tag(t.run_id, t.submission)
@@ -424,204 +421,3 @@ class SlurmExecutor:
                 if row.name == tag:
                     return row.base_id
         return False
-
-    # ------------------------------------------------------------ tracking
-
-    def _poll(self) -> None:
-        with self._lock:
-            active = [
-                t
-                for t in self._tracked.values()
-                if t.slurm_job_id is not None and t.run_id not in self._outcomes
-            ]
-        if not active:
-            self._next_poll = time.monotonic() + self.poll_min_s
-            return
-        self.polls += 1
-        try:
-            rows = self.client.squeue()
-        except SlurmCommandError as exc:
-            opened = self.breaker.failure(exc.message)
-            if opened:
-                log.error("slurm_breaker_open", error=exc.message)
-            log.warning("slurm_status_failed", error=exc.message, runs=len(active))
-            self._backoff(changed=False)
-            return
-        if self.breaker.success():
-            log.info("slurm_breaker_closed")
-        by_job: dict[str, dict[str, JobRow]] = {}
-        for row in rows:
-            by_job.setdefault(row.base_id, {})[row.task or NO_TASK] = row
-        # Jobs that need sacct: a task missing from squeue, or ended there (sacct has the
-        # authoritative exit code).
-        need_final = [
-            t
-            for t in active
-            if any(
-                (r := by_job.get(t.slurm_job_id or "", {}).get(task)) is None
-                or classify_state(r.state)[0] != Action.ACTIVE
-                for task in t.tasks
-                if task not in t.task_results
-            )
-        ]
-        final_rows: dict[str, dict[str, JobRow]] = {}
-        if need_final and self.accounting is not False:
-            start = min(t.created_at for t in need_final) - timedelta(hours=1)
-            try:
-                for row in self.client.sacct([t.slurm_job_id or "" for t in need_final], start):
-                    final_rows.setdefault(row.base_id, {})[row.task or NO_TASK] = row
-                self.accounting = True
-            except AccountingDisabledError:
-                if self.accounting is None:
-                    log.info("slurm_accounting_disabled", fallback="squeue and exit files")
-                self.accounting = False
-            except SlurmCommandError as exc:
-                # slurmdbd down: sacct fails while the controller works. Wait, change nothing.
-                log.warning("slurm_sacct_failed", error=exc.message)
-                final_rows = {}
-                need_final = []
-        changed = False
-        for t in active:
-            changed |= self._update(
-                t,
-                by_job.get(t.slurm_job_id or "", {}),
-                final_rows.get(t.slurm_job_id or "", {}),
-                sacct_answered=t in need_final and self.accounting is True,
-            )
-        self._backoff(changed)
-
-    def _backoff(self, changed: bool) -> None:
-        if changed:
-            self.poll_interval_s = self.poll_min_s
-        else:
-            self.poll_interval_s = min(self.poll_interval_s * 2, self.poll_max_s)
-        self._next_poll = time.monotonic() + self.poll_interval_s
-
-    def _update(
-        self,
-        t: _Tracked,
-        live: dict[str, JobRow],
-        final: dict[str, JobRow],
-        sacct_answered: bool,
-    ) -> bool:
-        changed = False
-        any_running = False
-        resubmit = False
-        now = time.monotonic()
-        for task in t.tasks:
-            if task in t.task_results:
-                continue
-            row = final.get(task)
-            if row is not None and not row.complete:
-                row = None  # sacct's record of the end has not arrived yet (see JobRow)
-            action, state = classify_state(row.state) if row else (None, None)
-            exit_code = row.exit_code if row else None
-            if action is None or action == Action.ACTIVE:
-                live_row = live.get(task)
-                if live_row is not None:
-                    action, state = classify_state(live_row.state)
-                    exit_code = None
-            if action == Action.FINAL and row is None:
-                # Ended in squeue; without accounting the script's exit file has the code.
-                if self.accounting is True:
-                    continue  # sacct lags (notes): wait for its authoritative row
-                exit_code = self._exit_file(t, task)
-            if action is None:
-                exit_code = self._exit_file(t, task)
-                if exit_code is not None and self.accounting is not True:
-                    action = Action.FINAL
-                    state = RunState.SUCCEEDED if exit_code == 0 else RunState.FAILED
-                else:
-                    first = t.first_unknown.setdefault(task, now)
-                    if now - first < self.lost_grace_s:
-                        continue
-                    if exit_code is not None:
-                        # Accounting never recorded the end, but the script did: trust the
-                        # exit code it wrote rather than calling a finished job lost.
-                        action = Action.FINAL
-                        state = RunState.SUCCEEDED if exit_code == 0 else RunState.FAILED
-                    else:
-                        action, state = Action.FINAL, RunState.LOST
-            t.first_unknown.pop(task, None)
-            if action == Action.ACTIVE:
-                any_running |= state == RunState.RUNNING
-                continue
-            if action == Action.RESUBMIT:
-                if t.tasks == [NO_TASK] and t.submission < t.max_resubmits:
-                    resubmit = True
-                    continue
-                state = RunState.FAILED
-            assert state is not None
-            t.task_results[task] = {
-                "state": str(state),
-                "exit_code": exit_code,
-                "slurm_state": (
-                    row.state if row else live.get(task, JobRow("", "", None, "", "LOST")).state
-                ),
-            }
-            log.debug(
-                "slurm_task_ended",
-                run_id=t.run_id,
-                task=task,
-                **t.task_results[task],
-                sacct_row=row.state if row else None,
-            )
-            changed = True
-        if any_running and not t.marked_running:
-            t.marked_running = True
-            self.store.mark_running(t.run_id, None, None)
-            changed = True
-        if changed and t.tasks != [NO_TASK]:
-            self.store.update_result(t.run_id, {"tasks": t.task_results})
-        if resubmit:
-            t.submission += 1
-            self._resubmit(t)
-            return True
-        if all(task in t.task_results for task in t.tasks):
-            self._finish(t, self._outcome(t))
-            return True
-        return changed
-
-    def _exit_file(self, t: _Tracked, task: str) -> int | None:
-        with contextlib.suppress(OSError, ValueError):
-            return int((t.run_dir / f"exit.{task}").read_text().strip())
-        return None
-
-    def _resubmit(self, t: _Tracked) -> None:
-        """NODE_FAIL/BOOT_FAIL: the same run, a new submission with its own tag."""
-        assert t.script is not None
-        text = t.script.read_text()
-        old_tag, new_tag = job_tag(t.run_id, t.submission - 1), job_tag(t.run_id, t.submission)
-        t.script.write_text(text.replace(f"--job-name={old_tag}", f"--job-name={new_tag}", 1))
-        for marker in t.run_dir.glob("started.*"):
-            marker.unlink(missing_ok=True)
-        log.warning(
-            "slurm_resubmitting", run_id=t.run_id, old_job=t.slurm_job_id, submission=t.submission
-        )
-        t.slurm_job_id = None
-        t.needs_submit = True
-        t.submit_after = 0.0
-        self.store.update_executor_data(
-            t.run_id, {"slurm_job_id": None, "submission": t.submission}
-        )
-
-    def _outcome(self, t: _Tracked) -> Outcome:
-        results = t.task_results
-        states = [RunState(results[task]["state"]) for task in t.tasks]
-        worst = max(states, key=_SEVERITY.index)
-        if t.tasks == [NO_TASK]:
-            r = results[NO_TASK]
-            message = None if worst == RunState.SUCCEEDED else f"Slurm state {r['slurm_state']}"
-            return Outcome(worst, r["exit_code"], message, utcnow())
-        bad = [task for task in t.tasks if results[task]["state"] != RunState.SUCCEEDED]
-        ok = len(t.tasks) - len(bad)
-        message = f"{ok}/{len(t.tasks)} array tasks succeeded"
-        if bad:
-            message += f"; not succeeded: {','.join(bad)}"
-        codes = [results[task]["exit_code"] for task in bad if results[task]["exit_code"]]
-        return Outcome(worst, codes[0] if codes else (0 if not bad else None), message, utcnow())
-
-    def _finish(self, t: _Tracked, outcome: Outcome) -> None:
-        with self._lock:
-            self._outcomes[t.run_id] = outcome
-            t.needs_submit = False

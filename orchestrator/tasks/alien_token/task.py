@@ -8,8 +8,8 @@ Order of a run:
 3. When the token in place is one clients accept (at least 600 s left), copy it to the target
    directories, write the env file, and copy it to every remote host that does not hold it yet
    (failed hosts from earlier runs included).
-4. Report: a result (``not_after``, ``seconds_left``, ``renewed``, ``hosts``, ``hosts_ok``,
-   ``hosts_failed``, ``summary``, ...) and an exit status.
+4. Report: a result (``valid_until`` = ``not_after``, ``seconds_left``, ``renewed``, ``hosts``,
+   ``hosts_ok``, ``hosts_failed``, ``summary``, ...) and an exit status.
 
 Exit status: 0 all done; 1 something failed (renewal, a copy, too few hosts); 2 the manifest
 or the environment is unusable; 3 the token is inside ``alert_before`` or unusable, which is
@@ -422,11 +422,14 @@ def _finish(
     if report.headlines:
         summary += f"; {report.headlines[0]}"
 
-    # not_after is what other jobs' `requires:` checks read: only a certificate with its own
-    # key counts (an expired one is reported, and fails those checks by its date).
+    # valid_until is what other jobs' `requires:` checks read (the daemon's generic contract,
+    # orchestrator.daemon.admission): only a certificate with its own key counts (an expired
+    # one is reported, and fails those checks by its date). not_after says the same for people.
     paired = token.problem is None and token.not_after is not None and left is not None
+    expiry = iso_utc(token.not_after) if paired and token.not_after else None
     result: dict[str, Any] = {
-        "not_after": iso_utc(token.not_after) if paired and token.not_after else None,
+        "valid_until": expiry,
+        "not_after": expiry,
         "seconds_left": int(left) if paired and left is not None else None,
         "valid": usable,
         "renewed": report.renewed,

@@ -1,4 +1,4 @@
-"""Review 2: command-line user mistakes give one clear line, never a traceback."""
+"""Command-line user mistakes give one clear line, never a traceback."""
 
 from __future__ import annotations
 

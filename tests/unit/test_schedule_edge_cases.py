@@ -1,4 +1,4 @@
-"""Review 2: schedules that never fire, and `every` with `jitter` keeping its phase."""
+"""Schedules that never fire, and `every` with `jitter` keeping its phase."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review 2: manifest loading edge cases (duplicate keys, deep nesting, name clashes)."""
+"""Manifest loading edge cases (duplicate keys, deep nesting, name clashes)."""
 
 from __future__ import annotations
 

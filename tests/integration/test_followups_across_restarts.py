@@ -1,4 +1,4 @@
-"""Run safety found in review: follow-ups across crashes and drains, and a run that cannot be
+"""Follow-ups across crashes and drains, and a run that cannot be
 rendered never stopping the daemon. A real `orchestrator run` process, real files, SQLite."""
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from orchestrator.daemon import Daemon
+from orchestrator.daemon.control import ControlHandler
 from orchestrator.settings import Settings
 
 
@@ -17,10 +18,11 @@ def test_request_answered_busy_is_never_acted_on_later(
     """A control request whose client was told "busy; try again" is dropped, not run later
     by the main loop (a retried `trigger` must not start two runs)."""
     daemon = Daemon(Settings(jobs_dir=tmp_path / "jobs.d", state_dir=tmp_path / "state"))
-    monkeypatch.setattr(Daemon, "CONTROL_REPLY_TIMEOUT_S", 0.05, raising=False)
+    monkeypatch.setattr(ControlHandler, "reply_timeout_s", 0.05)
     acted: list[dict[str, Any]] = []
-    monkeypatch.setattr(daemon, "_control", lambda request: acted.append(request) or {"ok": True})
-    answer = daemon._on_control({"op": "trigger", "job": "x"})  # nobody runs the main loop
+    handler = daemon.control_handler
+    monkeypatch.setattr(handler, "answer", lambda request: acted.append(request) or {"ok": True})
+    answer = handler.on_request({"op": "trigger", "job": "x"})  # nobody runs the main loop
     assert answer["ok"] is False and "busy" in answer["error"]
     daemon._handle(daemon.events.get_nowait())  # the main loop gets to it afterwards
     assert acted == []

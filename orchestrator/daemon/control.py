@@ -1,0 +1,167 @@
+"""Requests on the control socket (ping, status, reload, trigger, cancel), answered on the main
+loop: a socket thread hands each over as an event and waits for the answer."""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from orchestrator.errors import OrchestratorError, StoreUnavailableError
+from orchestrator.scheduling.scheduler import Scheduler
+from orchestrator.status import JobView, job_row
+from orchestrator.store.base import RunRecord, Trigger
+
+from .events import Control, ControlTicket
+from .state import Shared
+from .supervision import DeferredError, Runs
+
+log = structlog.get_logger("orchestrator.daemon")
+
+REPLY_TIMEOUT_S = 10.0
+
+
+class ControlHandler:
+    # class attribute: tests shorten it
+    reply_timeout_s = REPLY_TIMEOUT_S
+
+    def __init__(
+        self,
+        shared: Shared,
+        runs: Runs,
+        scheduler: Scheduler,
+        reload: Callable[[], None],
+        describe: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.shared = shared
+        self.runs = runs
+        self.scheduler = scheduler
+        self.reload = reload
+        self.describe = describe  # the daemon's own part of `status`
+
+    def on_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Called on a control-socket thread: hand over to the main loop and wait. A request
+        the main loop has not taken when the wait ends is withdrawn, so that "busy; try again"
+        never leaves a trigger or cancel to happen later as well."""
+        reply: queue.Queue[dict[str, Any]] = queue.Queue()
+        ticket = ControlTicket()
+        self.shared.events.put(Control(request, reply, ticket))
+        try:
+            return reply.get(timeout=self.reply_timeout_s)
+        except queue.Empty:
+            pass
+        with ticket.lock:
+            if not ticket.taken:
+                ticket.abandoned = True
+                return {"ok": False, "error": "the daemon is busy; try again"}
+        try:  # the main loop is answering it right now
+            return reply.get(timeout=self.reply_timeout_s)
+        except queue.Empty:
+            return {"ok": False, "error": "the daemon took too long to answer; see its log"}
+
+    def handle(self, event: Control) -> None:
+        """On the main loop: answer one request (unless its client gave up on it)."""
+        request, ticket = event.request, event.ticket
+        if ticket is not None:
+            with ticket.lock:
+                if ticket.abandoned:
+                    log.warning("control_request_expired", op=request.get("op"))
+                    return
+                ticket.taken = True
+        try:
+            answer = self.answer(request)
+        except StoreUnavailableError as exc:
+            answer = {"ok": False, "error": f"run store unavailable: {exc}"}
+        except OrchestratorError as exc:
+            answer = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # the client gets an answer, the loop goes on
+            log.exception("control_request_failed", op=request.get("op"))
+            answer = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+        event.reply.put(answer)
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "status":
+            return {"ok": True, "status": self.status()}
+        if op == "reload":
+            self.reload()
+            return {"ok": True}
+        if op == "trigger":
+            return self._trigger(str(request.get("job", "")))
+        if op == "cancel":
+            return self._cancel(str(request.get("run_id", "")))
+        raise OrchestratorError(f"unknown request {op!r}")
+
+    def _trigger(self, job: str) -> dict[str, Any]:
+        if job not in self.shared.jobs:
+            known = ", ".join(sorted(self.shared.jobs)) or "none"
+            raise OrchestratorError(f"no job named {job!r}; known jobs: {known}")
+        try:
+            record = self.runs.dispatch(job, Trigger.MANUAL)
+        except DeferredError as exc:
+            return {"ok": True, "run_id": None, "deferred": str(exc)}
+        assert record is not None  # a manual trigger that does not start raises
+        return {"ok": True, "run_id": record.run_id, "state": str(record.state)}
+
+    def _cancel(self, run_id: str) -> dict[str, Any]:
+        run = self.shared.active.get(run_id)
+        if run is not None:
+            self.runs.cancel(run)
+            return {"ok": True, "run_id": run_id}
+        dropped = self.runs.followups.drop(run_id)
+        if dropped is not None:
+            return {
+                "ok": True,
+                "run_id": run_id,
+                "retry_dropped": {"job": dropped.job, "attempt": dropped.attempt},
+            }
+        record = self.shared.store.get_run(run_id)
+        if record is None:
+            raise OrchestratorError(f"no run with id {run_id!r}")
+        raise OrchestratorError(f"run {run_id} is not active (state {record.state})")
+
+    def status(self) -> dict[str, Any]:
+        shared = self.shared
+        rows = []
+        store_read_error: str | None = None
+        for name, view in sorted(shared.jobs.items()):
+            last: RunRecord | None = None
+            if store_read_error is None:
+                try:
+                    last = shared.store.last_run(name)
+                except StoreUnavailableError as exc:
+                    # Status answers without the last runs rather than not at all.
+                    store_read_error = str(exc)
+            row = job_row(
+                view,
+                self.scheduler.next_fire_time(name),
+                last,
+                [r for r in shared.active.values() if r.job == name],
+            )
+            row["pending_retries"] = self.runs.followups.pending(name)
+            rows.append(row)
+        for path, err in sorted(shared.orphan_errors.items()):
+            rows.append(job_row(JobView(path, None, err), None, None, []))
+        daemon = {
+            "running": True,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            **self.describe(),
+            "jobs_dir": str(shared.settings.jobs_dir),
+            "state_dir": str(shared.settings.state_dir),
+            "jobs_dir_error": shared.dir_error,
+            "active_runs": len(shared.active),
+            "executors": {name: ex.health() for name, ex in shared.executors.items()},
+            "store": {
+                **shared.outage.as_dict(),
+                "deferred_events": len(shared.deferred),
+                "read_error": store_read_error,
+            },
+        }
+        return {"daemon": daemon, "jobs": rows}

@@ -1,0 +1,207 @@
+"""The tracking half of the Slurm executor: one batched squeue (and, where needed, one sacct)
+per poll cycle, each task's phase from :func:`~orchestrator.executors.slurm.tracking.track_task`,
+resubmission after a node failure, backoff while nothing changes. Runs on the executor's worker
+thread only (:class:`~orchestrator.executors.slurm.executor.SlurmExecutor` inherits it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from datetime import timedelta
+
+import structlog
+
+from orchestrator.executors.base import Outcome
+from orchestrator.executors.slurm.commands import (
+    AccountingDisabledError,
+    SlurmClient,
+    SlurmCommandError,
+)
+from orchestrator.executors.slurm.parse import Action, JobRow, classify_state
+from orchestrator.executors.slurm.render import NO_TASK, job_tag
+from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun, run_outcome
+from orchestrator.executors.slurm.tracking import Phase, track_task
+from orchestrator.store.base import RunState, Store
+
+log = structlog.get_logger("orchestrator.slurm")
+
+
+class Polling:
+    """State and steps of polling; the executor sets these attributes up."""
+
+    client: SlurmClient
+    breaker: CircuitBreaker
+    accounting: bool | None
+    poll_min_s: float
+    poll_max_s: float
+    poll_interval_s: float
+    lost_grace_s: float
+    polls: int
+    _next_poll: float
+    _lock: threading.Lock
+    _tracked: dict[str, TrackedRun]
+    _outcomes: dict[str, Outcome]
+
+    @property
+    def store(self) -> Store:
+        raise NotImplementedError
+
+    def _poll(self) -> None:
+        with self._lock:
+            active = [
+                t
+                for t in self._tracked.values()
+                if t.slurm_job_id is not None and t.run_id not in self._outcomes
+            ]
+        if not active:
+            self._next_poll = time.monotonic() + self.poll_min_s
+            return
+        self.polls += 1
+        try:
+            rows = self.client.squeue()
+        except SlurmCommandError as exc:
+            opened = self.breaker.failure(exc.message)
+            if opened:
+                log.error("slurm_breaker_open", error=exc.message)
+            log.warning("slurm_status_failed", error=exc.message, runs=len(active))
+            self._backoff(changed=False)
+            return
+        if self.breaker.success():
+            log.info("slurm_breaker_closed")
+        by_job: dict[str, dict[str, JobRow]] = {}
+        for row in rows:
+            by_job.setdefault(row.base_id, {})[row.task or NO_TASK] = row
+        # Jobs that need sacct: a task missing from squeue, or ended there (sacct has the
+        # authoritative exit code).
+        need_final = [
+            t
+            for t in active
+            if any(
+                (r := by_job.get(t.slurm_job_id or "", {}).get(task)) is None
+                or classify_state(r.state)[0] != Action.ACTIVE
+                for task in t.tasks
+                if task not in t.task_results
+            )
+        ]
+        final_rows: dict[str, dict[str, JobRow]] = {}
+        if need_final and self.accounting is not False:
+            start = min(t.created_at for t in need_final) - timedelta(hours=1)
+            try:
+                for row in self.client.sacct([t.slurm_job_id or "" for t in need_final], start):
+                    final_rows.setdefault(row.base_id, {})[row.task or NO_TASK] = row
+                self.accounting = True
+            except AccountingDisabledError:
+                if self.accounting is None:
+                    log.info("slurm_accounting_disabled", fallback="squeue and exit files")
+                self.accounting = False
+            except SlurmCommandError as exc:
+                # slurmdbd down: sacct fails while the controller works. Wait, change nothing.
+                log.warning("slurm_sacct_failed", error=exc.message)
+                final_rows = {}
+                need_final = []
+        changed = False
+        for t in active:
+            changed |= self._update(
+                t,
+                by_job.get(t.slurm_job_id or "", {}),
+                final_rows.get(t.slurm_job_id or "", {}),
+                sacct_answered=t in need_final and self.accounting is True,
+            )
+        self._backoff(changed)
+
+    def _backoff(self, changed: bool) -> None:
+        if changed:
+            self.poll_interval_s = self.poll_min_s
+        else:
+            self.poll_interval_s = min(self.poll_interval_s * 2, self.poll_max_s)
+        self._next_poll = time.monotonic() + self.poll_interval_s
+
+    def _update(
+        self,
+        t: TrackedRun,
+        live: dict[str, JobRow],
+        final: dict[str, JobRow],
+        sacct_answered: bool,
+    ) -> bool:
+        changed = False
+        any_running = False
+        resubmit = False
+        now = time.monotonic()
+        for task in t.tasks:
+            if task in t.task_results:
+                continue
+            first_unseen = t.first_unknown.get(task)
+            where = track_task(
+                final.get(task),
+                live.get(task),
+                self.accounting,
+                functools.partial(self._exit_file, t, task),
+                now - first_unseen if first_unseen is not None else 0.0,
+                self.lost_grace_s,
+                can_resubmit=t.tasks == [NO_TASK] and t.submission < t.max_resubmits,
+            )
+            if where.phase == Phase.AWAITING_ACCOUNTING:
+                continue  # sacct lags (notes): wait for its authoritative row
+            if where.phase == Phase.UNKNOWN:
+                t.first_unknown.setdefault(task, now)
+                continue
+            t.first_unknown.pop(task, None)
+            if where.phase == Phase.ACTIVE:
+                any_running |= where.state == RunState.RUNNING
+                continue
+            if where.phase == Phase.RESUBMIT:
+                resubmit = True
+                continue
+            assert where.state is not None
+            t.task_results[task] = {
+                "state": str(where.state),
+                "exit_code": where.exit_code,
+                "slurm_state": where.slurm_state,
+            }
+            log.debug("slurm_task_ended", run_id=t.run_id, task=task, **t.task_results[task])
+            changed = True
+        if any_running and not t.marked_running:
+            t.marked_running = True
+            self.store.mark_running(t.run_id, None, None)
+            changed = True
+        if changed and t.tasks != [NO_TASK]:
+            self.store.update_result(t.run_id, {"tasks": t.task_results})
+        if resubmit:
+            t.submission += 1
+            self._resubmit(t)
+            return True
+        if all(task in t.task_results for task in t.tasks):
+            self._finish(t, run_outcome(t))
+            return True
+        return changed
+
+    def _exit_file(self, t: TrackedRun, task: str) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int((t.run_dir / f"exit.{task}").read_text().strip())
+        return None
+
+    def _resubmit(self, t: TrackedRun) -> None:
+        """NODE_FAIL/BOOT_FAIL: the same run, a new submission with its own tag."""
+        assert t.script is not None
+        text = t.script.read_text()
+        old_tag, new_tag = job_tag(t.run_id, t.submission - 1), job_tag(t.run_id, t.submission)
+        t.script.write_text(text.replace(f"--job-name={old_tag}", f"--job-name={new_tag}", 1))
+        for marker in t.run_dir.glob("started.*"):
+            marker.unlink(missing_ok=True)
+        log.warning(
+            "slurm_resubmitting", run_id=t.run_id, old_job=t.slurm_job_id, submission=t.submission
+        )
+        t.slurm_job_id = None
+        t.needs_submit = True
+        t.submit_after = 0.0
+        self.store.update_executor_data(
+            t.run_id, {"slurm_job_id": None, "submission": t.submission}
+        )
+
+    def _finish(self, t: TrackedRun, outcome: Outcome) -> None:
+        with self._lock:
+            self._outcomes[t.run_id] = outcome
+            t.needs_submit = False
