@@ -39,7 +39,7 @@ against their documented command lines):
 
 from __future__ import annotations
 
-from orchestrator.manifests.models import Container, Mount
+from orchestrator.manifests.fields import Container, Mount
 
 __all__ = ["PODMAN_GLOBAL_OPTIONS", "render_command"]
 
@@ -137,39 +137,59 @@ def render_command(
     for mount in container.mounts:
         _check_mount_path(runtime, mount)
 
-    if runtime == "shifter":
-        cmd = ["shifter", f"--image={image}"]
-        cmd += [f"--volume={_mount_spec(m, env)}" for m in container.mounts]
-        if workdir is not None:
-            cmd.append(f"--workdir={workdir}")
-        cmd += container.extra_args
-        env.update(container.env)
-        return [*cmd, "--", *argv], env
+    render = _RENDERERS.get(runtime)
+    if render is None:  # pragma: no cover - the model's Literal lists the runtimes
+        raise ValueError(f"unknown container runtime {runtime!r}")
+    return render(container, image, argv, env, workdir)
 
-    if runtime in ("podman", "podman-hpc"):
-        global_opts, run_opts = _split_podman_globals(container.extra_args)
-        cmd = [runtime, *global_opts, "run", "--rm"]
-        for m in container.mounts:
-            cmd += ["-v", _mount_spec(m, env)]
-        for key, value in container.env.items():
-            cmd += ["-e", f"{key}={value}"]
-        if workdir is not None:
-            cmd += ["-w", workdir]
-        cmd += run_opts
-        return [*cmd, image, *argv], env
 
-    if runtime == "apptainer":
-        cmd = ["apptainer", "exec"]
-        for m in container.mounts:
-            cmd += ["--bind", _mount_spec(m, env)]
-        for key, value in container.env.items():
-            if "," in value:
-                env[f"APPTAINERENV_{key}"] = value
-            else:
-                cmd += ["--env", f"{key}={value}"]
-        if workdir is not None:
-            cmd += ["--pwd", workdir]
-        cmd += container.extra_args
-        return [*cmd, image, *argv], env
+def _shifter(
+    container: Container, image: str, argv: list[str], env: dict[str, str], workdir: str | None
+) -> tuple[list[str], dict[str, str]]:
+    cmd = ["shifter", f"--image={image}"]
+    cmd += [f"--volume={_mount_spec(m, env)}" for m in container.mounts]
+    if workdir is not None:
+        cmd.append(f"--workdir={workdir}")
+    cmd += container.extra_args
+    env.update(container.env)
+    return [*cmd, "--", *argv], env
 
-    raise ValueError(f"unknown container runtime {runtime!r}")  # pragma: no cover - Literal
+
+def _podman(
+    container: Container, image: str, argv: list[str], env: dict[str, str], workdir: str | None
+) -> tuple[list[str], dict[str, str]]:
+    global_opts, run_opts = _split_podman_globals(container.extra_args)
+    cmd = [container.runtime, *global_opts, "run", "--rm"]
+    for m in container.mounts:
+        cmd += ["-v", _mount_spec(m, env)]
+    for key, value in container.env.items():
+        cmd += ["-e", f"{key}={value}"]
+    if workdir is not None:
+        cmd += ["-w", workdir]
+    cmd += run_opts
+    return [*cmd, image, *argv], env
+
+
+def _apptainer(
+    container: Container, image: str, argv: list[str], env: dict[str, str], workdir: str | None
+) -> tuple[list[str], dict[str, str]]:
+    cmd = ["apptainer", "exec"]
+    for m in container.mounts:
+        cmd += ["--bind", _mount_spec(m, env)]
+    for key, value in container.env.items():
+        if "," in value:
+            env[f"APPTAINERENV_{key}"] = value
+        else:
+            cmd += ["--env", f"{key}={value}"]
+    if workdir is not None:
+        cmd += ["--pwd", workdir]
+    cmd += container.extra_args
+    return [*cmd, image, *argv], env
+
+
+_RENDERERS = {
+    "shifter": _shifter,
+    "podman": _podman,
+    "podman-hpc": _podman,
+    "apptainer": _apptainer,
+}

@@ -82,6 +82,7 @@ def configure_logging(
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
@@ -97,7 +98,7 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=_NamedWriteLoggerFactory(file=out),
         context_class=dict,
         cache_logger_on_first_use=False,
     )
@@ -118,6 +119,29 @@ def configure_logging(
     handler.setLevel(stdlib_level)
     root.setLevel(stdlib_level)
     logging.captureWarnings(True)
+
+
+class _NamedWriteLogger(structlog.WriteLogger):
+    """structlog's WriteLogger that keeps the name it was created with
+    (``structlog.get_logger("orchestrator.daemon")``), for the ``logger`` field."""
+
+    name: str | None = None
+
+
+class _NamedWriteLoggerFactory(structlog.WriteLoggerFactory):
+    def __call__(self, *args: Any) -> _NamedWriteLogger:
+        logger = _NamedWriteLogger(self._file)
+        logger.name = str(args[0]) if args and args[0] is not None else None
+        return logger
+
+
+def _add_logger_name(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """``logger``: the name a structlog logger was created with (stdlib records carry theirs
+    through ``add_logger_name``); none without one."""
+    name = getattr(logger, "name", None)
+    if name and "logger" not in event_dict:
+        event_dict["logger"] = name
+    return event_dict
 
 
 def _colors_ok(stream: TextIO) -> bool:

@@ -69,6 +69,23 @@ def request(path: Path, payload: dict[str, Any], timeout_s: float = 10.0) -> dic
 def _exchange(
     path: Path, directory: Path, payload: dict[str, Any], deadline: float, timeout_s: float
 ) -> dict[str, Any]:
+    """One connection: connect (to a trusted listener only), send, read the one-line answer."""
+    with _open_socket(path, directory, deadline, timeout_s) as sock:
+        _check_peer(sock, path)
+        raw = _send_and_read(sock, path, payload, deadline, timeout_s)
+    if not raw:
+        raise ControlError(f"{path}: the daemon closed the connection without answering")
+    try:
+        reply = json.loads(raw)
+    except ValueError as exc:
+        raise ControlError("the daemon's answer was not JSON") from exc
+    if not isinstance(reply, dict):
+        raise ControlError("the daemon's answer was not a JSON object")
+    return reply
+
+
+def _open_socket(path: Path, directory: Path, deadline: float, timeout_s: float) -> socket.socket:
+    """Connect to ``path`` through its directory, which must be private."""
     try:
         dir_fd = open_dir(directory)
     except (FileNotFoundError, NotADirectoryError) as exc:
@@ -85,52 +102,53 @@ def _exchange(
         except OSError as exc:
             raise ControlError(f"{path}: {exc.strerror or exc}") from exc
         check_private(dir_fd, directory)
-        sock = _connect(path, socket_address(path, dir_fd), deadline, timeout_s)
+        return _connect(path, socket_address(path, dir_fd), deadline, timeout_s)
     finally:
         os.close(dir_fd)
-    with sock:
-        try:
-            pid, uid = peer_credentials(sock)
-        except OSError as exc:
-            raise ControlError(
-                f"{path}: cannot tell who is listening ({exc.strerror or exc}); not trusting it"
-            ) from exc
-        if not trusted(uid):
-            raise ControlError(
-                f"{path}: the process listening there (pid {pid}) runs as uid {uid}, not as "
-                f"you (uid {os.getuid()}) or root; not trusting it"
-            )
-        chunks: list[bytes] = []
-        try:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            # the server may have answered and closed before our request went out (a "busy"
-            # or a refusal): its one line is still in our receive buffer, so read it
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                sock.sendall(json.dumps(payload).encode() + b"\n")
-            while True:
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                if chunk.endswith(b"\n"):
-                    break
-        except TimeoutError as exc:
-            raise _TimedOut(f"the daemon did not answer within {timeout_s:g} s") from exc
-        except OSError as exc:
-            if not chunks:  # e.g. reset after a one-line refusal that was already read: fine
-                raise ControlError(
-                    f"{path}: the connection to the daemon failed: {exc.strerror or exc}"
-                ) from exc
-    if not chunks:
-        raise ControlError(f"{path}: the daemon closed the connection without answering")
+
+
+def _check_peer(sock: socket.socket, path: Path) -> None:
+    """Only the same user (or root) may be listening there."""
     try:
-        reply = json.loads(b"".join(chunks))
-    except ValueError as exc:
-        raise ControlError("the daemon's answer was not JSON") from exc
-    if not isinstance(reply, dict):
-        raise ControlError("the daemon's answer was not a JSON object")
-    return reply
+        pid, uid = peer_credentials(sock)
+    except OSError as exc:
+        raise ControlError(
+            f"{path}: cannot tell who is listening ({exc.strerror or exc}); not trusting it"
+        ) from exc
+    if not trusted(uid):
+        raise ControlError(
+            f"{path}: the process listening there (pid {pid}) runs as uid {uid}, not as "
+            f"you (uid {os.getuid()}) or root; not trusting it"
+        )
+
+
+def _send_and_read(
+    sock: socket.socket, path: Path, payload: dict[str, Any], deadline: float, timeout_s: float
+) -> bytes:
+    """Send the request and read the answer's line (empty when the daemon closed at once)."""
+    chunks: list[bytes] = []
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        # the server may have answered and closed before our request went out (a "busy" or a
+        # refusal): its one line is still in our receive buffer, so read it
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    except TimeoutError as exc:
+        raise _TimedOut(f"the daemon did not answer within {timeout_s:g} s") from exc
+    except OSError as exc:
+        if not chunks:  # e.g. reset after a one-line refusal that was already read: fine
+            raise ControlError(
+                f"{path}: the connection to the daemon failed: {exc.strerror or exc}"
+            ) from exc
+    return b"".join(chunks)
 
 
 def _connect(path: Path, address: str, deadline: float, timeout_s: float) -> socket.socket:

@@ -131,7 +131,8 @@ class Reconciler:
             self._maybe_change_run(view)
 
     def change_job(self, before: JobView, view: JobView) -> None:
-        assert before.loaded is not None and view.loaded is not None
+        assert before.loaded is not None
+        assert view.loaded is not None
         self.shared.require_store()
         same_schedule = schedule_signature(before.loaded) == schedule_signature(view.loaded)
         log.info("job_changed", job=view.name, schedule_changed=not same_schedule)

@@ -19,7 +19,7 @@ from orchestrator.executors.base import Executor, Outcome, RunSpec
 from orchestrator.statedir import make_run_dir
 from orchestrator.store.base import RunRecord, RunState, Trigger
 from orchestrator.tasks.base import build_invocation
-from orchestrator.tasks.python_task import read_result as read_task_result
+from orchestrator.tasks.python_task import read_task_result
 
 from . import admission
 from .events import Result

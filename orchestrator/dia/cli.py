@@ -10,12 +10,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from orchestrator.dia.cli_inputs import check_options, object_from, truth_table
+
 if TYPE_CHECKING:
-    from orchestrator.dia.pipeline.truth import TruthTable
+    pass
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE = 0, 1, 2
 
@@ -208,21 +210,7 @@ def run_command(
 ) -> None:
     from orchestrator.logs import configure_logging, get_logger
 
-    if object_file is not None:
-        import json
-
-        try:
-            obj = json.loads(object_file.read_text())
-        except ValueError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--object") from None
-        oid = oid if oid is not None else str(obj.get("oid", "")) or None
-        ra = ra if ra is not None else obj.get("ra")
-        dec = dec if dec is not None else obj.get("dec")
-        band = band if band is not None else obj.get("band")
-    for value, hint in ((oid, "--oid"), (ra, "-r/--ra"), (dec, "-d/--dec"), (band, "-b/--band")):
-        if value is None:
-            raise click.UsageError(f"missing {hint} (give it, or --object FILE)")
-    assert oid is not None and ra is not None and dec is not None and band is not None
+    oid, ra, dec, band = object_from(object_file, oid, ra, dec, band)
     # OpenBLAS's idle threads spin after each call and take the cores the FFTs and numba
     # kernels need: one BLAS thread made a whole 4088^2 pair 17.2 s -> 14.4 s on two cores
     # (benchmarks/photometry_stages.py); pool workers get it from the environment (runner)
@@ -232,32 +220,8 @@ def run_command(
         threadpool_limits(1, user_api="blas")
     configure_logging(log_level)
     log = get_logger(oid=oid, band=band)
-    if not -90 <= dec <= 90:
-        raise click.BadParameter(f"must lie in [-90, 90], got {dec}", param_hint="-d/--dec")
-    if psf is not None:
-        from orchestrator.dia.pipeline.psf import parse_psf_option
-
-        try:
-            kind, value = parse_psf_option(psf)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--psf") from None
-        if kind == "file" and not Path(str(value)).is_file():
-            raise click.BadParameter(f"no such PSF file: {value}", param_hint="--psf")
-    if 0 < cutout_px < 2 * (kernel_half_width + 12) + 16:
-        raise click.BadParameter(
-            f"must be 0 or at least {2 * (kernel_half_width + 12) + 16} pixels for "
-            f"--kernel-half-width {kernel_half_width}",
-            param_hint="--cutout",
-        )
-    if backend == "gpu":
-        from orchestrator.dia import DiaBackendError, get_backend
-
-        try:
-            get_backend("gpu")
-        except DiaBackendError as exc:
-            raise click.BadParameter(str(exc), param_hint="--backend") from None
-
-    truth = _truth_table(truth_file, object_file, log)
+    check_options(dec, psf, cutout_px, kernel_half_width, backend)
+    truth = truth_table(truth_file, object_file, log)
     from orchestrator.dia.pipeline import roman_ee
 
     if psf_wings == "roman" and roman_ee.stamp_fraction(band, 4) is None:
@@ -310,30 +274,6 @@ def run_command(
         n_failed=result.n_failed,
     )
     sys.exit(EXIT_FAILED_ROWS if result.n_failed else EXIT_OK)
-
-
-def _truth_table(truth_file: Path | None, object_file: Path | None, log: Any) -> TruthTable | None:
-    """The truth table to plot: --truth (a bad one is a usage error), else a truth.csv beside
-    --object (`photometry simulate` writes the two together; a bad one is only a warning, since
-    nobody asked for it), else None."""
-    from orchestrator.dia.pipeline.truth import TruthFormatError, default_truth_path, read_truth
-
-    if truth_file is not None:
-        try:
-            truth = read_truth(truth_file)
-        except TruthFormatError as exc:
-            raise click.BadParameter(str(exc), param_hint="--truth") from None
-    else:
-        found = default_truth_path(object_file)
-        if found is None:
-            return None
-        try:
-            truth = read_truth(found)
-        except TruthFormatError as exc:
-            log.warning("truth_skipped", truth=str(found), reason=str(exc))
-            return None
-    log.info("truth_table", truth=str(truth.path), n_rows=len(truth.rows))
-    return truth
 
 
 @photometry.command("simulate")

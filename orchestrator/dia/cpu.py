@@ -25,7 +25,12 @@ import numpy as np
 import scipy.fft as sfft
 
 from orchestrator.dia import threads
-from orchestrator.dia.assemble import assemble_kk, assemble_strip, line_pair_moments, strip_sums
+
+# the host-side assembly is part of both backends' interface (ComputeBackend): re-exported
+from orchestrator.dia.assemble import assemble_kk as assemble_kk
+from orchestrator.dia.assemble import assemble_strip as assemble_strip
+from orchestrator.dia.assemble import line_pair_moments as line_pair_moments
+from orchestrator.dia.assemble import strip_sums as strip_sums
 from orchestrator.dia.basis import scale as basis_scale
 
 NAME = "cpu"
@@ -70,7 +75,7 @@ def fft_shape(shape: tuple[int, int], margin: int) -> tuple[int, int]:
 
 def rfft(image: np.ndarray, fshape: tuple[int, int]) -> np.ndarray:
     """The zero-padded ``rfft2`` of ``image`` on the grid ``fshape``."""
-    return sfft.rfft2(image, s=fshape, workers=threads.workers())
+    return np.asarray(sfft.rfft2(image, s=fshape, workers=threads.workers()))
 
 
 def rfft_product(a: np.ndarray, b: np.ndarray | None, fshape: tuple[int, int]) -> np.ndarray:
@@ -82,7 +87,7 @@ def rfft_product(a: np.ndarray, b: np.ndarray | None, fshape: tuple[int, int]) -
         part[...] = a
     else:
         np.multiply(a, b, out=part)
-    return sfft.rfft2(buf, workers=threads.workers(), overwrite_x=True)
+    return np.asarray(sfft.rfft2(buf, workers=threads.workers(), overwrite_x=True))
 
 
 @lru_cache(maxsize=16)
@@ -91,7 +96,7 @@ def _twiddles(n: int, offsets: tuple[int, int], count: int, sign: int) -> np.nda
     (``(count, n_k)``); the phase is reduced modulo ``n`` in integers to keep it exact."""
     f = np.arange(count, dtype=np.int64)[:, None]
     k = np.arange(*offsets, dtype=np.int64)[None, :]
-    return np.exp(sign * 2j * np.pi * ((f * k) % n) / n)
+    return np.asarray(np.exp(sign * 2j * np.pi * ((f * k) % n) / n))
 
 
 def kernel_spectrum(
@@ -103,7 +108,7 @@ def kernel_spectrum(
     ey = _twiddles(fshape[0], (-h0, h0 + 1), fshape[0], -1)
     ex = _twiddles(fshape[1], (-h1, h1 + 1), fshape[1] // 2 + 1, -1)
     small = np.asarray(kernel, dtype=np.float64) @ ex.T
-    return ey.astype(dtype, copy=False) @ small.astype(dtype, copy=False)
+    return np.asarray(ey.astype(dtype, copy=False) @ small.astype(dtype, copy=False))
 
 
 @numba.njit(cache=True, fastmath=False, nogil=True)
@@ -156,7 +161,7 @@ def lags(spec: np.ndarray, ref_spec: np.ndarray, max_lag: int) -> np.ndarray:
             cols += part
     # Hermitian symmetry of the full spectrum: columns 1..px/2-1 stand for two.
     cols[1:-1] *= 2.0
-    return np.real(cols.T @ ex) / (py * px)
+    return np.asarray(np.real(cols.T @ ex) / (py * px))
 
 
 def moment_spectra(

@@ -44,13 +44,14 @@ class FitSolution:
 
 def _factor(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
     try:
-        return sla.cho_factor(matrix, lower=True, check_finite=False)
+        factor, lower = sla.cho_factor(matrix, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         ridge = 1e-12 * float(np.trace(matrix)) / len(matrix)
         try:
-            return sla.cho_factor(matrix + ridge * np.eye(len(matrix)), lower=True)
+            factor, lower = sla.cho_factor(matrix + ridge * np.eye(len(matrix)), lower=True)
         except np.linalg.LinAlgError as exc:
             raise DiaFitError("normal matrix is singular: is the template empty?") from exc
+    return np.asarray(factor), bool(lower)
 
 
 def solve(problem: FitProblem) -> FitSolution:
@@ -94,7 +95,7 @@ def _pcg(
     def apply(v: np.ndarray) -> np.ndarray:
         g = np.zeros(lay.n_plain)
         g[:nkt] = excluded.matvec(lay.to_plain(v)[:nkt])
-        return matrix @ v - lay.to_modified_t(g)
+        return np.asarray(matrix @ v - lay.to_modified_t(g))
 
     b_norm = float(np.linalg.norm(b)) or 1.0
     r = b - apply(x)

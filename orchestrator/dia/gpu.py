@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from orchestrator.dia import basis, cpu
-from orchestrator.dia.assemble import (  # noqa: F401  (shared host kernels: backend interface)
-    assemble_kk,
-    assemble_strip,
-    line_pair_moments,
-    strip_sums,
-)
+
+# the host-side assembly is part of both backends' interface (ComputeBackend): re-exported
+from orchestrator.dia.assemble import assemble_kk as assemble_kk
+from orchestrator.dia.assemble import assemble_strip as assemble_strip
+from orchestrator.dia.assemble import line_pair_moments as line_pair_moments
+from orchestrator.dia.assemble import strip_sums as strip_sums
 from orchestrator.dia.errors import DiaBackendError
 
 NAME = "gpu"

@@ -134,7 +134,11 @@ def _binom(n: int, r: int) -> float:
 
 
 def _one_factor_block(
-    lag_moments: np.ndarray, kexps: np.ndarray, mom_index: np.ndarray, w: int, alphas: tuple
+    lag_moments: np.ndarray,
+    kexps: np.ndarray,
+    mom_index: np.ndarray,
+    w: int,
+    alphas: tuple[float, float],
 ) -> np.ndarray:
     """``sum_x A(x) p_t(x) T0(x - k)`` for every ``(k, t)`` (plain order) from the lag
     correlations ``lag_moments[m, w + dy, w + dx] = sum_u u^m T0(u) A(u + d)``."""

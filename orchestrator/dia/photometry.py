@@ -40,7 +40,7 @@ def shift_stamp(psf: np.ndarray, dy: float, dx: float) -> np.ndarray:
     fx = sfft.rfftfreq(grid.shape[1])[None, :]
     spec *= np.exp(-2j * np.pi * (fy * dy + fx * dx))
     shifted = sfft.irfft2(spec, s=grid.shape)
-    return shifted[pad:-pad, pad:-pad]
+    return np.asarray(shifted[pad:-pad, pad:-pad])
 
 
 def render_psf(

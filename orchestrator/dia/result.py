@@ -168,4 +168,4 @@ def _clip_box(cy: int, cx: int, half: int, shape: tuple[int, int]) -> tuple[slic
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     if radius <= 0 or not mask.any():
         return mask.copy()
-    return maximum_filter(mask, size=2 * radius + 1, mode="constant", cval=False)
+    return np.asarray(maximum_filter(mask, size=2 * radius + 1, mode="constant", cval=False))

@@ -36,7 +36,7 @@ def design_rows(
     pvals = basis.poly_values(layout.kernel_exps, rows, cols, shape)  # (nt, n)
     r = rows[:, None] - offs[None, :, 0] + pad
     c = cols[:, None] - offs[None, :, 1] + pad
-    return (t0p[r, c][:, :, None] * pvals.T[:, None, :]).reshape(len(rows), -1)
+    return np.asarray((t0p[r, c][:, :, None] * pvals.T[:, None, :]).reshape(len(rows), -1))
 
 
 def rank_update(

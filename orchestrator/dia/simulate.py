@@ -65,7 +65,7 @@ def bazin(
 
 def _profile_1d(edges: np.ndarray, centre: float, sigma: float) -> np.ndarray:
     s2 = math.sqrt(2) * sigma
-    return np.diff(erf((edges - centre) / s2)) / 2
+    return np.asarray(np.diff(erf((edges - centre) / s2)) / 2)
 
 
 def _add_gaussian(img: np.ndarray, x: float, y: float, flux: float, sigma: float) -> None:
@@ -97,7 +97,7 @@ def psf_image(core_sigma_px: float) -> np.ndarray:
     for w, s in ((1 - HALO_WEIGHT, core_sigma_px), (HALO_WEIGHT, HALO_SCALE * core_sigma_px)):
         p = _profile_1d(edges, 0.0, s)
         img += w * np.outer(p, p)
-    return img / img.sum()
+    return np.asarray(img / img.sum())
 
 
 def make_wcs(crval: tuple[float, float], rotation_deg: float, size: int) -> Any:
@@ -155,22 +155,21 @@ def simulate(
     host = ((8000.0, 1.2), (20000.0, 3.5))  # (flux e-, sigma px): bulge, disc
 
     t0 = 60200.0
-    exposures: list[Exposure] = []
-    for i in range(n_templates):
-        exposures.append(
-            _exposure(
-                rng,
-                f"template_{i:02d}",
-                "template",
-                t0 - 300 - 7 * i,
-                1000 + i,
-                ra0,
-                dec0,
-                dither_px,
-                rotation_deg,
-                0.0,
-            )
+    exposures: list[Exposure] = [
+        _exposure(
+            rng,
+            f"template_{i:02d}",
+            "template",
+            t0 - 300 - 7 * i,
+            1000 + i,
+            ra0,
+            dec0,
+            dither_px,
+            rotation_deg,
+            0.0,
         )
+        for i in range(n_templates)
+    ]
     mjds = np.linspace(t0 - 12, t0 + 70, epochs)
     for i, m in enumerate(mjds):
         exposures.append(

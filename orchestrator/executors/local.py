@@ -28,7 +28,7 @@ import structlog
 
 from orchestrator.errors import ExecutorError, UnsafePermissionsError
 from orchestrator.executors.base import Handle, Outcome, RunSpec
-from orchestrator.executors.shim import CHILD_FILE, RESULT_FILE, SHIM_FILE
+from orchestrator.executors.shim import CHILD_FILE, OUTCOME_FILE, SHIM_FILE
 from orchestrator.procinfo import (
     ProcStat,
     is_same_process,
@@ -39,7 +39,7 @@ from orchestrator.settings import Settings
 from orchestrator.statedir import ensure_private_dir, open_private_append
 from orchestrator.store.base import RunRecord, RunState, Store
 
-__all__ = ["LocalExecutor", "read_result", "shim_argv"]
+__all__ = ["LocalExecutor", "read_outcome", "shim_argv"]
 
 log = structlog.get_logger("orchestrator.executors.local")
 
@@ -91,9 +91,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def read_result(run_dir: Path) -> Outcome | None:
+def read_outcome(run_dir: Path) -> Outcome | None:
     """The Outcome recorded in ``run_dir/result.json``, or None when there is none (yet)."""
-    data = _read_json(run_dir / RESULT_FILE)
+    data = _read_json(run_dir / OUTCOME_FILE)
     if data is None:
         return None
     state = _RESULT_STATES.get(str(data.get("state")), RunState.FAILED)
@@ -259,7 +259,7 @@ class LocalExecutor:
         # Order matters: the shim writes result.json before it exits, so once it is seen gone
         # a missing result file means it never wrote one.
         if run.run_dir is not None:
-            outcome = read_result(Path(run.run_dir))
+            outcome = read_outcome(Path(run.run_dir))
             if outcome is not None:
                 return outcome
         pid, _ = self._owner(run)
@@ -267,7 +267,7 @@ class LocalExecutor:
         if pid is None:
             message = f"run shim never started (no pid recorded, no shim.json in {where})"
         else:
-            message = f"run shim (pid {pid}) is gone and left no {RESULT_FILE} in {where}"
+            message = f"run shim (pid {pid}) is gone and left no {OUTCOME_FILE} in {where}"
             if run.run_dir is not None and self._kill_orphaned_job(Path(run.run_dir)):
                 message += "; its orphaned job was killed"
         return Outcome(RunState.LOST, None, message, datetime.now(UTC))

@@ -58,22 +58,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from orchestrator.executors.shim_os import FILE_MODE, become_subreaper, now_iso, write_json_atomic
 from orchestrator.procinfo import ProcStat, descendants, process_start_time
 
 SHIM_FILE = "shim.json"
-RESULT_FILE = "result.json"
+OUTCOME_FILE = "result.json"
 CHILD_FILE = "child.json"
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
@@ -83,53 +81,7 @@ _POLL_S = 0.02  # how often the wait loop looks at the child, the clock and the 
 _SCAN_FIRST_S = 0.1
 _SCAN_MAX_S = 1.0
 _SWEEP_LIMIT_S = 5.0  # how long the final sweep keeps killing a tree that keeps forking
-_FILE_MODE = 0o600  # the shim's files: the user's alone, whatever the umask
 _DIR_MODE = 0o700
-_PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>, Linux >= 3.4
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
-    with open(fd, "w", encoding="utf-8") as out:
-        os.fchmod(fd, _FILE_MODE)  # exact: the umask may have removed bits, a stale tmp kept some
-        json.dump(data, out)
-        out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)  # the rename itself must survive a crash of the machine
-    finally:
-        os.close(dir_fd)
-
-
-def become_subreaper() -> str | None:
-    """Make this process the reaper of its orphaned descendants; returns why not, or None.
-
-    Without it a process whose parent exits re-parents to init (or the nearest subreaper),
-    out of reach of the shim's walk of its tree. The attribute is not inherited across fork,
-    so the job's own processes are not subreapers.
-    """
-    if not sys.platform.startswith("linux"):
-        return f"no child subreaper on {sys.platform}"
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        failed = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0
-    except (OSError, AttributeError) as exc:  # no libc.so, or a libc without prctl
-        return f"cannot call prctl: {exc}"
-    if failed:
-        return f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(ctypes.get_errno())}"
-    return None
 
 
 class _Shim:
@@ -158,7 +110,7 @@ class _Shim:
         if self.log_fd >= 0:
             # OSError (a full disk) must not stop the result from being written.
             with contextlib.suppress(OSError):
-                os.write(self.log_fd, f"[orchestrator-shim {_now_iso()}] {text}\n".encode())
+                os.write(self.log_fd, f"[orchestrator-shim {now_iso()}] {text}\n".encode())
 
     def _result(
         self,
@@ -174,7 +126,7 @@ class _Shim:
             "exit_code": exit_code,
             "signal": sig,
             "started_at": started_at,
-            "finished_at": _now_iso(),
+            "finished_at": now_iso(),
             "child_pid": child_pid,
             "message": message,
         }
@@ -326,8 +278,8 @@ class _Shim:
             {"pid": os.getpid(), "start_time": process_start_time(os.getpid()), "sid": self.sid},
         )
         # The executor creates the log 0600 exactly; a shim started by hand gets at most that.
-        self.log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _FILE_MODE)
-        started_at = _now_iso()
+        self.log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        started_at = now_iso()
         if no_subreaper:
             self._note(f"{no_subreaper}: processes the job detaches (setsid) may outlive the run")
         if not self.argv:
@@ -429,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
             shim.abort()  # a job whose shim gave up would run unwatched beside its retry
         except Exception as abort_exc:
             shim._note(f"shim error while killing the job: {abort_exc!r}")
-        result = shim._result("failed", None, f"run shim error: {exc!r}", _now_iso(), None)
-    write_json_atomic(Path(args.run_dir) / RESULT_FILE, result)
+        result = shim._result("failed", None, f"run shim error: {exc!r}", now_iso(), None)
+    write_json_atomic(Path(args.run_dir) / OUTCOME_FILE, result)
     if shim.log_fd >= 0:
         os.close(shim.log_fd)
     return 0

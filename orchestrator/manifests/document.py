@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from orchestrator.errors import ManifestError
 from orchestrator.manifests.limits import MAX_MANIFEST_BYTES, check_yaml_limits
 from orchestrator.manifests.messages import problems_from_validation
-from orchestrator.manifests.models import KINDS, MANIFEST_ADAPTER, Manifest
+from orchestrator.manifests.models import Manifest, kind_names, validate_manifest
 from orchestrator.manifests.positions import (
     ManifestYamlLoader,
     at_node,
@@ -129,18 +129,21 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
         raise at_node(path, key_node(node, bad_keys[0]) or node, "", "field names must be text")
     if "kind" not in obj:
         raise at_node(
-            path, node, "kind", f"required field 'kind' is missing; valid kinds: {', '.join(KINDS)}"
+            path,
+            node,
+            "kind",
+            f"required field 'kind' is missing; valid kinds: {', '.join(kind_names())}",
         )
     kind = obj.get("kind")
-    if kind not in KINDS:
+    if kind not in kind_names():
         raise at_node(
             path,
             value_node(node, "kind") or node,
             "kind",
-            f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}",
+            f"unknown kind {kind!r}; valid kinds: {', '.join(kind_names())}",
         )
     try:
-        manifest = MANIFEST_ADAPTER.validate_python(obj)
+        manifest = validate_manifest(obj)
     except ValidationError as exc:
         raise ManifestError(problems_from_validation(path, node, obj, exc)) from exc
     return LoadedManifest(

@@ -43,70 +43,92 @@ def check_yaml_limits(text: str, loader: Any) -> None:
     """Raise LimitExceededError at the first event that takes ``text`` over MAX_DEPTH,
     MAX_NODES or MAX_SCALAR_CHARS (aliases counted expanded); other YAML errors are left for
     the composer, which words them better. ``loader`` is the Loader class to parse with."""
-    # Per open collection: [expanded nodes, expanded scalar characters] inside it so far, and
-    # its anchor (None without one); a collection's sums go to its parent when it ends.
-    open_sizes: list[list[int]] = []
-    open_anchors: list[str | None] = []
-    still_open: Counter[str] = Counter()
-    anchor_sizes: dict[str, tuple[int, int]] = {}
-    total_nodes = total_chars = 0
+    count = _Sizes()
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            size = count.alias(event)
+        elif isinstance(event, yaml.ScalarEvent):
+            size = count.scalar(event)
+        elif isinstance(event, yaml.CollectionStartEvent):
+            count.start(event)
+            size = None
+        elif isinstance(event, yaml.CollectionEndEvent):
+            size = count.end()
+        else:
+            size = None
+        if size is not None and count.open_sizes:
+            count.open_sizes[-1][0] += size[0]
+            count.open_sizes[-1][1] += size[1]
 
-    def add(nodes: int, chars: int, mark: Any, what: str) -> None:
+
+class _Sizes:
+    """The running counts of one document. Per open collection: [expanded nodes, expanded
+    scalar characters] inside it so far, and its anchor (None without one); a collection's
+    sums go to its parent when it ends. Each event method returns what the event adds to its
+    parent (None: nothing)."""
+
+    def __init__(self) -> None:
+        self.open_sizes: list[list[int]] = []
+        self.open_anchors: list[str | None] = []
+        self.still_open: Counter[str] = Counter()
+        self.anchor_sizes: dict[str, tuple[int, int]] = {}
+        self.total_nodes = self.total_chars = 0
+
+    def add(self, nodes: int, chars: int, mark: Any, what: str) -> None:
         """Count a value (a scalar, an alias's expansion, a collection's own node) in the
         document's totals; the open collections' sums are kept by the caller."""
-        nonlocal total_nodes, total_chars
-        total_nodes += nodes
-        total_chars += chars
-        if total_nodes > MAX_NODES:
+        self.total_nodes += nodes
+        self.total_chars += chars
+        if self.total_nodes > MAX_NODES:
             _raise_at(
                 mark,
                 f"{what} takes the document over {MAX_NODES:,} values (aliases counted "
                 "expanded, as they are when the manifest is built); a manifest needs a few "
                 "hundred",
             )
-        if total_chars > MAX_SCALAR_CHARS:
+        if self.total_chars > MAX_SCALAR_CHARS:
             _raise_at(
                 mark,
                 f"{what} takes the document over {MAX_SCALAR_CHARS // (1024 * 1024)} MiB of "
                 "text (aliases counted expanded, as they are when the manifest is built)",
             )
 
-    for event in yaml.parse(text, Loader=loader):
-        size: tuple[int, int] | None = None  # what a scalar or an alias adds to its parent
-        if isinstance(event, yaml.AliasEvent):
-            name = str(event.anchor)
-            if still_open[name]:
-                _raise_at(
-                    event.start_mark,
-                    f"alias *{name} is inside the node it names (a recursive structure); "
-                    "a manifest cannot hold one",
-                )
-            size = anchor_sizes.get(name)  # None: undefined, the composer's error to report
-            if size is not None:
-                add(*size, event.start_mark, f"alias *{name}")
-        elif isinstance(event, yaml.ScalarEvent):
-            size = (1, len(event.value))
-            if event.anchor is not None:
-                anchor_sizes[event.anchor] = size
-            add(*size, event.start_mark, "this value")
-        elif isinstance(event, yaml.CollectionStartEvent):
-            if len(open_sizes) >= MAX_DEPTH:
-                _raise_at(
-                    event.start_mark,
-                    f"nested more than {MAX_DEPTH} levels deep; a manifest needs only a few",
-                )
-            add(1, 0, event.start_mark, "this value")
-            open_sizes.append([1, 0])
-            open_anchors.append(event.anchor)
-            if event.anchor is not None:
-                still_open[event.anchor] += 1
-        elif isinstance(event, yaml.CollectionEndEvent):
-            nodes, chars = open_sizes.pop()
-            anchor = open_anchors.pop()
-            if anchor is not None:
-                still_open[anchor] -= 1
-                anchor_sizes[anchor] = (nodes, chars)
-            size = (nodes, chars)  # counted in the totals already, at its values
-        if size is not None and open_sizes:
-            open_sizes[-1][0] += size[0]
-            open_sizes[-1][1] += size[1]
+    def alias(self, event: Any) -> tuple[int, int] | None:
+        name = str(event.anchor)
+        if self.still_open[name]:
+            _raise_at(
+                event.start_mark,
+                f"alias *{name} is inside the node it names (a recursive structure); "
+                "a manifest cannot hold one",
+            )
+        size = self.anchor_sizes.get(name)  # None: undefined, the composer's error to report
+        if size is not None:
+            self.add(*size, event.start_mark, f"alias *{name}")
+        return size
+
+    def scalar(self, event: Any) -> tuple[int, int]:
+        size = (1, len(event.value))
+        if event.anchor is not None:
+            self.anchor_sizes[event.anchor] = size
+        self.add(*size, event.start_mark, "this value")
+        return size
+
+    def start(self, event: Any) -> None:
+        if len(self.open_sizes) >= MAX_DEPTH:
+            _raise_at(
+                event.start_mark,
+                f"nested more than {MAX_DEPTH} levels deep; a manifest needs only a few",
+            )
+        self.add(1, 0, event.start_mark, "this value")
+        self.open_sizes.append([1, 0])
+        self.open_anchors.append(event.anchor)
+        if event.anchor is not None:
+            self.still_open[event.anchor] += 1
+
+    def end(self) -> tuple[int, int]:
+        nodes, chars = self.open_sizes.pop()
+        anchor = self.open_anchors.pop()
+        if anchor is not None:
+            self.still_open[anchor] -= 1
+            self.anchor_sizes[anchor] = (nodes, chars)
+        return nodes, chars  # counted in the totals already, at its values

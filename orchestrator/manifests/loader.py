@@ -88,26 +88,7 @@ def validate_paths(paths: Iterable[Path]) -> tuple[list[LoadedManifest], list[Ma
     problems: dict[Path, list[ManifestProblem]] = {}
     neighbours: set[Path] = set()
     for target in paths:
-        if target.is_dir():
-            try:
-                check_permissions(target)
-            except UnsafePermissionsError as exc:
-                problems.setdefault(target, []).append(
-                    ManifestProblem(target, 1, 1, "", str(exc).split(": ", 1)[1])
-                )
-            try:
-                files = manifest_files(target)
-            except JobsDirUnreadableError as exc:
-                problems.setdefault(target, []).append(
-                    ManifestProblem(target, 1, 1, "", str(exc).split(": ", 1)[1])
-                )
-                continue
-        else:
-            files = [target]
-            # A directory that does not answer: the file's own read says so.
-            with contextlib.suppress(JobsDirUnreadableError):
-                neighbours.update(manifest_files(target.parent))
-        for path in files:
+        for path in _files_of(target, problems, neighbours):
             if path in order:
                 continue  # given twice (a directory and a file in it): one job, not a clash
             order.append(path)
@@ -136,3 +117,28 @@ def validate_paths(paths: Iterable[Path]) -> tuple[list[LoadedManifest], list[Ma
     flat = [p for path in sorted(problems, key=lambda p: rank.get(p, -1)) for p in problems[path]]
     valid.sort(key=lambda lm: rank[lm.path])
     return valid, flat
+
+
+def _files_of(
+    target: Path, problems: dict[Path, list[ManifestProblem]], neighbours: set[Path]
+) -> list[Path]:
+    """The manifest files ``target`` means (a directory's, or the file itself); problems of
+    the directory go to ``problems``, and a file's directory neighbours to ``neighbours``."""
+    if not target.is_dir():
+        # A directory that does not answer: the file's own read says so.
+        with contextlib.suppress(JobsDirUnreadableError):
+            neighbours.update(manifest_files(target.parent))
+        return [target]
+    try:
+        check_permissions(target)
+    except UnsafePermissionsError as exc:
+        problems.setdefault(target, []).append(
+            ManifestProblem(target, 1, 1, "", str(exc).split(": ", 1)[1])
+        )
+    try:
+        return manifest_files(target)
+    except JobsDirUnreadableError as exc:
+        problems.setdefault(target, []).append(
+            ManifestProblem(target, 1, 1, "", str(exc).split(": ", 1)[1])
+        )
+        return []

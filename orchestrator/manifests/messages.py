@@ -14,13 +14,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import ManifestProblem
-from orchestrator.manifests.models import KINDS
+from orchestrator.manifests.models import kind_names
 from orchestrator.manifests.positions import key_node, locate
 
 
 def _union_tags() -> dict[str, dict[str, Any]]:
     """Top-level fields that hold a tagged union, and each tag's model (None: not a model).
     Pydantic puts the tag in an error's location after the field name; it is not in the YAML."""
+    from orchestrator.executors.slurm.options import SlurmExecutor
     from orchestrator.manifests import models
 
     return {
@@ -29,7 +30,7 @@ def _union_tags() -> dict[str, dict[str, Any]]:
             "every": models.EverySchedule,
             "on": models.ChangeSchedule,
         },
-        "executor": {"local": None, "slurm": models.SlurmExecutor},
+        "executor": {"local": None, "slurm": SlurmExecutor},
     }
 
 
@@ -40,7 +41,7 @@ def field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     tags = _union_tags()
     out: list[Any] = []
     parts = list(loc)
-    if parts and parts[0] in KINDS:
+    if parts and parts[0] in kind_names():
         parts.pop(0)
     i = 0
     while i < len(parts):
@@ -131,9 +132,9 @@ def _message(err: Any, fld_parts: list[str]) -> str:
 
 def _valid_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names the model at ``loc`` accepts (for 'unknown field' hints)."""
-    from orchestrator.manifests import models
+    from orchestrator import kinds as registry
 
-    kinds = models.KIND_MODELS
+    kinds = registry.models()
     parts = list(loc)
     if not parts or parts[0] not in kinds:
         return []

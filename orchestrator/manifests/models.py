@@ -1,8 +1,9 @@
 """Pydantic models of a manifest (``apiVersion: orchestrator/v1``).
 
 Every model forbids unknown fields so that a typo is an error, not a silently ignored setting.
-Job kinds form a discriminated union on ``kind``; a new kind adds one model here (its spec
-lives with its task in ``orchestrator/tasks``) and one entry in ``Manifest``.
+What every manifest has is :class:`ManifestBase`; each job kind's model (``kind`` and ``spec``)
+lives with its task and is listed in :mod:`orchestrator.kinds`, which builds the union that
+validates a manifest (discriminated on ``kind``) and the JSON Schema.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from pydantic import (
     Field,
     StrictBool,
     Tag,
-    TypeAdapter,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from orchestrator.durations import format_duration
-from orchestrator.executors.slurm.timelimit import SlurmTimeLimit
+from orchestrator.executors.slurm.options import SlurmExecutor
 from orchestrator.manifests.fields import (  # noqa: F401 - re-exported for callers
     API_VERSION,
     ENV_NAME_PATTERN,
@@ -39,8 +39,6 @@ from orchestrator.manifests.fields import (  # noqa: F401 - re-exported for call
     Mount,
     StrictModel,
 )
-from orchestrator.tasks.alien_token.spec import AliEnTokenSpec
-from orchestrator.tasks.o2sync.spec import O2SyncSpec
 
 # --------------------------------------------------------------------------- schedules
 
@@ -193,142 +191,6 @@ class Policy(StrictModel):
     )
 
 
-# --------------------------------------------------------------------------- slurm
-
-# Options the orchestrator sets itself on every batch job: a manifest may not override them,
-# or tracking (the unique tag), logs and arrays would break.
-SLURM_OWNED_OPTIONS = {
-    "--job-name": "set by the orchestrator (the run's unique tag)",
-    "-J": "set by the orchestrator (the run's unique tag)",
-    "--comment": "set by the orchestrator (carries the run id)",
-    "--parsable": "set by the orchestrator",
-    "--wrap": "the orchestrator writes the batch script",
-    "--output": "use executor.slurm.output",
-    "-o": "use executor.slurm.output",
-    "--error": "use executor.slurm.error",
-    "-e": "use executor.slurm.error",
-    "--array": "use executor.slurm.array",
-    "-a": "use executor.slurm.array",
-    "--open-mode": "set by the orchestrator (append, so requeued jobs keep their output)",
-    "--chdir": "use spec.workdir",
-    "-D": "use spec.workdir",
-    "--account": "use executor.slurm.account",
-    "-A": "use executor.slurm.account",
-    "--partition": "use executor.slurm.partition",
-    "-p": "use executor.slurm.partition",
-    "--qos": "use executor.slurm.qos",
-    "-q": "use executor.slurm.qos",
-    "--constraint": "use executor.slurm.constraint",
-    "-C": "use executor.slurm.constraint",
-    "--time": "use executor.slurm.time",
-    "-t": "use executor.slurm.time",
-    "--nodes": "use executor.slurm.nodes",
-    "-N": "use executor.slurm.nodes",
-    "--ntasks": "use executor.slurm.ntasks",
-    "-n": "use executor.slurm.ntasks",
-    "--cpus-per-task": "use executor.slurm.cpus_per_task",
-    "-c": "use executor.slurm.cpus_per_task",
-    "--gpus-per-task": "use executor.slurm.gpus_per_task",
-    "--mem": "use executor.slurm.mem",
-    "--signal": "use executor.slurm.signal",
-    "--requeue": "use executor.slurm.requeue",
-    "--no-requeue": "use executor.slurm.requeue",
-}
-_ARRAY_RANGE = r"\d+(-\d+(:\d+)?)?"
-ARRAY_PATTERN = rf"^{_ARRAY_RANGE}(,{_ARRAY_RANGE})*(%\d+)?$"
-MEM_PATTERN = r"^\d+(\.\d+)?[KMGT]?$"
-SIGNAL_PATTERN = r"^([BR]:)?(SIG)?[A-Z0-9]+(@\d+)?$"
-_NO_SPACE = r"^\S+$"
-
-
-def parse_array(spec: str) -> tuple[list[int], int | None]:
-    """Task ids and throttle of an array spec such as ``0-99%10`` or ``1,3,5-9:2``."""
-    body, _, throttle = spec.partition("%")
-    ids: list[int] = []
-    for part in body.split(","):
-        first, _, rest = part.partition("-")
-        if not rest:
-            ids.append(int(first))
-            continue
-        last, _, step = rest.partition(":")
-        lo, hi, inc = int(first), int(last), int(step or 1)
-        if hi < lo or inc < 1:
-            raise ValueError(f"array range {part!r} is empty; write low-high with low <= high")
-        ids.extend(range(lo, hi + 1, inc))
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"array {spec!r} names a task twice")
-    return sorted(ids), int(throttle) if throttle else None
-
-
-class SlurmOptions(StrictModel):
-    """Resources and options of the batch jobs a run becomes (``executor: {slurm: {...}}``)."""
-
-    account: str | None = Field(None, pattern=_NO_SPACE)
-    partition: str | None = Field(None, pattern=_NO_SPACE)
-    qos: str | None = Field(None, pattern=_NO_SPACE)
-    constraint: str | None = Field(None, pattern=_NO_SPACE)
-    # A bare number is minutes here, as in sbatch --time (every other duration counts seconds).
-    time: SlurmTimeLimit | None = None
-    nodes: int | None = Field(None, ge=1)
-    ntasks: int | None = Field(None, ge=1)
-    cpus_per_task: int | None = Field(None, ge=1)
-    gpus_per_task: int | None = Field(None, ge=0)
-    mem: str | None = Field(
-        None, pattern=MEM_PATTERN, description="memory per node: '4000', '4000M', '16G'"
-    )
-    array: str | None = Field(
-        None, pattern=ARRAY_PATTERN, description="task ids with an optional throttle: '0-99%10'"
-    )
-    output: str | None = Field(None, pattern=_NO_SPACE, description="stdout path (%j, %A, %a)")
-    error: str | None = Field(None, pattern=_NO_SPACE, description="stderr path")
-    extra_args: list[Annotated[str, Field(pattern=r"^-\S+$")]] = Field(
-        default_factory=list, description="further sbatch options, each '--option=value'"
-    )
-    signal: str | None = Field(
-        None, pattern=SIGNAL_PATTERN, description="e.g. 'B:USR1@120' (signal the batch shell)"
-    )
-    requeue: StrictBool | None = Field(None, description="--requeue (true) or --no-requeue")
-    max_queued: int | None = Field(
-        None, ge=1, description="at most this many of this job's runs queued or running at once"
-    )
-    max_resubmits: int = Field(
-        2, ge=0, le=10, description="new submissions after NODE_FAIL or BOOT_FAIL"
-    )
-
-    @field_validator("array")
-    @classmethod
-    def _array_ids(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_array(value)
-        return value
-
-    @field_validator("extra_args")
-    @classmethod
-    def _not_owned(cls, value: list[str]) -> list[str]:
-        for arg in value:
-            name = arg.split("=", 1)[0]
-            if name in SLURM_OWNED_OPTIONS:
-                raise ValueError(f"extra_args may not set {name}: {SLURM_OWNED_OPTIONS[name]}")
-            if name.startswith("-") and not name.startswith("--") and len(arg) > 2:
-                raise ValueError(
-                    f"write {arg!r} in its long form, '--option=value', so that it can be "
-                    "checked against the options the orchestrator owns"
-                )
-        return value
-
-
-class SlurmExecutor(StrictModel):
-    slurm: SlurmOptions = Field(default_factory=SlurmOptions)
-
-    @property
-    def name(self) -> str:
-        return "slurm"
-
-    @property
-    def options(self) -> SlurmOptions:
-        return self.slurm
-
-
 def _executor_tag(value: Any) -> str | None:
     if isinstance(value, str):
         return "local"
@@ -350,15 +212,12 @@ ExecutorChoice = Annotated[
 # --------------------------------------------------------------------------- kinds
 
 
-class CommandSpec(StrictModel):
-    command: Argv
-    env: EnvMap = Field(default_factory=dict)
-    workdir: str | None = None
-    container: Container | None = None
-
-
 class ManifestBase(StrictModel):
+    """What every job kind's manifest has; each kind narrows ``kind`` to its own name and adds
+    its ``spec`` (:mod:`orchestrator.kinds`)."""
+
     apiVersion: Literal["orchestrator/v1"]
+    kind: str
     name: str = Field(pattern=NAME_PATTERN, description="unique, DNS-label style")
     description: str = ""
     schedule: Schedule | None = None
@@ -393,37 +252,30 @@ class ManifestBase(StrictModel):
         return value
 
 
-class CommandManifest(ManifestBase):
-    kind: Literal["Command"]
-    spec: CommandSpec
+# The type of a validated manifest in code: every kind's model is a ManifestBase.
+Manifest = ManifestBase
 
 
-class O2SyncManifest(ManifestBase):
-    kind: Literal["O2Sync"]
-    spec: O2SyncSpec
+def kind_names() -> tuple[str, ...]:
+    """The registered kinds (:mod:`orchestrator.kinds`)."""
+    from orchestrator import kinds
+
+    return kinds.names()
 
 
-class AliEnTokenManifest(ManifestBase):
-    kind: Literal["AliEnToken"]
-    spec: AliEnTokenSpec
+def validate_manifest(obj: Any) -> ManifestBase:
+    """A manifest of any registered kind from plain data (raises pydantic's ValidationError)."""
+    from orchestrator import kinds
 
-
-Manifest = Annotated[
-    CommandManifest | O2SyncManifest | AliEnTokenManifest, Field(discriminator="kind")
-]
-# kind -> model, for the loader's messages ("valid kinds", "valid fields here").
-KIND_MODELS: dict[str, type[ManifestBase]] = {
-    "Command": CommandManifest,
-    "O2Sync": O2SyncManifest,
-    "AliEnToken": AliEnTokenManifest,
-}
-KINDS = tuple(KIND_MODELS)
-
-MANIFEST_ADAPTER: TypeAdapter[Manifest] = TypeAdapter(Manifest)
+    manifest = kinds.adapter().validate_python(obj)
+    assert isinstance(manifest, ManifestBase)
+    return manifest
 
 
 def manifest_json_schema() -> dict[str, Any]:
-    schema = MANIFEST_ADAPTER.json_schema()
+    from orchestrator import kinds
+
+    schema = kinds.adapter().json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://github.com/orchestrator/orchestrator/schemas/manifest.schema.json"
     schema["title"] = "orchestrator manifest (apiVersion orchestrator/v1)"

@@ -16,14 +16,15 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import ManifestError, ManifestProblem
-from orchestrator.manifests.models import API_VERSION, KINDS
+from orchestrator.manifests.fields import API_VERSION
+from orchestrator.manifests.models import kind_names
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class ManifestYamlLoader(_BaseLoader):
+class ManifestYamlLoader(_BaseLoader):  # type: ignore[misc]  # PyYAML: untyped
     """SafeLoader with YAML 1.2 booleans (true/false only)."""
 
 
@@ -58,7 +59,7 @@ def char_at(text: str, line: int, column: int) -> str:
 
 def expected_top() -> str:
     return (
-        f"expected a mapping with apiVersion: {API_VERSION}, kind ({', '.join(KINDS)}), "
+        f"expected a mapping with apiVersion: {API_VERSION}, kind ({', '.join(kind_names())}), "
         "name and spec"
     )
 
@@ -166,7 +167,7 @@ def key_node(node: yaml.MappingNode, key: Any) -> yaml.Node | None:
 def value_node(node: yaml.MappingNode, key: Any) -> yaml.Node | None:
     for k, v in node.value:
         if isinstance(k, yaml.ScalarNode) and k.value == str(key):
-            return v
+            return v if isinstance(v, yaml.Node) else None
     return None
 
 

@@ -244,8 +244,36 @@ def _read(
         changed = max(st.st_mtime, st.st_ctime) if st is not None else None
         return FileRead(st, None, single(path, 1, 1, "", message), changed)
 
+    st = _stat(path, problem)
+    if isinstance(st, FileRead):
+        return st
+    refused = _refused(path, st, check_perms)
+    if refused is not None:
+        return problem(refused, st)
+    if known_key is not None and stat_key(st) == known_key:
+        return FileRead(st, None, None, max(st.st_mtime, st.st_ctime))
+    if st.st_size > limit_bytes:
+        return problem(_too_big(st.st_size, limit_bytes), st)
     try:
-        st = os.stat(path)
+        # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open does not wait.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        return problem(f"cannot read: {exc.strerror or exc}", st)
+    try:
+        return _read_open(path, fd, check_perms, limit_bytes, problem)
+    except OSError as exc:
+        return problem(f"cannot read: {exc.strerror or exc}", st)
+    finally:
+        os.close(fd)
+
+
+def _stat(
+    path: Path, problem: Callable[[str, os.stat_result | None], FileRead]
+) -> os.stat_result | FileRead:
+    """The file's stat, or what reading it comes to when there is none (gone, a dangling link,
+    a link loop, an error)."""
+    try:
+        return os.stat(path)
     except FileNotFoundError:
         try:
             link = os.lstat(path)
@@ -258,58 +286,58 @@ def _read(
         if exc.errno == errno.ELOOP:
             return problem("symbolic link loop (too many levels of links)", None)
         return problem(f"cannot read: {exc.strerror or exc}", None)
-    # Refused before opening: opening a FIFO waits for a writer, and opening a device can act
-    # on it (a tape rewinds).
+
+
+def _refused(path: Path, st: os.stat_result, check_perms: bool) -> str | None:
+    """Why the file is not even opened, if it is not: opening a FIFO waits for a writer, and
+    opening a device can act on it (a tape rewinds); others may write it."""
     kind = next((what for test, what in _NOT_REGULAR if test(st.st_mode)), None)
     if kind is not None or not stat.S_ISREG(st.st_mode):
-        return problem(f"not a regular file ({kind or 'of an unknown type'})", st)
+        return f"not a regular file ({kind or 'of an unknown type'})"
     if check_perms:
         try:
             check_permissions(path, st)
         except UnsafePermissionsError as exc:
-            return problem(str(exc).split(": ", 1)[1], st)
-    if known_key is not None and stat_key(st) == known_key:
-        return FileRead(st, None, None, max(st.st_mtime, st.st_ctime))
-    if st.st_size > limit_bytes:
-        return problem(_too_big(st.st_size, limit_bytes), st)
-    try:
-        # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open does not wait.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        return problem(f"cannot read: {exc.strerror or exc}", st)
-    try:
-        opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode):
-            return problem("not a regular file (it changed while being opened)", opened)
-        filesystem = _pseudo_filesystem(fd)
-        if filesystem is not None:
-            return problem(
-                f"a file on {filesystem}, a kernel pseudo file system whose files can block "
-                "forever when read; a manifest must be an ordinary file",
-                opened,
-            )
-        if opened.st_size > limit_bytes:
-            return problem(_too_big(opened.st_size, limit_bytes), opened)
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit_bytes:
-            chunk = os.read(fd, limit_bytes + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit_bytes:
-            return problem(_too_big(None, limit_bytes), opened)
-        if check_perms:
-            try:
-                check_permissions(path, opened)
-            except UnsafePermissionsError as exc:
-                return problem(str(exc).split(": ", 1)[1], opened)
-        return FileRead(opened, b"".join(chunks), None, max(opened.st_mtime, opened.st_ctime))
-    except OSError as exc:
-        return problem(f"cannot read: {exc.strerror or exc}", st)
-    finally:
-        os.close(fd)
+            return str(exc).split(": ", 1)[1]
+    return None
+
+
+def _read_open(
+    path: Path,
+    fd: int,
+    check_perms: bool,
+    limit_bytes: int,
+    problem: Callable[[str, os.stat_result | None], FileRead],
+) -> FileRead:
+    """Read the opened file, checked again as it is now (it may have been swapped)."""
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode):
+        return problem("not a regular file (it changed while being opened)", opened)
+    filesystem = _pseudo_filesystem(fd)
+    if filesystem is not None:
+        return problem(
+            f"a file on {filesystem}, a kernel pseudo file system whose files can block "
+            "forever when read; a manifest must be an ordinary file",
+            opened,
+        )
+    if opened.st_size > limit_bytes:
+        return problem(_too_big(opened.st_size, limit_bytes), opened)
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit_bytes:
+        chunk = os.read(fd, limit_bytes + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit_bytes:
+        return problem(_too_big(None, limit_bytes), opened)
+    if check_perms:
+        try:
+            check_permissions(path, opened)
+        except UnsafePermissionsError as exc:
+            return problem(str(exc).split(": ", 1)[1], opened)
+    return FileRead(opened, b"".join(chunks), None, max(opened.st_mtime, opened.st_ctime))
 
 
 def _too_big(size: int | None, limit_bytes: int) -> str:
@@ -342,7 +370,7 @@ def _load_fstatfs() -> Callable[[int], int | None] | None:
         buf = _StatFs()
         if fstatfs(fd, ctypes.byref(buf)) != 0:
             return None
-        return buf.f_type & 0xFFFFFFFF  # some ABIs sign-extend the 32-bit magic numbers
+        return int(buf.f_type) & 0xFFFFFFFF  # some ABIs sign-extend the 32-bit magic numbers
 
     return f_type
 

@@ -113,6 +113,23 @@ def scan_directory(
     problems: dict[Path, list[ManifestProblem]] = {
         p: list(r.problems) for p, r in results.items() if isinstance(r, ManifestError)
     }
+    scan.valid = _valid_by_name(loaded, owners, problems)
+    for path, found in problems.items():
+        changed = changed_at_s.get(path)
+        if changed is not None and settle_s > 0 and now_s - settle_s < changed <= now_s + settle_s:
+            scan.unsettled[path] = changed + settle_s
+        else:
+            scan.invalid[path] = ManifestError(found)
+    return scan
+
+
+def _valid_by_name(
+    loaded: list[LoadedManifest],
+    owners: Mapping[str, Path] | None,
+    problems: dict[Path, list[ManifestProblem]],
+) -> dict[str, LoadedManifest]:
+    """Who holds each job name, and which of them name only jobs that exist; the others'
+    problems go to ``problems``."""
     # Files whose names stay reserved for them: invalid now, whether reported or not yet.
     claims = resolve_names(loaded, owners, invalid_paths=list(problems))
     for path, problem in claims.losers.items():
@@ -121,20 +138,14 @@ def scan_directory(
     for name, path in (owners or {}).items():
         if path in problems and name not in known_kinds:
             known_kinds[name] = None  # held by an invalid file: exists, kind unknown
+    valid: dict[str, LoadedManifest] = {}
     for name, item in claims.winners.items():
         dangling = reference_problems(item, known_kinds)
         if dangling:
             problems[item.path] = dangling
         else:
-            scan.valid[name] = item
-
-    for path, found in problems.items():
-        changed = changed_at_s.get(path)
-        if changed is not None and settle_s > 0 and now_s - settle_s < changed <= now_s + settle_s:
-            scan.unsettled[path] = changed + settle_s
-        else:
-            scan.invalid[path] = ManifestError(found)
-    return scan
+            valid[name] = item
+    return valid
 
 
 def _read_one(

@@ -62,7 +62,7 @@ def make_trigger(schedule: CronSchedule | EverySchedule, start: datetime | None 
     return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC)
 
 
-class _GridIntervalTrigger(IntervalTrigger):
+class _GridIntervalTrigger(IntervalTrigger):  # type: ignore[misc]  # APScheduler 3: untyped
     """An interval trigger whose jitter does not accumulate.
 
     APScheduler 3 asks for the next fire time from the previous, jittered one and adds the

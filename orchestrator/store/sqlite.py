@@ -11,7 +11,6 @@ Timestamps are stored as ISO-8601 strings in UTC with a fixed width
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import secrets
 import shutil
@@ -23,115 +22,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import StoreError, StoreUnavailableError
+from orchestrator.errors import StoreError
 from orchestrator.statedir import create_private_file, tighten_file
 from orchestrator.store.base import (
-    ACTIVE_STATES,
     TERMINAL_STATES,
     RunRecord,
     RunState,
     Trigger,
 )
+from orchestrator.store.sqlite_rows import (
+    ACTIVE_SQL,
+    BUSY_TIMEOUT_MS,
+    COLUMNS,
+    SCHEMA_SQL,
+    SCHEMA_VERSION,
+    TERMINAL_SQL,
+    record_from_row,
+    to_db,
+    unavailable_on_sqlite_errors,
+    utc_now,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
-
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 5000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id         TEXT PRIMARY KEY,
-    job            TEXT NOT NULL,
-    manifest_hash  TEXT NOT NULL,
-    trigger        TEXT NOT NULL,
-    attempt        INTEGER NOT NULL,
-    state          TEXT NOT NULL,
-    created_at     TEXT NOT NULL,
-    started_at     TEXT,
-    finished_at    TEXT,
-    exit_code      INTEGER,
-    log_path       TEXT,
-    run_dir        TEXT,
-    executor       TEXT NOT NULL,
-    pid            INTEGER,
-    pid_start_time INTEGER,
-    scheduled_for  TEXT,
-    retry_of       TEXT,
-    message        TEXT,
-    result         TEXT NOT NULL DEFAULT '{}',
-    executor_data  TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS runs_job_created ON runs (job, created_at);
-CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
-CREATE TABLE IF NOT EXISTS job_state (
-    job   TEXT NOT NULL,
-    key   TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (job, key)
-);
-"""
-
-_COLUMNS = (
-    "run_id, job, manifest_hash, trigger, attempt, state, created_at, started_at, finished_at, "
-    "exit_code, log_path, run_dir, executor, pid, pid_start_time, scheduled_for, retry_of, "
-    "message, result, executor_data"
-)
-_ACTIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_STATES)) + ")"
-_TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATES)) + ")"
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _to_db(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value!r}: the store takes timezone-aware datetimes")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _from_db(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
-
-
-def _enum_or_str(enum: type[RunState] | type[Trigger], value: str) -> str:
-    try:
-        return enum(value)
-    except ValueError:
-        return value  # a value written by a newer minor version: show it as it is
-
-
-def _record(row: sqlite3.Row) -> RunRecord:
-    created_at = _from_db(row["created_at"])
-    assert created_at is not None  # NOT NULL column
-    return RunRecord(
-        run_id=row["run_id"],
-        job=row["job"],
-        manifest_hash=row["manifest_hash"],
-        trigger=_enum_or_str(Trigger, row["trigger"]),
-        attempt=row["attempt"],
-        state=_enum_or_str(RunState, row["state"]),
-        created_at=created_at,
-        started_at=_from_db(row["started_at"]),
-        finished_at=_from_db(row["finished_at"]),
-        exit_code=row["exit_code"],
-        log_path=row["log_path"],
-        run_dir=row["run_dir"],
-        executor=row["executor"],
-        pid=row["pid"],
-        pid_start_time=row["pid_start_time"],
-        scheduled_for=_from_db(row["scheduled_for"]),
-        retry_of=row["retry_of"],
-        message=row["message"],
-        result=json.loads(row["result"]),
-        executor_data=json.loads(row["executor_data"]),
-    )
 
 
 class SQLiteStore:
@@ -208,7 +120,7 @@ class SQLiteStore:
                         f"knows version {SCHEMA_VERSION}; use the orchestrator release that "
                         f"wrote it, or move the file aside to start a new history"
                     )
-            for statement in _SCHEMA.split(";"):
+            for statement in SCHEMA_SQL.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(
@@ -232,7 +144,7 @@ class SQLiteStore:
 
     def new_run_id(self, now: datetime | None = None) -> str:
         """A fresh, time-sortable run id ``YYYYMMDDTHHMMSSZ-<6 hex>`` (UTC)."""
-        when = (now or _utc_now()).astimezone(UTC)
+        when = (now or utc_now()).astimezone(UTC)
         return f"{when:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
     def create_run(
@@ -249,14 +161,14 @@ class SQLiteStore:
         message: str | None = None,
     ) -> RunRecord:
         """Write a new run record (created now) and return it; see ``Store.create_run``."""
-        now = _utc_now()
+        now = utc_now()
         run_id = run_id or self.new_run_id(now)
         state = RunState(state)
         finished_at = now if state in TERMINAL_STATES else None
         try:
             with self._lock:
                 self._conn.execute(
-                    f"INSERT INTO runs ({_COLUMNS}) VALUES "
+                    f"INSERT INTO runs ({COLUMNS}) VALUES "
                     "(?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, NULL, ?, NULL, NULL, ?, ?, ?, "
                     "'{}', '{}')",
                     (
@@ -266,10 +178,10 @@ class SQLiteStore:
                         str(trigger),
                         attempt,
                         state.value,
-                        _to_db(now),
-                        _to_db(finished_at),
+                        to_db(now),
+                        to_db(finished_at),
                         executor,
-                        _to_db(scheduled_for),
+                        to_db(scheduled_for),
                         retry_of,
                         message,
                     ),
@@ -303,7 +215,7 @@ class SQLiteStore:
                 RunState.RUNNING.value,
                 pid,
                 pid_start_time,
-                _to_db(started_at or _utc_now()),
+                to_db(started_at or utc_now()),
                 run_id,
                 RunState.PENDING.value,
             ),
@@ -328,12 +240,12 @@ class SQLiteStore:
         changed = self._execute(
             "UPDATE runs SET state = ?, exit_code = ?, message = COALESCE(?, message), "
             "finished_at = ?, result = json_patch(result, ?) "
-            f"WHERE run_id = ? AND state IN {_ACTIVE_SQL}",
+            f"WHERE run_id = ? AND state IN {ACTIVE_SQL}",
             (
                 state.value,
                 exit_code,
                 message,
-                _to_db(finished_at or _utc_now()),
+                to_db(finished_at or utc_now()),
                 json.dumps(result or {}),
                 run_id,
             ),
@@ -375,35 +287,35 @@ class SQLiteStore:
         )
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        return _record(rows[0]) if rows else None
+        rows = self._query(f"SELECT {COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        return record_from_row(rows[0]) if rows else None
 
     def active_runs(self, job: str | None = None) -> list[RunRecord]:
         """Pending and running runs, oldest first."""
-        where = f"state IN {_ACTIVE_SQL}"
+        where = f"state IN {ACTIVE_SQL}"
         params: tuple[Any, ...] = ()
         if job is not None:
             where += " AND job = ?"
             params = (job,)
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM runs WHERE {where} ORDER BY created_at, run_id", params
+            f"SELECT {COLUMNS} FROM runs WHERE {where} ORDER BY created_at, run_id", params
         )
-        return [_record(r) for r in rows]
+        return [record_from_row(r) for r in rows]
 
     def history(self, job: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Up to ``limit`` runs, newest first."""
         if job is None:
             rows = self._query(
-                f"SELECT {_COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC LIMIT ?",
+                f"SELECT {COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC LIMIT ?",
                 (limit,),
             )
         else:
             rows = self._query(
-                f"SELECT {_COLUMNS} FROM runs WHERE job = ? "
+                f"SELECT {COLUMNS} FROM runs WHERE job = ? "
                 "ORDER BY created_at DESC, run_id DESC LIMIT ?",
                 (job, limit),
             )
-        return [_record(r) for r in rows]
+        return [record_from_row(r) for r in rows]
 
     def last_run(self, job: str) -> RunRecord | None:
         runs = self.history(job, limit=1)
@@ -412,11 +324,11 @@ class SQLiteStore:
     def last_finished_run(self, job: str) -> RunRecord | None:
         """The newest terminal run that actually ran (``missed`` records are skipped)."""
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM runs WHERE job = ? AND state IN {_TERMINAL_SQL} "
+            f"SELECT {COLUMNS} FROM runs WHERE job = ? AND state IN {TERMINAL_SQL} "
             "AND state != ? ORDER BY created_at DESC, run_id DESC LIMIT 1",
             (job, RunState.MISSED.value),
         )
-        return _record(rows[0]) if rows else None
+        return record_from_row(rows[0]) if rows else None
 
     def count_runs(self, job: str | None = None, state: RunState | None = None) -> int:
         clauses: list[str] = []
@@ -437,12 +349,12 @@ class SQLiteStore:
             raise ValueError(f"keep must be >= 0, not {keep}")
         with self._transaction() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM runs WHERE job = ? AND state IN {_TERMINAL_SQL} "
+                f"SELECT {COLUMNS} FROM runs WHERE job = ? AND state IN {TERMINAL_SQL} "
                 "ORDER BY created_at DESC, run_id DESC LIMIT -1 OFFSET ?",
                 (job, keep),
             ).fetchall()
             conn.executemany("DELETE FROM runs WHERE run_id = ?", [(r["run_id"],) for r in rows])
-        return [_record(r) for r in rows]
+        return [record_from_row(r) for r in rows]
 
     def prune_and_remove_dirs(self, job: str, keep: int) -> list[RunRecord]:
         """``prune``, then delete each pruned run's directory (missing ones are skipped)."""
@@ -487,24 +399,6 @@ class SQLiteStore:
         self.close()
 
 
-def _unavailable_on_sqlite_errors(method: Any) -> Any:
-    """A locked, full or failing database raises ``StoreUnavailableError`` (a ``StoreError``),
-    so that callers can tell "try again later" from a bug; the message names the file."""
-
-    @functools.wraps(method)
-    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except StoreError:
-            raise
-        except sqlite3.IntegrityError:
-            raise
-        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
-            raise StoreUnavailableError(f"run store {self.path}: {exc}") from exc
-
-    return wrapper
-
-
 for _name, _method in list(vars(SQLiteStore).items()):
     if callable(_method) and not _name.startswith("_") and _name not in ("close", "new_run_id"):
-        setattr(SQLiteStore, _name, _unavailable_on_sqlite_errors(_method))
+        setattr(SQLiteStore, _name, unavailable_on_sqlite_errors(_method))

@@ -6,9 +6,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import kinds
 from orchestrator.containers import render_command
-from orchestrator.manifests.models import CommandManifest, Manifest
-from orchestrator.tasks.python_task import task_invocation
+from orchestrator.kinds import TaskCommand
+from orchestrator.manifests.models import Manifest
+from orchestrator.tasks.python_task import TASK_RESULT_FILE, task_invocation
 
 
 @dataclass(frozen=True)
@@ -21,13 +23,6 @@ class Invocation:
     env_overrides: dict[str, str] = field(default_factory=dict)
 
 
-# Kinds implemented in Python: the module run as ``python -m`` (see python_task).
-PYTHON_TASKS = {
-    "O2Sync": "orchestrator.tasks.o2sync",
-    "AliEnToken": "orchestrator.tasks.alien_token",
-}
-
-
 def build_invocation(
     manifest: Manifest,
     run_id: str,
@@ -37,32 +32,34 @@ def build_invocation(
 ) -> Invocation:
     """Render a manifest into an Invocation. The environment is the daemon's, then the
     manifest's ``env``, then ORCH_JOB / ORCH_RUN_ID so that a run can find its own record.
-    A Python task kind gets its manifest and result paths in ``run_dir``."""
+    A Python task kind gets its manifest and result paths in ``run_dir``. What a kind runs
+    comes from its entry in :mod:`orchestrator.kinds`."""
     base = dict(os.environ if base_env is None else base_env)
     env = dict(base)
-    if isinstance(manifest, CommandManifest):
-        from orchestrator.tasks.command import command_invocation
-
-        argv, spec_env, workdir = command_invocation(manifest)
-    elif manifest.kind in PYTHON_TASKS:
+    kind = kinds.get(manifest.kind)
+    if kind.command is not None:
+        command: TaskCommand = kinds.load(kind.command)(manifest)
+    else:
+        assert kind.task is not None
         if run_dir is None:
             raise ValueError(f"kind {manifest.kind} needs a run directory")
-        argv, spec_env = task_invocation(
-            PYTHON_TASKS[manifest.kind], manifest.model_dump_json(), run_dir
-        )
+        argv, task_env = task_invocation(kind.task, manifest.model_dump_json(), run_dir)
         if state_dir is not None:
-            spec_env["ORCH_STATE_DIR"] = str(state_dir)
-        workdir = None
-    else:  # pragma: no cover - the union is exhaustive; a new kind must add its branch
-        raise TypeError(f"no task for kind {manifest.kind!r}")
+            task_env["ORCH_STATE_DIR"] = str(state_dir)
+        command = TaskCommand(argv, task_env)
+    argv, spec_env, workdir, container = (
+        command.argv,
+        command.env,
+        command.workdir,
+        command.container,
+    )
     env.update(spec_env)
     if run_dir is not None:
         # Any job may leave a structured result (a JSON object) here; the daemon stores it
         # with the run (status --json, history --json). Python task kinds always do.
-        env.setdefault("ORCH_TASK_RESULT", str(run_dir / "task-result.json"))
+        env.setdefault("ORCH_TASK_RESULT", str(run_dir / TASK_RESULT_FILE))
     env["ORCH_JOB"] = manifest.name
     env["ORCH_RUN_ID"] = run_id
-    container = manifest.spec.container if isinstance(manifest, CommandManifest) else None
     argv, env = render_command(container, argv, env, workdir)
     if container is not None and container.runtime != "none":
         # The runtime was told the workdir (a path inside the container); on the host the

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
-from orchestrator.manifests.models import CommandManifest
+from pydantic import Field
+
+from orchestrator.kinds import TaskCommand
+from orchestrator.manifests.fields import Argv, Container, EnvMap, StrictModel
+from orchestrator.manifests.models import ManifestBase
 
 
-def command_invocation(manifest: CommandManifest) -> tuple[list[str], dict[str, str], str | None]:
-    """argv, the manifest's environment, and the working directory (``~`` and ``$VARS``
-    expanded, since manifests are shared between users and hosts)."""
+class CommandSpec(StrictModel):
+    command: Argv
+    env: EnvMap = Field(default_factory=dict)
+    workdir: str | None = None
+    container: Container | None = None
+
+
+class CommandManifest(ManifestBase):
+    kind: Literal["Command"]
+    spec: CommandSpec
+
+
+def command_invocation(manifest: CommandManifest) -> TaskCommand:
+    """argv, the manifest's environment, the working directory (``~`` and ``$VARS``
+    expanded, since manifests are shared between users and hosts) and the container."""
     spec = manifest.spec
     workdir = os.path.expandvars(os.path.expanduser(spec.workdir)) if spec.workdir else None
-    return list(spec.command), dict(spec.env), workdir
+    return TaskCommand(list(spec.command), dict(spec.env), workdir, spec.container)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RESULT_FILE = "task-result.json"
+TASK_RESULT_FILE = "task-result.json"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -34,7 +34,7 @@ def task_invocation(
     manifest_path.write_text(manifest_json)
     env = {
         "ORCH_TASK_MANIFEST": str(manifest_path),
-        "ORCH_TASK_RESULT": str(run_dir / RESULT_FILE),
+        "ORCH_TASK_RESULT": str(run_dir / TASK_RESULT_FILE),
     }
     # -E would drop PYTHONPATH; the task must import this very package, so keep the
     # interpreter the daemon runs with and let the environment through.
@@ -60,10 +60,10 @@ def write_result(result: dict[str, Any]) -> None:
     os.replace(tmp, target)
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
+def read_task_result(run_dir: Path) -> dict[str, Any] | None:
     """For the daemon: the result a task left in its run directory, if any."""
     try:
-        data = json.loads((run_dir / RESULT_FILE).read_text())
+        data = json.loads((run_dir / TASK_RESULT_FILE).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -87,13 +87,15 @@ def test_daemon_runs_the_job_and_records_the_result(
     assert result["renewed"] is True
     assert result["not_after"] == not_after_of(tmp / "tokencert.pem").strftime("%Y-%m-%dT%H:%M:%SZ")
     assert result["seconds_left"] > 47 * 3600
-    assert result["hosts_ok"] == 3 and result["hosts_failed"] == 1
+    assert result["hosts_ok"] == 3
+    assert result["hosts_failed"] == 1
     assert result["hosts"][DOWN_HOST]["ok"] is False
     assert "Connection refused" in result["hosts"][DOWN_HOST]["error"]
     assert all(
         result["hosts"][h] == {"ok": True, "error": "", "action": "copied"} for h in GOOD_HOSTS
     )
-    assert "renewed" in str(result["summary"]) and "hosts 3/4 ok" in str(result["summary"])
+    assert "renewed" in str(result["summary"])
+    assert "hosts 3/4 ok" in str(result["summary"])
     assert (tmp / "home-tokens" / "tokenkey.pem").read_bytes() == (
         tmp / "tokenkey.pem"
     ).read_bytes()
@@ -110,7 +112,8 @@ def test_daemon_runs_the_job_and_records_the_result(
     assert second_result["hosts"][DOWN_HOST]["failures_in_a_row"] == 2
 
     last = daemon.job_status("alien-token")["last_run"]
-    assert last["run_id"] == second["run_id"] and last["state"] == "succeeded"
+    assert last["run_id"] == second["run_id"]
+    assert last["state"] == "succeeded"
     assert last["result"]["not_after"] == second_result["not_after"]
 
 
@@ -127,10 +130,15 @@ def test_daemon_records_a_renewal_failure(
     daemon.start()
     wait_for(lambda: daemon.job_status("alien-token")["valid"], 10)
     run = _run_once(daemon)
-    assert run["state"] == "failed" and run["exit_code"] == 3
+    assert run["state"] == "failed"
+    assert run["exit_code"] == 3
     result = run["result"]
     assert isinstance(result, dict)
-    assert result["renewed"] is False and result["needs_passphrase"] is True
-    assert result["alert"] is True and result["hosts_ok"] == 4
+    assert result["renewed"] is False
+    assert result["needs_passphrase"] is True
+    assert result["alert"] is True
+    assert result["hosts_ok"] == 4
     log = daemon.cli("logs", str(run["run_id"])).stdout
-    assert "ERROR: renewal failed" in log and "passphrase" in log and "WARNING:" in log
+    assert "ERROR: renewal failed" in log
+    assert "passphrase" in log
+    assert "WARNING:" in log

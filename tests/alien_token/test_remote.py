@@ -63,11 +63,13 @@ def test_partial_failure_reports_each_host(tmp_path: Path, sshd: LoopbackSshd) -
     run = run_task(tmp_path, _spec(tmp_path, config, hosts=ALL_HOSTS, min_hosts=3))
     assert run.returncode == 0, run.stdout + run.stderr
     r = run.result
-    assert r["hosts_ok"] == 3 and r["hosts_failed"] == 1
+    assert r["hosts_ok"] == 3
+    assert r["hosts_failed"] == 1
     for host in GOOD_HOSTS:
         assert r["hosts"][host] == {"ok": True, "error": "", "action": "copied"}
     down = r["hosts"][DOWN_HOST]
-    assert down["ok"] is False and "Connection refused" in down["error"]
+    assert down["ok"] is False
+    assert "Connection refused" in down["error"]
     remote = tmp_path / "remote"
     assert (remote / cert.name).read_bytes() == cert.read_bytes()
     assert (remote / key.name).read_bytes() == key.read_bytes()
@@ -86,7 +88,8 @@ def test_too_few_hosts_fails_the_run(tmp_path: Path, sshd: LoopbackSshd) -> None
     run = run_task(tmp_path, _spec(tmp_path, config, hosts=ALL_HOSTS))
     assert run.returncode == 1
     assert "only 3 of 4 hosts hold the current token (min_hosts 4)" in run.result["summary"]
-    assert f"{DOWN_HOST}: ssh failed" in run.stderr and "retried on the next run" in run.stderr
+    assert f"{DOWN_HOST}: ssh failed" in run.stderr
+    assert "retried on the next run" in run.stderr
 
 
 def test_failed_hosts_are_retried_on_the_next_run(tmp_path: Path, sshd: LoopbackSshd) -> None:
@@ -104,12 +107,14 @@ def test_failed_hosts_are_retried_on_the_next_run(tmp_path: Path, sshd: Loopback
     assert second.returncode == 0, second.stderr
     actions = {h: v["action"] for h, v in second.result["hosts"].items()}
     assert actions == {**dict.fromkeys(GOOD_HOSTS, "up to date"), DOWN_HOST: "copied"}
-    assert second.result["hosts_ok"] == 4 and second.result["hosts_failed"] == 0
+    assert second.result["hosts_ok"] == 4
+    assert second.result["hosts_failed"] == 0
 
     third = run_task(
         tmp_path, {**_spec(tmp_path, config, hosts=ALL_HOSTS, min_hosts=1), "force": True}
     )
-    assert third.returncode == 0 and third.result["renewed"] is True
+    assert third.returncode == 0
+    assert third.result["renewed"] is True
     assert {v["action"] for v in third.result["hosts"].values()} == {"copied"}
     assert (tmp_path / "remote" / cert.name).read_bytes() == cert.read_bytes()
 

@@ -60,12 +60,17 @@ def test_valid_token_is_kept_and_copied_with_env_file(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert _calls(tmp_path) == 0
     r = run.result
-    assert r["renewed"] is False and r["valid"] is True and r["alert"] is False
+    assert r["renewed"] is False
+    assert r["valid"] is True
+    assert r["alert"] is False
     assert r["not_after"] == not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert r["valid_until"] == r["not_after"]  # what other jobs' requires: read
     assert 40 * 3600 - 120 < r["seconds_left"] <= 40 * 3600
-    assert r["hosts"] == {} and r["hosts_ok"] == 0 and r["hosts_failed"] == 0
-    assert "token valid until" in r["summary"] and "not renewed" in r["summary"]
+    assert r["hosts"] == {}
+    assert r["hosts_ok"] == 0
+    assert r["hosts_failed"] == 0
+    assert "token valid until" in r["summary"]
+    assert "not renewed" in r["summary"]
     for d in dirs:
         assert (d / cert.name).read_bytes() == cert.read_bytes()
         assert (d / key.name).read_bytes() == key.read_bytes()
@@ -104,7 +109,8 @@ def test_short_token_is_renewed(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert _calls(tmp_path) == 1
     r = run.result
-    assert r["renewed"] is True and r["renewal_error"] == ""
+    assert r["renewed"] is True
+    assert r["renewal_error"] == ""
     assert r["not_after"] == not_after_of(cert).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert r["seconds_left"] > 47 * 3600
     assert (out / cert.name).read_bytes() == cert.read_bytes()
@@ -116,14 +122,17 @@ def test_missing_token_is_created_and_force_renews_a_good_one(tmp_path: Path) ->
     cert, _ = _paths(tmp_path)
     run = run_task(tmp_path, _spec(tmp_path))
     assert run.returncode == 0, run.stderr
-    assert run.result["renewed"] is True and cert.exists()
+    assert run.result["renewed"] is True
+    assert cert.exists()
     first = cert.read_bytes()
     run = run_task(tmp_path, _spec(tmp_path, force=True))
     assert run.returncode == 0, run.stderr
-    assert run.result["renewed"] is True and cert.read_bytes() != first
+    assert run.result["renewed"] is True
+    assert cert.read_bytes() != first
     assert _calls(tmp_path) == 2
     run = run_task(tmp_path, _spec(tmp_path))
-    assert run.result["renewed"] is False and _calls(tmp_path) == 2
+    assert run.result["renewed"] is False
+    assert _calls(tmp_path) == 2
 
 
 def test_passphrase_prompt_fails_with_time_left_and_advice(tmp_path: Path) -> None:
@@ -138,11 +147,15 @@ def test_passphrase_prompt_fails_with_time_left_and_advice(tmp_path: Path) -> No
     )
     assert run.returncode == 1
     r = run.result
-    assert r["renewed"] is False and r["needs_passphrase"] is True and r["alert"] is False
+    assert r["renewed"] is False
+    assert r["needs_passphrase"] is True
+    assert r["alert"] is False
     assert "passphrase" in r["renewal_error"]
-    assert "19h 5" in r["summary"] and "renewal FAILED" in r["summary"]
+    assert "19h 5" in r["summary"]
+    assert "renewal FAILED" in r["summary"]
     assert "run alien-token-init by hand" in run.stderr
-    assert "ERROR: renewal failed" in run.stderr and "left (until" in run.stderr
+    assert "ERROR: renewal failed" in run.stderr
+    assert "left (until" in run.stderr
     assert (out / cert.name).read_bytes() == cert.read_bytes()
 
 
@@ -154,12 +167,15 @@ def test_alert_window_warns_on_every_run_until_fixed(tmp_path: Path) -> None:
     for _ in range(2):
         run = run_task(tmp_path, _spec(tmp_path, init={"mode": "fail"}))
         assert run.returncode == 3
-        assert run.result["alert"] is True and run.result["summary"].startswith("WARNING:")
+        assert run.result["alert"] is True
+        assert run.result["summary"].startswith("WARNING:")
         assert "inside alert_before (12h)" in run.result["warning"]
         assert "WARNING: the token expires in 4h 5" in run.stderr
         assert "503" in run.stdout  # the init command's own message is in the log
     run = run_task(tmp_path, _spec(tmp_path))
-    assert run.returncode == 0 and run.result["alert"] is False and run.result["warning"] == ""
+    assert run.returncode == 0
+    assert run.result["alert"] is False
+    assert run.result["warning"] == ""
 
 
 def test_no_usable_token_is_never_distributed(tmp_path: Path) -> None:
@@ -176,9 +192,11 @@ def test_no_usable_token_is_never_distributed(tmp_path: Path) -> None:
         ),
     )
     assert run.returncode == 3
-    assert run.result["valid"] is False and "NO USABLE TOKEN" in run.result["summary"]
+    assert run.result["valid"] is False
+    assert "NO USABLE TOKEN" in run.result["summary"]
     assert "clients refuse" in run.result["warning"]
-    assert 0 < run.result["seconds_left"] < 600 and run.result["not_after"]
+    assert 0 < run.result["seconds_left"] < 600
+    assert run.result["not_after"]
     assert not out.exists()
 
 
@@ -192,7 +210,8 @@ def test_key_of_another_token_gives_no_not_after(tmp_path: Path) -> None:
     assert run.returncode == 3
     assert "does not belong" in run.stdout
     assert "valid_until" not in run.result
-    assert "not_after" not in run.result and "seconds_left" not in run.result
+    assert "not_after" not in run.result
+    assert "seconds_left" not in run.result
     assert run.result["valid"] is False
 
 
@@ -234,7 +253,8 @@ def test_wrapper_runs_the_init_command(tmp_path: Path) -> None:
 def test_bad_manifest_exits_2(tmp_path: Path) -> None:
     """A manifest the model refuses stops the task with exit status 2 and the reason."""
     run = run_task(tmp_path, {"renew_before": "1m"})
-    assert run.returncode == 2 and "renew_before" in run.stderr
+    assert run.returncode == 2
+    assert "renew_before" in run.stderr
 
 
 def test_progress_goes_to_a_tty(tmp_path: Path) -> None:
@@ -269,4 +289,5 @@ def test_progress_goes_to_a_tty(tmp_path: Path) -> None:
     os.close(controller)
     assert proc.wait(30) == 0
     text = b"".join(chunks).decode()
-    assert "token " in text and "summary: token valid until" in text
+    assert "token " in text
+    assert "summary: token valid until" in text

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.manifests.models import AliEnTokenManifest
 from orchestrator.tasks.alien_token.certificate import expand_path, format_left, read_token
 from orchestrator.tasks.alien_token.hostnames import expand_host_pattern
 from orchestrator.tasks.alien_token.local_copy import atomic_write, env_file_text
 from orchestrator.tasks.alien_token.remote import remote_script
 from orchestrator.tasks.alien_token.renew import init_argv
-from orchestrator.tasks.alien_token.spec import AliEnTokenSpec
+from orchestrator.tasks.alien_token.spec import AliEnTokenManifest, AliEnTokenSpec
 from orchestrator.tasks.alien_token.state import HostState
 from tests.alien_token.conftest import manifest_dict
 from tests.alien_token.tokens import make_token
@@ -30,7 +29,8 @@ def test_not_after_comes_from_the_certificate(tmp_path: Path) -> None:
     assert token.problem is None
     assert token.not_after == not_after
     left = token.seconds_left(datetime.now(UTC))
-    assert left is not None and 3 * 3600 - 60 < left <= 3 * 3600
+    assert left is not None
+    assert 3 * 3600 - 60 < left <= 3 * 3600
     assert token.accepted_by_clients(datetime.now(UTC))
 
 
@@ -38,7 +38,8 @@ def test_expired_and_nearly_expired_tokens_are_not_accepted(tmp_path: Path) -> N
     """A token that expired, or has less than 600 s left, is one clients refuse."""
     make_token(tmp_path / "c.pem", tmp_path / "k.pem", -60)
     expired = read_token(tmp_path / "c.pem", tmp_path / "k.pem")
-    assert expired.problem is None and not expired.accepted_by_clients(datetime.now(UTC))
+    assert expired.problem is None
+    assert not expired.accepted_by_clients(datetime.now(UTC))
     make_token(tmp_path / "c.pem", tmp_path / "k.pem", 300)
     short = read_token(tmp_path / "c.pem", tmp_path / "k.pem")
     assert not short.accepted_by_clients(datetime.now(UTC))
@@ -83,7 +84,7 @@ def test_host_patterns_expand_like_bash() -> None:
     assert expand_host_pattern("n{1,2}-{a,b}") == ["n1-a", "n1-b", "n2-a", "n2-b"]
     assert expand_host_pattern("plain") == ["plain"]
     for bad in ("login{01..40", "login{x}", "login}{", "{-a,b}"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"brace|neither a range|empty name"):
             expand_host_pattern(bad)
 
 
@@ -160,7 +161,8 @@ def test_init_argv_puts_the_container_around_the_wrapper() -> None:
         "alien-token-init",
         "jdoe",
     ]
-    assert env["X509_USER_KEY"].endswith("userkey.pem") and env["PATH"] == "/usr/bin"
+    assert env["X509_USER_KEY"].endswith("userkey.pem")
+    assert env["PATH"] == "/usr/bin"
 
 
 def test_atomic_write_is_private_and_skips_identical_content(tmp_path: Path) -> None:
@@ -169,7 +171,8 @@ def test_atomic_write_is_private_and_skips_identical_content(tmp_path: Path) -> 
     assert atomic_write(target, b"one")
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert not atomic_write(target, b"one")
-    assert atomic_write(target, b"two") and target.read_bytes() == b"two"
+    assert atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
 
 
@@ -189,7 +192,8 @@ def test_remote_script_is_one_line_and_quotes_paths() -> None:
 
     files = TokenFiles(b"c", b"k", "tokencert_1.pem", "tokenkey_1.pem")
     script = remote_script("/tmp/a dir", files)
-    assert "\n" not in script and "d='/tmp/a dir'" in script
+    assert "\n" not in script
+    assert "d='/tmp/a dir'" in script
     assert 'd="$HOME"/tokens' in remote_script("~/tokens", files)
 
 

@@ -45,12 +45,9 @@ def design_matrix(
             if dy == 0 and dx == 0:
                 continue
             tk = shifted(template, dy, dx)
-            for p in kpolys:
-                cols.append((p * (tk - t00)).ravel())
-    for p in kpolys[: 1 if constant_ratio else len(kpolys)]:
-        cols.append((p * t00).ravel())
-    for q in bpolys:
-        cols.append(q.ravel())
+            cols.extend((p * (tk - t00)).ravel() for p in kpolys)
+    cols.extend((p * t00).ravel() for p in kpolys[: 1 if constant_ratio else len(kpolys)])
+    cols.extend(q.ravel() for q in bpolys)
     return np.stack(cols, axis=1)
 
 

@@ -76,7 +76,8 @@ def test_both_backends_implement_the_interface() -> None:
     from orchestrator.dia.backend import ComputeBackend
 
     members = [m for m in vars(ComputeBackend) if not m.startswith("_")]
-    assert "convolve_spectra" in members and "lags" in members
+    assert "convolve_spectra" in members
+    assert "lags" in members
     for name in members:
         if name == "NAME":
             assert {cpu.NAME, gpu.NAME} == {"cpu", "gpu"}

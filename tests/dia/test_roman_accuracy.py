@@ -62,10 +62,7 @@ def _run(scene: Path, out: Path, psf_files: bool) -> list[dict[str, Any]]:
         str((scene / t["science_path"]).resolve()): float(t["true_flux"])
         for t in csv.DictReader((scene / "truth.csv").open())
     }
-    rows = []
-    for r in result.rows:
-        rows.append({**r, "true": truth[str(Path(r["science_path"]).resolve())]})
-    return rows
+    return [{**r, "true": truth[str(Path(r["science_path"]).resolve())]} for r in result.rows]
 
 
 def _figures(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -120,6 +117,7 @@ def test_with_estimated_psfs_the_flux_scale_holds(scenes: list[Path], tmp_path: 
     assert abs(fig["scale"] - 1) < 0.04
     assert 0.6 <= fig["pull_std"] <= 1.5
     psf_terms = [r["psf_flux_err"] for r in rows if r["success"] and r["flux"] > 5000]
-    assert psf_terms and all(t > 0 for t in psf_terms)
+    assert psf_terms
+    assert all(t > 0 for t in psf_terms)
     notes = {r["notes"] for r in rows if r["success"]}
     assert any("instrument's encircled energy" in n for n in notes), notes

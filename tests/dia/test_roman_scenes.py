@@ -57,7 +57,8 @@ def test_star_count_and_flux_range(scene: RomanScene) -> None:
         x, y = img.wcs.all_world2pix(scene.star_ra, scene.star_dec, 0)
     inside = (x >= -0.5) & (x < SIZE - 0.5) & (y >= -0.5) & (y < SIZE - 0.5)
     assert 300 < inside.sum() < 500, inside.sum()
-    assert scene.star_counts.min() >= 1e3 and scene.star_counts.max() <= 2e6
+    assert scene.star_counts.min() >= 1e3
+    assert scene.star_counts.max() <= 2e6
     assert (scene.star_counts > 5e5).sum() >= 3, "too few stars that saturate"
     assert (scene.star_counts < 3e3).sum() > inside.sum() / 10, "too few faint stars"
 
@@ -77,7 +78,8 @@ def test_images_have_err_dq_saturation_bad_column_and_hot_pixels(scene: RomanSce
         assert np.all(sci[saturated] == SATURATION)
         assert np.all(sci[(dq == 0)] < SATURATION)
         dead_columns = np.unique(np.nonzero(dq & DQ_DEAD)[1])
-        assert dead_columns.size == 1 and (dq[:, dead_columns[0]] != 0).sum() >= SIZE // 2
+        assert dead_columns.size == 1
+        assert (dq[:, dead_columns[0]] != 0).sum() >= SIZE // 2
         assert ((dq & DQ_HOT) != 0).sum() >= 3
         # sky 60 counts, read noise 8.5: the clean background's median and ERR's floor
         assert 59 < float(np.median(sci[dq == 0])) < 66
@@ -121,8 +123,10 @@ def test_exposures_differ_by_sca_dither_and_roll(scene: RomanScene) -> None:
     xy = np.array(positions)
     centre = (SIZE - 1) / 2
     assert np.all(np.abs(xy - centre) < 15 + 3 + 1e-6)  # dither + the object's own offset
-    assert np.ptp(xy[:, 0] % 1) > 0.05 and np.ptp(xy[:, 1] % 1) > 0.05
-    assert np.all(np.abs(rolls) <= 1.5) and np.ptp(rolls) > 0.05
+    assert np.ptp(xy[:, 0] % 1) > 0.05
+    assert np.ptp(xy[:, 1] % 1) > 0.05
+    assert np.all(np.abs(rolls) <= 1.5)
+    assert np.ptp(rolls) > 0.05
 
 
 def test_unreadable_image_and_supernova_near_host(scene: RomanScene) -> None:
@@ -172,8 +176,6 @@ def test_pipeline_runs_on_a_roman_scene(tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3
     failed = [r for r in rows if r["success"] != "true"]
-    assert (
-        len(failed) == 1
-        and Path(failed[0]["science_path"]).name == Path(str(scene.unreadable)).name
-    )
+    assert len(failed) == 1
+    assert Path(failed[0]["science_path"]).name == Path(str(scene.unreadable)).name
     assert all(math.isfinite(float(r["flux"])) for r in rows if r["success"] == "true")

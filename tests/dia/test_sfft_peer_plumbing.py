@@ -28,7 +28,8 @@ def test_run_measured_reports_the_childs_peak_memory_and_exit_code() -> None:
     assert 300 <= res["peak_mb"] < 500
     assert res["tail"].endswith("done")
     small = sfft_peer.run_measured([sys.executable, "-c", "pass"], timeout_s=60)
-    assert small["peak_mb"] < 100 and small["rc"] == 0
+    assert small["peak_mb"] < 100
+    assert small["rc"] == 0
     assert ballast.sum() > 0
 
 
@@ -58,7 +59,8 @@ def test_fixed_fit_mask_drops_spoiled_sources_whole_and_the_objects_surroundings
     seg2 = seg.copy()
     seg2[45:60, 20:40] = 4
     fixed2 = sfft_peer_prep.fixed_fit_mask(seg2 > 0, seg2, bad, x=100.0, y=100.0)
-    assert not fixed2[45, 30] and fixed2[59, 30]
+    assert not fixed2[45, 30]
+    assert fixed2[59, 30]
 
 
 def _gaussian_file(path: Path, sigma_px: float, oversamp: int, pixconv: bool) -> None:
@@ -90,7 +92,8 @@ def test_psf_from_file_puts_the_centre_at_the_sub_pixel_offset(
     k = np.arange(-10, 11)
     cx = float((stamp.sum(axis=0) * k).sum())
     cy = float((stamp.sum(axis=1) * k).sum())
-    assert cx == pytest.approx(0.3, abs=0.01) and cy == pytest.approx(-0.2, abs=0.01)
+    assert cx == pytest.approx(0.3, abs=0.01)
+    assert cy == pytest.approx(-0.2, abs=0.01)
     var_x = float((stamp.sum(axis=0) * (k - cx) ** 2).sum())
     expected = sigma**2 + (0.0 if pixconv else 1 / 12)
     assert var_x == pytest.approx(expected, abs=0.02)
@@ -108,11 +111,13 @@ def test_peer_rows_go_through_figures_and_line() -> None:
          "fit_chi2": nan, "ksum": nan, "error": "ImageReadError: x: cannot open as FITS"},
     ]  # fmt: skip
     fig = figures(rows)
-    assert fig["n_ok"] == 2 and fig["n"] == 3
+    assert fig["n_ok"] == 2
+    assert fig["n"] == 3
     assert fig["scale"] == pytest.approx(1.01)
     assert fig["null_pull"] == pytest.approx(0.5)
     text = line("all", "sfft estimated", fig, 12.5, 1300.4)
-    assert "sfft estimated" in text and text.rstrip().endswith("1300")
+    assert "sfft estimated" in text
+    assert text.rstrip().endswith("1300")
 
 
 def test_noise_counts_each_science_image_once() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.executors.slurm.options import SlurmOptions
 from orchestrator.executors.slurm.render import BatchRequest, render_batch_script
-from orchestrator.manifests.models import SlurmOptions
 
 # Exits 3 after leaving a file that proves it ran, whatever the environment says.
 COMMAND = [

@@ -122,7 +122,8 @@ def test_squatted_tmp_fallback_path_no_longer_stops_the_daemon(daemon: DaemonHar
         assert daemon.proc is not None
         assert daemon.status()["daemon"]["pid"] == daemon.proc.pid
         run_id = daemon.cli("trigger", "quick").stdout.strip()
-        assert run_id and run_id in {r["run_id"] for r in daemon.history("quick")}
+        assert run_id
+        assert run_id in {r["run_id"] for r in daemon.history("quick")}
         # The socket lives in the (private) state directory itself, reached by a short path.
         assert stat.S_ISSOCK(os.lstat(daemon.state_dir / "control.sock").st_mode)
         assert stat.S_IMODE(os.stat(daemon.state_dir).st_mode) == 0o700
@@ -156,7 +157,8 @@ def test_client_refuses_a_server_running_as_another_uid(
         assert "forged" not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and f"uid {OTHER_UID}" in lines[0], result.stderr
+        assert len(lines) == 1, result.stderr
+        assert f"uid {OTHER_UID}" in lines[0], result.stderr
 
 
 def test_client_refuses_a_socket_directory_that_is_not_private(
@@ -218,7 +220,8 @@ def test_500_parallel_triggers_all_get_a_run_id(daemon: DaemonHarness) -> None:
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         run_ids = list(pool.map(trigger, range(500)))
-    assert len(set(run_ids)) == 500 and all(run_ids)
+    assert len(set(run_ids)) == 500
+    assert all(run_ids)
 
 
 def test_200_concurrent_status_requests_all_answer(daemon: DaemonHarness) -> None:

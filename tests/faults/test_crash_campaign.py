@@ -96,7 +96,9 @@ def test_audit_of_a_clean_history_finds_nothing() -> None:
     """Three fires, each run once with its start and end lines: every figure is 0."""
     runs, effects = _clean_history()
     result = _audit(runs, effects)
-    assert result.clean and result.fires_expected == 3 and result.fires_run == 3
+    assert result.clean
+    assert result.fires_expected == 3
+    assert result.fires_run == 3
 
 
 def test_audit_counts_a_fire_without_record_as_lost_unless_a_skip_line_explains_it() -> None:
@@ -106,9 +108,11 @@ def test_audit_counts_a_fire_without_record_as_lost_unless_a_skip_line_explains_
     runs = [r for r in runs if r.run_id != "r2"]
     effects = [e for e in effects if e.run_id != "r2"]
     lost = _audit(runs, effects)
-    assert len(lost.lost) == 1 and "fire #2" in lost.lost[0]
+    assert len(lost.lost) == 1
+    assert "fire #2" in lost.lost[0]
     skipped = _audit(runs, effects, [SkipLine(FORBID_JOB, "schedule", ANCHOR + 2.003)])
-    assert skipped.lost == [] and skipped.fires_skipped == 1
+    assert skipped.lost == []
+    assert skipped.fires_skipped == 1
 
 
 def test_audit_finds_duplicates_overlaps_stuck_and_unrecorded_runs() -> None:
@@ -134,13 +138,15 @@ def test_audit_checks_every_promised_retry_once() -> None:
     runs, effects = _clean_history()
     runs[0] = _row("r1", 1, "lost")
     lost = _audit(runs, effects)
-    assert len(lost.lost) == 1 and "retry attempt 2 of r1" in lost.lost[0]
+    assert len(lost.lost) == 1
+    assert "retry attempt 2 of r1" in lost.lost[0]
     twice = [
         _row(f"x{i}", None, trigger="retry", attempt=2, retry_of="r1", exit_code=None)
         for i in (1, 2)
     ]
     duplicated = _audit(runs + twice, effects)
-    assert duplicated.lost == [] and any("2 retries of r1" in d for d in duplicated.duplicated)
+    assert duplicated.lost == []
+    assert any("2 retries of r1" in d for d in duplicated.duplicated)
     stray = _row("x3", None, trigger="retry", attempt=2, retry_of="r2", exit_code=None)
     unpromised = _audit([*runs, twice[0], stray], effects)
     assert any("no failed run promised" in d for d in unpromised.duplicated)

@@ -134,7 +134,8 @@ def test_daemon_reports_an_overlong_backoff_and_keeps_running(daemon: DaemonHarn
     assert "longer than 365d" in str(boom["error"])
     assert daemon.history("boom") == []
     assert "OverflowError" not in daemon.log_path.read_text()
-    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.proc is not None
+    assert daemon.proc.poll() is None
 
 
 # --------------------------------------------------------------------------- 5: size, aliases
@@ -196,7 +197,8 @@ def test_alias_bomb_is_refused_at_the_alias_quickly_and_small(tmp_path: Path, bo
     assert float(report["elapsed_s"]) < 1.0
     assert int(report["grew_kb"]) < 100 * 1024
     problem = lines[0]
-    assert "alias *" in problem and "takes the document over" in problem
+    assert "alias *" in problem
+    assert "takes the document over" in problem
     _, line, col, _ = problem.split(":", 3)
     # The alias named in the message is at the position given.
     alias = problem.split("alias ", 1)[1].split(" ", 1)[0]
@@ -209,7 +211,8 @@ def test_validate_refuses_a_billion_laughs_with_a_position(tmp_path: Path) -> No
     result = validate_cli(str(path))
     assert result.returncode == 1
     (line,) = result.stdout.splitlines()
-    assert line.startswith(f"{path}:") and f"{MAX_NODES:,} values" in line
+    assert line.startswith(f"{path}:")
+    assert f"{MAX_NODES:,} values" in line
 
 
 def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
@@ -224,7 +227,8 @@ def test_many_plain_values_are_refused_too(tmp_path: Path) -> None:
     """A manifest of more than MAX_NODES values without any alias is refused as well."""
     text = manifest("many", "description: [" + ",".join(["1"] * (MAX_NODES + 10)) + "]\n")
     (problem,) = problems_of(write(tmp_path / "many.yaml", text))
-    assert f"{MAX_NODES:,} values" in problem.message and problem.line == 4
+    assert f"{MAX_NODES:,} values" in problem.message
+    assert problem.line == 4
 
 
 def test_ordinary_anchors_and_merge_keys_still_load(tmp_path: Path) -> None:
@@ -246,9 +250,11 @@ def test_a_manifest_over_the_size_limit_is_refused_before_parsing(tmp_path: Path
     (problem,) = problems_of(path)
     assert time.perf_counter() - t0 < 1.0
     assert (problem.line, problem.col) == (1, 1)
-    assert f"at most {MAX_MANIFEST_BYTES:,} bytes" in problem.message and "1 MiB" in problem.message
+    assert f"at most {MAX_MANIFEST_BYTES:,} bytes" in problem.message
+    assert "1 MiB" in problem.message
     result = validate_cli(str(path))
-    assert result.returncode == 1 and "too large for a manifest" in result.stdout
+    assert result.returncode == 1
+    assert "too large for a manifest" in result.stdout
 
 
 def test_a_manifest_just_under_the_limit_loads(tmp_path: Path) -> None:
@@ -355,9 +361,11 @@ def test_requires_takes_any_job_but_not_itself(tmp_path: Path) -> None:
     text = manifest("loop", "after: [plain, loop]\n")
     loop = write(jobs / "loop.yaml", text)
     scan = scan_directory(jobs)
-    assert scan.valid["good"].path == good and scan.valid["stand-in"].path == stand_in
+    assert scan.valid["good"].path == good
+    assert scan.valid["stand-in"].path == stand_in
     (problem,) = scan.invalid[loop].problems
-    assert problem.field == "after.1" and (problem.line, problem.col) == position(text, "loop]")
+    assert problem.field == "after.1"
+    assert (problem.line, problem.col) == position(text, "loop]")
     assert "cannot name itself" in problem.message
 
 
@@ -368,7 +376,8 @@ def test_a_name_held_by_an_invalid_owner_is_not_dangling(tmp_path: Path) -> None
     owner = write(jobs / "a.yaml", manifest("a", "bogus: 1\n"))
     write(jobs / "b.yaml", manifest("b", "after: [a]\n"))
     scan = scan_directory(jobs, owners={"a": owner})
-    assert set(scan.valid) == {"b"} and set(scan.invalid) == {owner}
+    assert set(scan.valid) == {"b"}
+    assert set(scan.invalid) == {owner}
 
 
 def test_validate_a_file_looks_up_names_among_its_neighbours(tmp_path: Path) -> None:
@@ -387,7 +396,8 @@ def test_validate_a_file_looks_up_names_among_its_neighbours(tmp_path: Path) -> 
         f"{bad}:{line}:{col}: after.0: no job named 'nope'; known jobs: a, b, c"
     ]
     loaded, problems = validate_paths([jobs])
-    assert {lm.name for lm in loaded} == {"a", "b"} and [p.path for p in problems] == [bad]
+    assert {lm.name for lm in loaded} == {"a", "b"}
+    assert [p.path for p in problems] == [bad]
 
 
 def test_daemon_reports_a_dangling_after(daemon: DaemonHarness) -> None:

@@ -246,7 +246,8 @@ def test_scans_from_several_threads_agree(jobs: Path) -> None:
         t.start()
     for t in threads:
         t.join(60)
-    assert len(results) == 20 and len(set(results)) == 1
+    assert len(results) == 20
+    assert len(set(results)) == 1
 
 
 # --------------------------------------------------------------------------- 6: name owners
@@ -281,7 +282,8 @@ def test_a_name_is_free_once_its_owner_file_is_gone_or_renamed_the_job(jobs: Pat
     assert scan_directory(jobs, owners={"x": jobs / "gone.yaml"}).valid["x"].path == newcomer
     other = write(jobs / "b.yaml", good("y"))
     scan = scan_directory(jobs, owners={"x": other})
-    assert scan.valid["x"].path == newcomer and scan.valid["y"].path == other
+    assert scan.valid["x"].path == newcomer
+    assert scan.valid["y"].path == other
 
 
 # --------------------------------------------------------------------------- 16: settle time
@@ -296,11 +298,13 @@ def test_a_half_written_file_is_unsettled_not_invalid(jobs: Path) -> None:
     path = write(jobs / "slow.yaml", HALF)
     now = time.time()
     scan = scan_directory(jobs, settle_s=2.0, now=now)
-    assert scan.invalid == {} and scan.valid == {}
+    assert scan.invalid == {}
+    assert scan.valid == {}
     changed = max(path.stat().st_mtime, path.stat().st_ctime)
     assert scan.unsettled == {path: pytest.approx(changed + 2.0)}
     later = scan_directory(jobs, settle_s=2.0, now=changed + 2.5)
-    assert set(later.invalid) == {path} and later.unsettled == {}
+    assert set(later.invalid) == {path}
+    assert later.unsettled == {}
     with open(path, "a") as fh:
         fh.write("and: [echo, hi]\n")
     assert set(scan_directory(jobs, settle_s=2.0).valid) == {"slow"}
@@ -311,7 +315,8 @@ def test_an_unsettled_owner_keeps_its_name(jobs: Path) -> None:
     owner = write(jobs / "b.yaml", HALF)
     newcomer = write(jobs / "a.yaml", good("slow"))
     scan = scan_directory(jobs, owners={"slow": owner}, settle_s=2.0)
-    assert scan.valid == {} and set(scan.unsettled) == {owner, newcomer}
+    assert scan.valid == {}
+    assert set(scan.unsettled) == {owner, newcomer}
 
 
 def test_a_file_dated_far_in_the_future_is_reported(jobs: Path) -> None:
@@ -327,7 +332,8 @@ def test_without_a_settle_time_problems_are_reported_at_once(jobs: Path) -> None
     """settle_s=0 (the default, what `validate` wants) reports a fresh invalid file at once."""
     path = write(jobs / "slow.yaml", HALF)
     scan = scan_directory(jobs)
-    assert set(scan.invalid) == {path} and scan.unsettled == {}
+    assert set(scan.invalid) == {path}
+    assert scan.unsettled == {}
 
 
 # --------------------------------------------------------------------------- daemon
@@ -348,7 +354,8 @@ def test_daemon_shows_hostile_entries_and_loads_the_rest(daemon: DaemonHarness) 
     found = wait_for(rows, 15, interval_s=0.2)
     assert found["good.yaml"]["valid"] is True
     for name, text in expected.items():
-        assert found[name]["valid"] is False and text in str(found[name]["error"])
+        assert found[name]["valid"] is False
+        assert text in str(found[name]["error"])
 
 
 def test_daemon_newcomer_cannot_take_a_running_jobs_name(daemon: DaemonHarness) -> None:
@@ -364,7 +371,8 @@ def test_daemon_newcomer_cannot_take_a_running_jobs_name(daemon: DaemonHarness) 
         return found if a is not None and a["valid"] is False else None
 
     found = wait_for(newcomer_refused, 15, interval_s=0.2)
-    assert found["b.yaml"]["name"] == "x" and found["b.yaml"]["valid"] is True
+    assert found["b.yaml"]["name"] == "x"
+    assert found["b.yaml"]["valid"] is True
     assert "already defined in" in str(found["a.yaml"]["error"])
     daemon.write("b.yaml", good("x") + "bogus: 1\n")
     x = wait_for(
@@ -372,7 +380,8 @@ def test_daemon_newcomer_cannot_take_a_running_jobs_name(daemon: DaemonHarness) 
         15,
         interval_s=0.2,
     )
-    assert x["path"] == str(daemon.jobs_dir / "b.yaml") and x["in_effect"] is True
+    assert x["path"] == str(daemon.jobs_dir / "b.yaml")
+    assert x["in_effect"] is True
     assert not any(e.get("event") == "job_changed" for e in daemon.events())
 
 

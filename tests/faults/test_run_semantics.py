@@ -107,7 +107,8 @@ def test_drain_records_interrupted_and_next_daemon_retries(daemon: DaemonHarness
     retry = wait_for(
         lambda: next((r for r in daemon.history("long") if r["retry_of"] == run_id), None), 15
     )
-    assert retry["trigger"] == "retry" and retry["attempt"] == 2
+    assert retry["trigger"] == "retry"
+    assert retry["attempt"] == 2
     wait_for(lambda: daemon.history("long")[0]["state"] == "running", 10)
     daemon.cli("cancel", retry["run_id"])
     wait_for(lambda: daemon.history("long")[0]["state"] == "cancelled", 15)

@@ -133,7 +133,8 @@ def test_detached_processes_die_at_timeout_and_cancel(
         row = wait_for(lambda: _run_state(daemon, run_id), 15)
         assert row["state"] == ("timed_out" if end == "timeout" else "cancelled")
         # The shim reaps what it killed before it records the result: no zombie either.
-        assert _gone(setsid_proc[0]) and _gone(daemon_proc[0])
+        assert _gone(setsid_proc[0])
+        assert _gone(daemon_proc[0])
         log = daemon.cli("logs", run_id).stdout
         assert "to processes the job left outside its process group" in log
 
@@ -217,7 +218,8 @@ def test_a_shim_killed_between_starting_the_job_and_recording_it_leaves_no_orpha
     window_hits = 0
     for attempt in range(6):
         run = _start(store, executor, tmp_path, argv)
-        assert run.pid is not None and run.pid_start_time is not None
+        assert run.pid is not None
+        assert run.pid_start_time is not None
         shim = run.pid
         job: tuple[int, int | None] | None = None
         if attempt > 0:
@@ -281,7 +283,8 @@ def test_the_shim_adopts_and_reaps_double_forked_orphans(
     daemon_proc = _escaped(daemon_file, run.pid)
     with _cleanup([daemon_proc]):
         stat = read_stat(daemon_proc[0])
-        assert stat is not None and stat.ppid == run.pid
+        assert stat is not None
+        assert stat.ppid == run.pid
         time.sleep(1.5)  # past the shim's first walks of the tree
         assert [p for p in descendants(run.pid) if p.exited] == []
         executor.cancel(run)

@@ -39,12 +39,16 @@ def _tmpfs(path: Path, options: str) -> Iterator[Path]:
 
 def _fill(directory: Path) -> None:
     """Write a file into ``directory`` until its file system has no space left."""
-    with open(directory / "filler", "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
+    block = b"\0" * 4096
+
+    def write_until_full() -> None:
+        with open(directory / "filler", "wb", buffering=0) as fh:
+            while fh.write(block):
+                pass
+
+    with pytest.raises(OSError, match="No space left") as caught:
+        write_until_full()
+    assert caught.value.errno == errno.ENOSPC, caught.value
     assert os.statvfs(directory).f_bavail == 0
 
 
@@ -67,7 +71,8 @@ def _assert_one_line(result: subprocess.CompletedProcess[str], state: Path, prob
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert str(state) in lines[0] and problem in lines[0], lines[0]
+    assert str(state) in lines[0], lines[0]
+    assert problem in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: a[0])
@@ -103,6 +108,9 @@ def test_empty_unusable_state_dir(tmp_path: Path, options: str) -> None:
         status = _orchestrator(tmp_path, state, ["status"])
         history = _orchestrator(tmp_path, state, ["history"])
     _assert_one_line(run, state, "read-only" if "ro" in options.split(",") else "full")
-    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
+    assert status.returncode == 0, status.stderr
+    assert "Traceback" not in status.stderr, status.stderr
     assert f"no run history in {state}" in status.stdout
-    assert history.returncode == 0 and history.stdout == "" and history.stderr == ""
+    assert history.returncode == 0
+    assert history.stdout == ""
+    assert history.stderr == ""

@@ -94,9 +94,11 @@ def test_write_lock_held_longer_than_busy_timeout_is_waited_out(daemon: DaemonHa
         ),
         30,
     )
-    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.proc is not None
+    assert daemon.proc.poll() is None
     names = [e.get("event") for e in daemon.events()]
-    assert "store_unavailable" in names and "store_recovered" in names
+    assert "store_unavailable" in names
+    assert "store_recovered" in names
     assert _failures(daemon) == []
     assert locked_at < released_at
 
@@ -117,7 +119,8 @@ def test_store_locked_at_start_is_waited_for(daemon: DaemonHarness) -> None:
             ),
             30,
         )
-        assert daemon.proc is not None and daemon.proc.poll() is None
+        assert daemon.proc is not None
+        assert daemon.proc.poll() is None
     finally:
         holder.wait(30)
     wait_for(daemon.ready, 60)
@@ -171,13 +174,15 @@ def test_full_disk_under_the_state_dir_is_an_outage_not_a_crash(tmp_path: Path) 
             outcomes.append(result)
             assert "Traceback" not in result.stderr
             time.sleep(0.5)
-        assert daemon.proc is not None and daemon.proc.poll() is None
+        assert daemon.proc is not None
+        assert daemon.proc.poll() is None
         assert any(
             r.returncode != 0 or "failed" in {h["state"] for h in daemon.history("manual")}
             for r in outcomes
         )
         status = daemon.cli("status", check=False)
-        assert status.returncode in (0, 1) and "Traceback" not in status.stderr
+        assert status.returncode in (0, 1)
+        assert "Traceback" not in status.stderr
         filler.unlink()
         wait_for(lambda: daemon.status()["daemon"]["store"]["ok"], 90)
         run_id = wait_for(

@@ -44,7 +44,8 @@ def test_drop_edit_delete_manifest(daemon: DaemonHarness) -> None:
     assert time.monotonic() - t0 < 5
     first_hash = runs[0]["manifest_hash"]
     log = daemon.cli("logs", runs[0]["run_id"]).stdout
-    assert log.startswith("first ") and runs[0]["run_id"] in log
+    assert log.startswith("first ")
+    assert runs[0]["run_id"] in log
 
     daemon.write("ticker.yaml", EVERY_2S.format(word="second"))
     second = wait_for(
@@ -72,10 +73,14 @@ def test_invalid_edit_keeps_last_good_version(daemon: DaemonHarness) -> None:
     )
     daemon.write("broken.yaml", "apiVersion: orchestrator/v1\nkind: Command\nname: [x\n")
     row = wait_for(lambda: (r := daemon.job_status("ticker")) and not r["valid"] and r, 3)
-    assert "ticker.yaml:5:" in row["error"] and "policy.timeout" in row["error"]
-    assert row["in_effect"] and row["next_run"]
+    assert "ticker.yaml:5:" in row["error"]
+    assert "policy.timeout" in row["error"]
+    assert row["in_effect"]
+    assert row["next_run"]
     broken = [j for j in daemon.status()["jobs"] if j["path"].endswith("broken.yaml")]
-    assert broken and not broken[0]["valid"] and "broken.yaml:4:1:" in broken[0]["error"]
+    assert broken
+    assert not broken[0]["valid"]
+    assert "broken.yaml:4:1:" in broken[0]["error"]
     assert "starts at line 3" in broken[0]["error"]
     before = len(_succeeded(daemon, "ticker"))
     wait_for(lambda: len(_succeeded(daemon, "ticker")) >= before + 1, 5)
@@ -118,7 +123,8 @@ def test_kill9_during_run_then_restart_records_once(daemon: DaemonHarness) -> No
         ),
         10,
     )
-    assert run["state"] == "failed" and run["exit_code"] == 3
+    assert run["state"] == "failed"
+    assert run["exit_code"] == 3
     assert len(daemon.history("slow")) == 1
     assert (daemon.root / "marks").read_text().count("started") == 1
     assert history_before <= {r["run_id"] for r in daemon.history()}
@@ -156,7 +162,8 @@ def test_run_lost_when_process_died_with_daemon(daemon: DaemonHarness) -> None:
     retry = wait_for(
         lambda: next((r for r in daemon.history("victim") if r["trigger"] == "retry"), None), 5
     )
-    assert retry["attempt"] == 2 and retry["retry_of"] == run_id
+    assert retry["attempt"] == 2
+    assert retry["retry_of"] == run_id
     daemon.cli("cancel", retry["run_id"])
     wait_for(lambda: daemon.history("victim")[0]["state"] == "cancelled", 15)
 
@@ -196,7 +203,8 @@ def test_catchup_window(daemon: DaemonHarness, catchup: str, expect_run: bool) -
         run = wait_for(
             lambda: [r for r in daemon.history("nightly") if r["state"] == "succeeded"], 5
         )
-        assert len(run) == 1 and run[0]["trigger"] == "catchup"
+        assert len(run) == 1
+        assert run[0]["trigger"] == "catchup"
         assert run[0]["scheduled_for"].startswith(due.isoformat()[:16])
     else:
         missed = wait_for(lambda: daemon.history("nightly"), 5)
@@ -241,7 +249,8 @@ def test_forbid_never_overlaps_and_timeout_kills_children(daemon: DaemonHarness)
         (r for r in daemon.history("busy") if r["started_at"]), key=lambda r: r["started_at"]
     )
     for a, b in itertools.pairwise(runs):
-        assert a["finished_at"] is not None and a["finished_at"] <= b["started_at"]
+        assert a["finished_at"] is not None
+        assert a["finished_at"] <= b["started_at"]
     hung = wait_for(lambda: next((r for r in daemon.history("hang") if r["finished_at"]), None), 8)
     assert hung["state"] == "timed_out"
     grandchild = int(pidfile.read_text())
@@ -276,7 +285,8 @@ def test_trigger_after_and_retries(daemon: DaemonHarness) -> None:
     run_id = daemon.cli("trigger", "first").stdout.strip()
     assert run_id
     started = wait_for(lambda: [r for r in daemon.history("first") if r["started_at"]], 2)
-    assert started[0]["run_id"] == run_id and started[0]["trigger"] == "manual"
+    assert started[0]["run_id"] == run_id
+    assert started[0]["trigger"] == "manual"
     assert time.monotonic() - t0 < 2
     runs = wait_for(
         lambda: (
@@ -329,7 +339,8 @@ def test_second_daemon_refused_with_holder(daemon: DaemonHarness) -> None:
         timeout=30,
     )
     assert second.returncode != 0
-    assert str(daemon.proc.pid) in second.stderr and socket.gethostname() in second.stderr
+    assert str(daemon.proc.pid) in second.stderr
+    assert socket.gethostname() in second.stderr
 
 
 def test_world_writable_jobs_dir_refused(daemon: DaemonHarness) -> None:
@@ -342,7 +353,8 @@ def test_world_writable_jobs_dir_refused(daemon: DaemonHarness) -> None:
         text=True,
         timeout=30,
     )
-    assert result.returncode != 0 and "writable by other users" in result.stderr
+    assert result.returncode != 0
+    assert "writable by other users" in result.stderr
 
 
 def test_sigterm_drains_and_cancels_after_grace(daemon: DaemonHarness) -> None:

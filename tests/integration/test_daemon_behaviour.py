@@ -57,7 +57,9 @@ def test_forbid_refuses_a_manual_trigger_while_running(daemon: DaemonHarness) ->
     daemon.start()
     first = daemon.cli("trigger", "f").stdout.strip()
     result = daemon.cli("trigger", "f", check=False)
-    assert result.returncode == 1 and first in result.stderr and "forbid" in result.stderr
+    assert result.returncode == 1
+    assert first in result.stderr
+    assert "forbid" in result.stderr
     daemon.cli("cancel", first)
 
 
@@ -168,7 +170,8 @@ def test_plan_status_history_offline(daemon: DaemonHarness) -> None:
     status = daemon.status()
     assert status["daemon"]["running"] is False
     row = next(j for j in status["jobs"] if j["name"] == "tz")
-    assert row["last_run"]["run_id"] == run_id and row["last_run"]["exit_code"] == 0
+    assert row["last_run"]["run_id"] == run_id
+    assert row["last_run"]["exit_code"] == 0
     assert row["next_run"] is not None
     (entry,) = daemon.history("tz")
     for key in (
@@ -183,7 +186,8 @@ def test_plan_status_history_offline(daemon: DaemonHarness) -> None:
         "log_path",
     ):
         assert key in entry
-    assert entry["trigger"] == "manual" and entry["attempt"] == 1
+    assert entry["trigger"] == "manual"
+    assert entry["attempt"] == 1
 
 
 def test_run_events_carry_job_and_run_id(daemon: DaemonHarness) -> None:
@@ -250,7 +254,8 @@ def test_requires_defers_until_token_renewed(daemon: DaemonHarness) -> None:
     daemon.write("work.yaml", job("work", '["true"]', "requires: [tok]\npolicy: {timeout: 1h}"))
     daemon.start()
     result = daemon.cli("trigger", "work")
-    assert result.stdout == "" and "waits for required job 'tok'" in result.stderr
+    assert result.stdout == ""
+    assert "waits for required job 'tok'" in result.stderr
     token_run = wait_for(lambda: [r for r in daemon.history("tok") if r["state"] == "succeeded"], 5)
     assert token_run[0]["result"]["valid_until"] > token_run[0]["finished_at"]
     work = wait_for(lambda: [r for r in daemon.history("work") if r["state"] == "succeeded"], 5)

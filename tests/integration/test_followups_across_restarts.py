@@ -43,10 +43,12 @@ def test_after_trigger_of_an_unrenderable_job_fails_that_run_only(daemon: Daemon
     daemon.start()
     daemon.cli("trigger", "first")
     run = wait_for(lambda: (h := daemon.history("second")) and h[0]["finished_at"] and h[0], 5)
-    assert run["state"] == "failed" and "could not start" in run["message"]
+    assert run["state"] == "failed"
+    assert "could not start" in run["message"]
     assert "','" in run["message"]
     time.sleep(1.5)
-    assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log_path.read_text()
+    assert daemon.proc is not None
+    assert daemon.proc.poll() is None, daemon.log_path.read_text()
     assert daemon.cli("trigger", "first").stdout.strip()
 
 
@@ -81,9 +83,11 @@ def test_after_trigger_for_a_run_that_succeeded_while_the_daemon_was_down(
     time.sleep(2.5)  # the run ends while no daemon runs
     daemon.start()
     first = daemon.history("first")[0]
-    assert first["run_id"] == run_id and first["state"] == "succeeded"
+    assert first["run_id"] == run_id
+    assert first["state"] == "succeeded"
     second = wait_for(lambda: daemon.history("second"), 5)
-    assert len(second) == 1 and second[0]["trigger"] == "after"
+    assert len(second) == 1
+    assert second[0]["trigger"] == "after"
 
 
 def test_run_failing_during_drain_is_retried_after_restart(daemon: DaemonHarness) -> None:
@@ -105,11 +109,13 @@ def test_run_failing_during_drain_is_retried_after_restart(daemon: DaemonHarness
     assert daemon.stop() == 0  # drain grace 5 s: the run fails during the drain
     daemon.start()
     first = next(r for r in daemon.history("flaky") if r["run_id"] == run_id)
-    assert first["state"] == "failed" and first["exit_code"] == 5
+    assert first["state"] == "failed"
+    assert first["exit_code"] == 5
     retry = wait_for(
         lambda: next((r for r in daemon.history("flaky") if r["trigger"] == "retry"), None), 6
     )
-    assert retry["attempt"] == 2 and retry["retry_of"] == run_id
+    assert retry["attempt"] == 2
+    assert retry["retry_of"] == run_id
 
 
 def test_two_pending_retries_of_one_job_both_survive_a_restart(daemon: DaemonHarness) -> None:
@@ -174,7 +180,8 @@ def test_after_trigger_of_a_run_succeeding_during_drain_runs_after_restart(
     assert daemon.history("second") == []
     daemon.start()
     run = wait_for(lambda: [r for r in daemon.history("second") if r["finished_at"]], 5)
-    assert run[0]["trigger"] == "after" and run[0]["state"] == "succeeded"
+    assert run[0]["trigger"] == "after"
+    assert run[0]["state"] == "succeeded"
     daemon.stop()
     daemon.start()
     time.sleep(1)

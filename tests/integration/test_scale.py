@@ -100,7 +100,8 @@ def test_thousand_manifests_loaded_scheduled_and_reloaded(daemon: DaemonHarness)
     # The invalid files were written a moment ago: without this they would be held back as
     # possibly still being written (the settle time), which tests/faults/ covers.
     daemon.extra_env["ORCH_SETTLE_S"] = "0"
-    assert suspended and len(expected_cron) > 400
+    assert suspended
+    assert len(expected_cron) > 400
 
     started = datetime.now(UTC)
     daemon.start()
@@ -112,7 +113,8 @@ def test_thousand_manifests_loaded_scheduled_and_reloaded(daemon: DaemonHarness)
     assert len(status["jobs"]) == N_VALID + len(INVALID)
 
     for name, row in valid.items():
-        assert row["in_effect"] and row["error"] is None
+        assert row["in_effect"]
+        assert row["error"] is None
         if name in suspended or kinds[name] == "manual":
             assert row["next_run"] is None, name
             assert row["suspended"] == (name in suspended)
@@ -129,7 +131,8 @@ def test_thousand_manifests_loaded_scheduled_and_reloaded(daemon: DaemonHarness)
     for file_name, (_, position) in INVALID.items():
         path = daemon.jobs_dir / file_name
         row = rows[str(path)]
-        assert not row["valid"] and row["next_run"] is None
+        assert not row["valid"]
+        assert row["next_run"] is None
         assert re.match(rf"{re.escape(str(path))}:{position}: ", row["error"]), row["error"]
     # The duplicate did not displace the first file's job.
     assert valid["job-0001"]["path"].endswith("job-0001.yaml")
@@ -137,7 +140,8 @@ def test_thousand_manifests_loaded_scheduled_and_reloaded(daemon: DaemonHarness)
     # Edit one every-1h job to every 3h (atomic rename, as editors do).
     before = {n: r["next_run"] for n, r in valid.items()}
     edited = "job-0003"
-    assert kinds[edited] == "every" and edited not in suspended
+    assert kinds[edited] == "every"
+    assert edited not in suspended
     text, _, _ = _manifest(3, now)
     edited_at = datetime.now(UTC)
     daemon.write(f"{edited}.yaml", text.replace("every: 1h", "every: 3h"))

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.manifests.models import O2SyncManifest
+from orchestrator.tasks.o2sync.spec import O2SyncManifest
 from tests.conftest import require
 
 ARCH = "el9-x86_64"

@@ -50,8 +50,10 @@ def test_newest_tag_is_promoted_after_its_probe_passes(
     spec = _spec(cvmfs_tree, probe_script, tmp_path)
     run = run_task(tmp_path, "o2cv", spec)
     assert run.returncode == 0, run.stderr
-    assert run.result["promoted"] == B and run.result["previous"] is None
-    assert run.result["incomplete"] == [C] and run.result["error"] is None
+    assert run.result["promoted"] == B
+    assert run.result["previous"] is None
+    assert run.result["incomplete"] == [C]
+    assert run.result["error"] is None
     link, env = _pointer(tmp_path)
     assert link == str(cvmfs_tree.payload(B))
     assert "O2PHYSICS_VERSION=VO_ALICE@O2Physics::" + B in env
@@ -66,7 +68,8 @@ def test_newest_tag_is_promoted_after_its_probe_passes(
     assert _env_tag(tmp_path) == C
 
     run = run_task(tmp_path, "o2cv", spec)
-    assert run.returncode == 0 and run.result["promoted"] is None
+    assert run.returncode == 0
+    assert run.result["promoted"] is None
     assert run.result["summary"] == f"up to date: O2Physics {C}"
 
 
@@ -86,14 +89,17 @@ def test_failing_probe_leaves_pointer_and_records_the_rejected_tag(
     assert run.result["error"] == "verification_failed"
     assert [r["tag"] for r in run.result["rejected"]] == [B]
     assert "not (fully) published" in run.result["rejected"][0]["reason"]
-    assert run.result["current"] == A and run.result["promoted"] is None
+    assert run.result["current"] == A
+    assert run.result["promoted"] is None
     assert f"no tag promoted: {B} failed verification" in run.stderr
     assert "the pointer still names " + A in run.stderr
     assert _pointer(tmp_path) == before
 
     run = run_task(tmp_path, "o2cv", spec)
-    assert run.returncode == 0 and f"probe {B}" not in run.stdout
-    assert run.result["skipped_rejected"] == [B] and _pointer(tmp_path) == before
+    assert run.returncode == 0
+    assert f"probe {B}" not in run.stdout
+    assert run.result["skipped_rejected"] == [B]
+    assert _pointer(tmp_path) == before
 
 
 def test_a_failing_newest_tag_falls_back_to_the_next_newer_one(
@@ -119,7 +125,8 @@ def test_missing_cvmfs_fails_clearly_and_changes_nothing(
     """An unreadable tag directory (CVMFS not mounted) fails with a message saying so."""
     tree = CvmfsTree(tmp_path / "not-mounted")
     run = run_task(tmp_path, "o2cv", _spec(tree, probe_script, tmp_path))
-    assert run.returncode == 1 and run.result["error"] == "no_listing"
+    assert run.returncode == 1
+    assert run.result["error"] == "no_listing"
     assert "Is CVMFS mounted" in run.stderr
     assert not (tmp_path / "ptr").exists()
 
@@ -149,20 +156,24 @@ def test_rollback_switches_back_and_the_next_run_does_not_undo_it(
     out = _cli(tmp_path, "rollback", "o2cv")
     assert out.exit_code == 0, out.output
     assert f"now {B} (was {C})" in out.output
-    assert _env_tag(tmp_path) == B and os.readlink(tmp_path / "ptr" / "O2Physics-current") == str(
-        cvmfs_tree.payload(B)
-    )
+    assert _env_tag(tmp_path) == B
+    assert os.readlink(tmp_path / "ptr" / "O2Physics-current") == str(cvmfs_tree.payload(B))
     view = json.loads(_cli(tmp_path, "tags", "o2cv", "--json").output)
-    assert view["current"] == B and C in view["rejected"]
+    assert view["current"] == B
+    assert C in view["rejected"]
     assert [p["tag"] for p in view["promoted"]] == [A, B, C]
 
     run = run_task(tmp_path, "o2cv", spec)
-    assert run.returncode == 0 and run.result["promoted"] is None and _env_tag(tmp_path) == B
+    assert run.returncode == 0
+    assert run.result["promoted"] is None
+    assert _env_tag(tmp_path) == B
 
     out = _cli(tmp_path, "rollback", "o2cv", A)
-    assert out.exit_code == 0 and _env_tag(tmp_path) == A
+    assert out.exit_code == 0
+    assert _env_tag(tmp_path) == A
     out = _cli(tmp_path, "rollback", "o2cv", D)
-    assert out.exit_code == 1 and "not among the tags kept" in out.output
+    assert out.exit_code == 1
+    assert "not among the tags kept" in out.output
 
     cvmfs_tree.publish(D)
     assert run_task(tmp_path, "o2cv", spec).result["promoted"] == D
@@ -186,5 +197,6 @@ def test_rollback_refuses_while_a_run_holds_the_job(
         run_task(tmp_path, "o2cv", spec)
     with job_lock(tmp_path / "state" / "o2sync" / "o2cv", "o2cv"):
         out = _cli(tmp_path, "rollback", "o2cv")
-    assert out.exit_code == 1 and "is in use by pid" in out.output
+    assert out.exit_code == 1
+    assert "is in use by pid" in out.output
     assert _env_tag(tmp_path) == B

@@ -62,24 +62,28 @@ def test_cvmfs_job_through_the_daemon(
     assert run["message"] == f"promoted {A} (previous none)"
     assert daemon.job_status("o2cv")["last_run"]["result"]["promoted"] == A
     # The daemon merges results as JSON merge patches: a null value is stored as an absent key.
-    assert run["result"]["promoted"] == A and run["result"].get("previous") is None
+    assert run["result"]["promoted"] == A
+    assert run["result"].get("previous") is None
     assert os.readlink(tmp_path / "ptr" / "O2Physics-current") == str(cvmfs_tree.payload(A))
     # the default state dir lives under the daemon's: $ORCH_STATE_DIR/o2sync/<job>
     assert (daemon.state_dir / "o2sync" / "o2cv" / "state.json").exists()
 
     cvmfs_tree.publish(B, good=False)
     run = _trigger_and_wait(daemon, "o2cv")
-    assert run["state"] == "failed" and run["exit_code"] == 1
+    assert run["state"] == "failed"
+    assert run["exit_code"] == 1
     assert run["result"]["error"] == "verification_failed"
     assert [r["tag"] for r in run["result"]["rejected"]] == [B]
     assert run["result"]["current"] == A
     last = daemon.job_status("o2cv")["last_run"]
-    assert last["run_id"] == run["run_id"] and last["state"] == "failed"
+    assert last["run_id"] == run["run_id"]
+    assert last["state"] == "failed"
     assert last["message"].startswith(f"no tag promoted: {B} failed verification")
     assert last["result"]["error"] == "verification_failed"
     assert [r["tag"] for r in last["result"]["rejected"]] == [B]
     log = daemon.cli("logs", run["run_id"]).stdout
-    assert f"probe {B}: FAILED" in log and "not (fully) published" in log
+    assert f"probe {B}: FAILED" in log
+    assert "not (fully) published" in log
 
 
 def test_source_job_through_the_daemon(
@@ -96,7 +100,9 @@ def test_source_job_through_the_daemon(
     assert first["result"]["alienv"] == f"alienv enter {PACKAGE}/latest-{BRANCH}-o2"
     second = _trigger_and_wait(daemon, "o2src", 60)
     assert second["state"] == "succeeded"
-    assert second["result"]["build"] == "skipped" and second["result"]["repos_moved"] == {}
+    assert second["result"]["build"] == "skipped"
+    assert second["result"]["repos_moved"] == {}
     last = daemon.job_status("o2src")["last_run"]
-    assert last["run_id"] == second["run_id"] and "build skipped" in last["message"]
+    assert last["run_id"] == second["run_id"]
+    assert "build skipped" in last["message"]
     assert last["result"]["alienv"] == f"alienv enter {PACKAGE}/latest-{BRANCH}-o2"

@@ -50,16 +50,19 @@ def test_first_run_builds_then_nothing_moved_skips_the_build(
     spec = source_spec(workdir, require_alibuild())
     run = run_task(tmp_path, "o2src", spec)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.result["build"] == "built" and run.result["repos_moved"] == {}
+    assert run.result["build"] == "built"
+    assert run.result["repos_moved"] == {}
     assert run.result["alienv"] == f"alienv enter O2Physics/latest-{BRANCH}-o2"
     assert Path(run.result["build_log"]).read_text().count("alienv enter") >= 1
     assert "line 1" in _installed(workdir)
 
     run = run_task(tmp_path, "o2src", spec)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.result["build"] == "skipped" and run.result["repos_moved"] == {}
+    assert run.result["build"] == "skipped"
+    assert run.result["repos_moved"] == {}
     assert run.result["alienv"] == f"alienv enter O2Physics/latest-{BRANCH}-o2"
-    assert "build skipped" in run.result["summary"] and "aliBuild" not in run.stdout
+    assert "build skipped" in run.result["summary"]
+    assert "aliBuild" not in run.stdout
 
 
 def test_moved_repositories_are_updated_and_rebuilt(workdir: Workdir, tmp_path: Path) -> None:
@@ -83,9 +86,8 @@ def test_moved_repositories_are_updated_and_rebuilt(workdir: Workdir, tmp_path: 
     assert git(pkg, "merge-base", "--is-ancestor", "upstream/master", "HEAD") == ""
     assert run.result["build"] == "built"
     assert run.result["alienv"] == f"alienv enter O2Physics/latest-{BRANCH}-o2"
-    assert "upstream 3" in _installed(workdir) and "recipe v2" in Path(
-        run.result["build_log"]
-    ).read_text() + "".join(
+    assert "upstream 3" in _installed(workdir)
+    assert "recipe v2" in Path(run.result["build_log"]).read_text() + "".join(
         p.read_text() for p in workdir.work.glob("sw/BUILD/O2Physics-latest*/log")
     )
 
@@ -120,8 +122,10 @@ def test_compiler_killed_is_reported_as_out_of_memory(workdir: Workdir, tmp_path
     workdir.set_recipe(OOM_LINES)
     run = run_task(tmp_path, "o2src", source_spec(workdir, require_alibuild(), jobs=16))
     assert run.returncode == 1, run.stdout
-    assert run.result["error"] == "out_of_memory" and run.result["build"] == "failed"
-    assert "out of memory" in run.stderr and OOM_NEEDLE in run.stderr
+    assert run.result["error"] == "out_of_memory"
+    assert run.result["build"] == "failed"
+    assert "out of memory" in run.stderr
+    assert OOM_NEEDLE in run.stderr
     assert "Lower spec.jobs (e.g. to 8)" in run.stderr
     # Not recorded as a good build: the next run builds again.
     state = tmp_path / "state" / "o2sync" / "o2src" / "state.json"
@@ -135,8 +139,10 @@ def test_low_disk_is_refused_before_anything_changes(workdir: Workdir, tmp_path:
     workdir.push_upstream(PACKAGE, "analysis.txt", "line 1\nline 2\nline 3\n", "upstream")
     heads = workdir.heads()
     run = run_task(tmp_path, "o2src", source_spec(workdir, require_alibuild(), min_free_gb=1e9))
-    assert run.returncode == 1 and run.result["error"] == "low_disk"
-    assert "GB free under" in run.stderr and "min_free_gb=1e+09" in run.stderr
+    assert run.returncode == 1
+    assert run.result["error"] == "low_disk"
+    assert "GB free under" in run.stderr
+    assert "min_free_gb=1e+09" in run.stderr
     _clean_and_unchanged(workdir, heads)
     assert not list(workdir.work.glob("sw/*"))
 
@@ -159,7 +165,8 @@ def test_lock_prevents_two_concurrent_builds(workdir: Workdir, tmp_path: Path) -
         t0 = time.monotonic()
         second = run_task(tmp_path, "second", spec)
         assert time.monotonic() - t0 < 10
-        assert second.returncode == 1 and second.result["error"] == "locked"
+        assert second.returncode == 1
+        assert second.result["error"] == "locked"
         assert f"is in use by pid {first.pid}" in second.stderr
         assert first.wait(60) == 0
     finally:
@@ -175,9 +182,11 @@ def test_dirty_checkout_is_refused_untouched(workdir: Workdir, tmp_path: Path) -
     (pkg / "mine.txt").write_text("work in progress\n")
     heads = workdir.heads()
     run = run_task(tmp_path, "o2src", source_spec(workdir, require_alibuild()))
-    assert run.returncode == 1 and run.result["error"] == "dirty_checkout"
+    assert run.returncode == 1
+    assert run.result["error"] == "dirty_checkout"
     assert "uncommitted changes in: mine.txt" in run.stderr
-    assert workdir.heads() == heads and (pkg / "mine.txt").read_text() == "work in progress\n"
+    assert workdir.heads() == heads
+    assert (pkg / "mine.txt").read_text() == "work in progress\n"
 
 
 def test_sigterm_during_a_build_stops_it_and_releases_the_work_dir(
@@ -229,8 +238,10 @@ def test_a_build_left_running_by_a_killed_run_blocks_the_next(
         )
         heads = workdir.heads()
         run = run_task(tmp_path, "o2src", source_spec(workdir, require_alibuild()))
-        assert run.returncode == 1 and run.result["error"] == "locked"
-        assert f"process group {orphan.pid}" in run.stderr and "still running" in run.stderr
+        assert run.returncode == 1
+        assert run.result["error"] == "locked"
+        assert f"process group {orphan.pid}" in run.stderr
+        assert "still running" in run.stderr
         assert workdir.heads() == heads
     finally:
         orphan.kill()
@@ -248,6 +259,7 @@ def test_a_checkout_on_another_branch_is_refused_untouched(
     workdir.push_upstream("O2", "o2.txt", "O2 v2\n", "O2 update")
     heads = workdir.heads()
     run = run_task(tmp_path, "o2src", source_spec(workdir, require_alibuild()))
-    assert run.returncode == 1 and run.result["error"] == "bad_checkout"
+    assert run.returncode == 1
+    assert run.result["error"] == "bad_checkout"
     assert "O2 is on branch 'experiment', the manifest follows 'dev'" in run.stderr
     assert workdir.heads() == heads

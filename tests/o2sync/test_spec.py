@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.manifests.models import O2SyncManifest
+from orchestrator.tasks.o2sync.spec import O2SyncManifest
 from tests.o2sync.conftest import manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,8 +84,10 @@ def test_shipped_o2physics_manifests_validate_and_are_suspended() -> None:
             "# yaml-language-server: $schema=../schemas/manifest.schema.json\n"
         )
         m = load_manifest(path, check_perms=False).manifest
-        assert isinstance(m, O2SyncManifest) and m.suspend
-        assert m.spec.container is not None and m.spec.container.runtime == "shifter"
+        assert isinstance(m, O2SyncManifest)
+        assert m.suspend
+        assert m.spec.container is not None
+        assert m.spec.container.runtime == "shifter"
         assert m.spec.container.image == "tch285/o2alma:latest"
         modes.add(m.spec.mode)
         if m.spec.mode == "cvmfs":

@@ -11,7 +11,9 @@ from tests.o2sync.conftest import ARCH, PACKAGE, CvmfsTree
 def test_parse_tag_accepts_the_daily_grammar_only() -> None:
     """`daily-YYYYMMDD-HHMM-N` with a real date parses; other names and impossible dates do not."""
     tag = parse_tag("daily-20250514-0328-1")
-    assert tag is not None and tag.when.isoformat() == "2025-05-14T03:28:00" and tag.revision == 1
+    assert tag is not None
+    assert tag.when.isoformat() == "2025-05-14T03:28:00"
+    assert tag.revision == 1
     for bad in (
         "daily-20250514-0328",
         "daily-2025051-0328-1",

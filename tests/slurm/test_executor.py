@@ -152,7 +152,8 @@ def test_exit_codes_land_in_history_and_script_is_kept(
     for run, word in ((ok, "hello-from-slurm"), (bad, "about-to-fail")):
         data = run["executor_data"]
         script = Path(data["script"])
-        assert script.parent == Path(run["run_dir"]) and script.name == "job.sbatch"
+        assert script.parent == Path(run["run_dir"])
+        assert script.name == "job.sbatch"
         assert f"#SBATCH --job-name={tag(run['run_id'])}" in script.read_text()
         assert slurm_jobs_tagged(slurm_cluster, tag(run["run_id"])) == {data["slurm_job_id"]}
         assert word in h.cli("logs", run["run_id"]).stdout
@@ -306,7 +307,8 @@ def test_cancel_after_ambiguous_submission_submits_nothing(
         wait_for(lambda: any(c[1] == "sbatch" for c in slurm_calls(h)), 15, 0.1)
         h.cli("cancel", run_id)
         run = wait_end(h, run_id, 30)
-        assert run["state"] == "cancelled" and "before submission" in run["message"], run
+        assert run["state"] == "cancelled", run
+        assert "before submission" in run["message"], run
         assert run["executor_data"].get("slurm_job_id") is None
         assert slurm_jobs_tagged(slurm_cluster, tag(run_id)) == set()
     finally:

@@ -56,7 +56,8 @@ def test_controller_outage_pauses_submission_and_fails_nothing(
         paused_at = sbatch_count(h)
         time.sleep(4)  # two poll cycles at ORCH_SLURM_POLL_MAX_S=2
         assert sbatch_count(h) == paused_at, "sbatch was called while the breaker was open"
-        assert h.proc is not None and h.proc.poll() is None
+        assert h.proc is not None
+        assert h.proc.poll() is None
         states = {r["run_id"]: r["state"] for r in h.history()}
         assert states == {held_id: "running", later_id: "pending"}
         assert get_run(h, later_id)["executor_data"].get("slurm_job_id") is None
@@ -89,7 +90,8 @@ def test_hung_controller_during_sbatch_yields_one_job(
     finally:
         slurm_cluster.resume_ctld()
     failed = next(e for e in h.events() if e.get("event") == "slurm_submit_failed")
-    assert failed["ambiguous"] is True and "timed out" in failed["error"].lower(), failed
+    assert failed["ambiguous"] is True, failed
+    assert "timed out" in failed["error"].lower(), failed
     run = wait_end(h, run_id, 60)
     assert run["state"] == "succeeded", run
     jobs = slurm_jobs_tagged(slurm_cluster, tag(run_id))

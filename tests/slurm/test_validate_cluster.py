@@ -57,7 +57,8 @@ def test_unknown_qos_needs_accounting(slurm_cluster: SlurmCluster, tmp_path: Pat
     with a note, never failed."""
     result = _validate(slurm_cluster, tmp_path, "debug", "qos: gold")
     if slurm_cluster.accounting:
-        assert result.returncode == 1 and "no qos 'gold'" in result.stdout
+        assert result.returncode == 1
+        assert "no qos 'gold'" in result.stdout
     else:
         assert result.returncode == 0
         assert "cannot check QOS names" in result.stderr

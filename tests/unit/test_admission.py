@@ -75,8 +75,10 @@ def test_concurrency_policy_with_a_run_active(concurrency: str, expected: object
     if expected == "replace":
         assert decision == Start(replace=(active[0],))
     elif isinstance(expected, str):
-        assert isinstance(decision, Skip) and decision.event == expected
-        assert "r1" in decision.message and "forbid" in decision.message
+        assert isinstance(decision, Skip)
+        assert decision.event == expected
+        assert "r1" in decision.message
+        assert "forbid" in decision.message
     else:
         assert decision == expected
 
@@ -87,13 +89,15 @@ def test_the_executors_limit_skips_at_the_limit_only() -> None:
     limit = (2, "executor.slurm.max_queued")
     assert decide(max_active=limit, active=[run("r1")]) == Start()
     decision = decide(max_active=limit, active=[run("r1"), run("r2")])
-    assert isinstance(decision, Skip) and decision.event == "run_skipped_max_active"
+    assert isinstance(decision, Skip)
+    assert decision.event == "run_skipped_max_active"
     assert "executor.slurm.max_queued: 2" in decision.message
 
 
 def test_forbid_is_checked_before_the_limit() -> None:
     decision = decide(concurrency="forbid", max_active=(1, "x"), active=[run("r1")])
-    assert isinstance(decision, Skip) and decision.event == "run_skipped_concurrency"
+    assert isinstance(decision, Skip)
+    assert decision.event == "run_skipped_concurrency"
 
 
 def test_an_unmet_requirement_defers_then_blocks() -> None:
@@ -104,7 +108,8 @@ def test_an_unmet_requirement_defers_then_blocks() -> None:
         "tok", "no validity known yet"
     )
     blocked = decide(unmet=unmet, after_required=True)
-    assert isinstance(blocked, Skip) and blocked.event == "run_blocked_by_required_job"
+    assert isinstance(blocked, Skip)
+    assert blocked.event == "run_blocked_by_required_job"
     assert dict(blocked.detail)["required_job"] == "tok"
 
 
@@ -127,7 +132,9 @@ def test_first_unmet_needs_the_run_and_the_margin() -> None:
     short = NOW + timedelta(seconds=timeout + VALID_MARGIN_S - 1)
     assert first_unmet(["a"], {"a": enough}, NOW, timeout) is None
     unmet = first_unmet(["gone", "a", "b"], {"a": short, "b": None}, NOW, timeout)
-    assert unmet is not None and unmet.job == "a" and "before the run could end" in unmet.reason
+    assert unmet is not None
+    assert unmet.job == "a"
+    assert "before the run could end" in unmet.reason
     unmet = first_unmet(["b"], {"b": None}, NOW, timeout)
     assert unmet == Unmet("b", "no validity known yet")
     assert first_unmet(["gone"], {}, NOW, timeout) is None

@@ -50,7 +50,8 @@ def test_suspend_takes_only_real_booleans(tmp_path: Path, text: str) -> None:
     )
     with pytest.raises(ManifestError) as err:
         load_manifest(path, check_perms=False)
-    assert err.value.problems[0].line == 4 and err.value.problems[0].field == "suspend"
+    assert err.value.problems[0].line == 4
+    assert err.value.problems[0].field == "suspend"
 
 
 def test_jitter_delays_fires_by_at_most_the_jitter() -> None:

@@ -30,7 +30,8 @@ def test_bad_orch_number_in_environment_is_a_clear_error(tmp_path: Path) -> None
         env={"ORCH_DEBOUNCE_S": "abc"},
     )
     assert code == 1
-    assert "ORCH_DEBOUNCE_S" in out and "abc" in out
+    assert "ORCH_DEBOUNCE_S" in out
+    assert "abc" in out
 
 
 def test_plan_on_a_missing_jobs_directory_fails(tmp_path: Path) -> None:
@@ -38,7 +39,8 @@ def test_plan_on_a_missing_jobs_directory_fails(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     code, out = run(["plan", "--jobs-dir", str(missing), "--state-dir", str(tmp_path)])
     assert code == 1
-    assert str(missing) in out and "does not exist" in out
+    assert str(missing) in out
+    assert "does not exist" in out
 
 
 def test_schema_into_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
@@ -74,4 +76,5 @@ def test_orch_numbers_must_be_finite_and_not_negative(tmp_path: Path, value: str
         ["plan", "--jobs-dir", str(tmp_path), "--state-dir", str(tmp_path)],
         env={"ORCH_RESCAN_INTERVAL_S": value},
     )
-    assert code == 1 and "ORCH_RESCAN_INTERVAL_S" in out
+    assert code == 1
+    assert "ORCH_RESCAN_INTERVAL_S" in out

@@ -31,8 +31,10 @@ def test_no_container_or_runtime_none_leaves_the_command_unchanged() -> None:
     """Without a container (or with runtime none) argv and env come back unchanged as copies."""
     for c in (None, Container(runtime="none")):
         argv, env = render_command(c, ARGV, BASE_ENV, "/w")
-        assert argv == ARGV and env == BASE_ENV
-        assert argv is not ARGV and env is not BASE_ENV
+        assert argv == ARGV
+        assert env == BASE_ENV
+        assert argv is not ARGV
+        assert env is not BASE_ENV
 
 
 def test_shifter_command_line() -> None:
@@ -220,7 +222,9 @@ def test_mount_sources_expand_variables_and_home_from_the_runs_environment() -> 
     )
     argv, _ = render_command(c, ["true"], {"SCRATCH": "/s", "CFS": "/c", "HOME": "/h"}, None)
     assert argv[argv.index("-v") + 1] == "/s/data:/data"
-    assert "/c/m1:/m1:ro" in argv and "/h/cfg:/cfg" in argv and "$NOPE/x:/$T" in argv
+    assert "/c/m1:/m1:ro" in argv
+    assert "/h/cfg:/cfg" in argv
+    assert "$NOPE/x:/$T" in argv
 
 
 def test_mount_path_with_colon_is_a_manifest_error() -> None:

@@ -23,6 +23,7 @@ def test_request_answered_busy_is_never_acted_on_later(
     handler = daemon.control_handler
     monkeypatch.setattr(handler, "answer", lambda request: acted.append(request) or {"ok": True})
     answer = handler.on_request({"op": "trigger", "job": "x"})  # nobody runs the main loop
-    assert answer["ok"] is False and "busy" in answer["error"]
+    assert answer["ok"] is False
+    assert "busy" in answer["error"]
     daemon._handle(daemon.events.get_nowait())  # the main loop gets to it afterwards
     assert acted == []

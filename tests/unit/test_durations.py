@@ -49,7 +49,8 @@ def test_parse_errors_name_the_valid_form(bad: str) -> None:
     with pytest.raises(DurationError) as info:
         parse_duration_s(bad)
     assert VALID_FORM in str(info.value)
-    assert "'90s'" in str(info.value) and "'1h30m'" in str(info.value)
+    assert "'90s'" in str(info.value)
+    assert "'1h30m'" in str(info.value)
 
 
 @pytest.mark.parametrize("bad", [True, False, None, [1], {"s": 1}])

@@ -54,7 +54,8 @@ class Holder:
         assert line.strip() == "acquired", f"holder failed to start: {line!r}"
 
     def release(self) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write("\n")
         self.proc.stdin.flush()
         assert self.proc.stdout.readline().strip() == "released"
@@ -108,7 +109,8 @@ def test_second_process_is_refused_with_holder_named(holder: Holder, tmp_path: P
     assert f"pid {holder.proc.pid}" in message
     assert socket.gethostname() in message
     assert str(tmp_path / LEASE_NAME) in message
-    assert "last heartbeat" in message and "since" in message
+    assert "last heartbeat" in message
+    assert "since" in message
 
 
 def test_release_lets_the_next_one_in(holder: Holder, tmp_path: Path) -> None:
@@ -127,7 +129,9 @@ def test_crashed_holder_is_taken_over(holder: Holder, tmp_path: Path) -> None:
     assert read_holder(tmp_path) is not None  # left behind by the crash
     lease = Lease(tmp_path)
     note = lease.acquire()
-    assert note is not None and str(holder.proc.pid) in note and "no longer running" in note
+    assert note is not None
+    assert str(holder.proc.pid) in note
+    assert "no longer running" in note
     assert read_holder(tmp_path)["pid"] == os.getpid()  # type: ignore[index]
     lease.release()
 
@@ -138,9 +142,11 @@ def test_stale_lease_from_dead_pid_is_taken_over(tmp_path: Path) -> None:
     _write_lease(tmp_path, pid=pid)
     lease = Lease(tmp_path)
     note = lease.acquire()
-    assert note is not None and f"pid {pid}" in note
+    assert note is not None
+    assert f"pid {pid}" in note
     holder = read_holder(tmp_path)
-    assert holder is not None and holder["pid"] == os.getpid()
+    assert holder is not None
+    assert holder["pid"] == os.getpid()
     lease.release()
 
 
@@ -161,7 +167,8 @@ def test_fresh_lease_from_other_host_is_refused(tmp_path: Path) -> None:
     with open(tmp_path / "daemon.lock") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     holder = read_holder(tmp_path)
-    assert holder is not None and holder["host"] == "login07.example"
+    assert holder is not None
+    assert holder["host"] == "login07.example"
 
 
 def test_stale_lease_from_other_host_is_taken_over(tmp_path: Path) -> None:
@@ -170,7 +177,9 @@ def test_stale_lease_from_other_host_is_taken_over(tmp_path: Path) -> None:
     _write_lease(tmp_path, host="login07.example", pid=4242, heartbeat_at=old.isoformat())
     lease = Lease(tmp_path, heartbeat_s=10)
     note = lease.acquire()
-    assert note is not None and "login07.example" in note and "stale" in note
+    assert note is not None
+    assert "login07.example" in note
+    assert "stale" in note
     lease.release()
 
 
@@ -219,4 +228,5 @@ def test_heartbeat_detects_takeover_by_other_host(tmp_path: Path) -> None:
     assert not lease.held
     lease.release()  # harmless after losing it, and must not delete the new holder's file
     holder = read_holder(tmp_path)
-    assert holder is not None and holder["host"] == "login12.example"
+    assert holder is not None
+    assert holder["host"] == "login12.example"

@@ -115,7 +115,8 @@ def test_exit_code_is_recorded_and_output_lands_in_the_log(
     outcome = runs.outcome(run)
     assert (outcome.state, outcome.exit_code) == (state, code)
     log = spec.log_path.read_text()
-    assert "out-line" in log and "err-line" in log
+    assert "out-line" in log
+    assert "err-line" in log
     assert (spec.run_dir / "result.json").is_file()
     assert (spec.run_dir / "shim.json").is_file()
 
@@ -152,7 +153,8 @@ def test_timeout_kills_child_and_background_grandchild(runs: Runs, tmp_path: Pat
     outcome = runs.outcome(run)
     assert outcome.state == RunState.TIMED_OUT
     assert outcome.exit_code == -signal.SIGKILL
-    assert outcome.message is not None and "timed out" in outcome.message
+    assert outcome.message is not None
+    assert "timed out" in outcome.message
     assert not is_same_process(gc_pid, gc_start)
     assert "timed out" in spec.log_path.read_text()
 
@@ -185,7 +187,8 @@ def test_command_not_found_fails_with_127_and_a_message(runs: Runs) -> None:
     run, spec = runs.start(["/nonexistent/orch-no-such-command", "x"])
     outcome = runs.outcome(run)
     assert (outcome.state, outcome.exit_code) == (RunState.FAILED, 127)
-    assert outcome.message is not None and "command not found" in outcome.message
+    assert outcome.message is not None
+    assert "command not found" in outcome.message
     assert "orch-no-such-command" in spec.log_path.read_text()
 
 
@@ -199,7 +202,8 @@ def test_not_executable_fails_with_126(runs: Runs, tmp_path: Path) -> None:
     run, _ = runs.start([str(script)])
     outcome = runs.outcome(run)
     assert (outcome.state, outcome.exit_code) == (RunState.FAILED, 126)
-    assert outcome.message is not None and "not executable" in outcome.message
+    assert outcome.message is not None
+    assert "not executable" in outcome.message
 
 
 def test_missing_workdir_fails_with_127_naming_it(runs: Runs, tmp_path: Path) -> None:
@@ -208,7 +212,8 @@ def test_missing_workdir_fails_with_127_naming_it(runs: Runs, tmp_path: Path) ->
     run, spec = runs.start(["true"], workdir=missing)
     outcome = runs.outcome(run)
     assert (outcome.state, outcome.exit_code) == (RunState.FAILED, 127)
-    assert outcome.message is not None and missing in outcome.message
+    assert outcome.message is not None
+    assert missing in outcome.message
     assert missing in spec.log_path.read_text()
 
 
@@ -238,8 +243,10 @@ def test_a_shim_killed_without_result_is_lost(runs: Runs, tmp_path: Path) -> Non
         assert run.pid is not None
         os.kill(run.pid, signal.SIGKILL)
         outcome = runs.outcome(run, executor=LocalExecutor())
-        assert outcome.state == RunState.LOST and outcome.exit_code is None
-        assert outcome.message is not None and "result.json" in outcome.message
+        assert outcome.state == RunState.LOST
+        assert outcome.exit_code is None
+        assert outcome.message is not None
+        assert "result.json" in outcome.message
         assert not (spec.run_dir / "result.json").exists()
         assert "orphaned job was killed" in outcome.message
         wait_for(lambda: not is_same_process(job_pid, None), "the orphaned job to die", 5)
@@ -267,7 +274,8 @@ def test_pid_reuse_guard_ignores_a_process_with_another_start_time(
         executor = LocalExecutor()
         executor.cancel(record)
         outcome = executor.poll(record)
-        assert outcome is not None and outcome.state == RunState.LOST
+        assert outcome is not None
+        assert outcome.state == RunState.LOST
         time.sleep(0.05)
         assert stranger.poll() is None  # never signalled
     finally:
@@ -289,7 +297,9 @@ def test_process_start_time_parses_a_command_name_with_spaces_and_parentheses(
         wait_for(lambda: process_state(proc.pid) in ("S", "R"), "the odd process to run")
         start = process_start_time(proc.pid)
         own = process_start_time(os.getpid())
-        assert start is not None and own is not None and start >= own
+        assert start is not None
+        assert own is not None
+        assert start >= own
         assert is_same_process(proc.pid, start)
     finally:
         proc.kill()
@@ -310,7 +320,8 @@ def test_a_zombie_counts_as_gone() -> None:
 def test_start_reports_the_shim_pid_and_start_time(runs: Runs) -> None:
     """start() returns the shim's pid and start time, the same ones shim.json records."""
     run, spec = runs.start(["sleep", "0.2"])
-    assert run.pid is not None and run.pid_start_time is not None
+    assert run.pid is not None
+    assert run.pid_start_time is not None
     assert runs.outcome(run).state == RunState.SUCCEEDED
     shim = json.loads((spec.run_dir / "shim.json").read_text())
     assert (shim["pid"], shim["start_time"]) == (run.pid, run.pid_start_time)
@@ -335,7 +346,8 @@ def test_shim_json_names_the_session_that_holds_every_job_process(
     shim = json.loads((spec.run_dir / "shim.json").read_text())
     assert shim["sid"] == shim["pid"] == run.pid
     gc = read_stat(gc_pid)
-    assert gc is not None and gc.sid == run.pid
+    assert gc is not None
+    assert gc.sid == run.pid
     runs.executor.cancel(run)
     assert runs.outcome(run).state == RunState.CANCELLED
 
@@ -350,7 +362,8 @@ def test_descendants_by_children_files_and_by_scan_agree(tmp_path: Path) -> None
         by_scan = sorted(p.pid for p in procinfo._descendants_by_scan(os.getpid()))
         assert by_files == by_scan
         tree = {p.pid: p for p in descendants(os.getpid())}
-        assert tree[proc.pid].ppid == os.getpid() and tree[proc.pid].sid == proc.pid
+        assert tree[proc.pid].ppid == os.getpid()
+        assert tree[proc.pid].sid == proc.pid
         assert sum(1 for p in tree.values() if p.ppid == proc.pid) == 2
         assert all(p.pgid == proc.pid for p in tree.values() if p.ppid == proc.pid)
     finally:

@@ -44,11 +44,29 @@ def test_json_lines_carry_bound_keys() -> None:
     first, second = _lines(out)
     assert first["event"] == "run_started"
     assert first["level"] == "info"
-    assert first["job"] == "o2-daily" and first["run_id"] == "r-1" and first["pid"] == 123
+    assert first["job"] == "o2-daily"
+    assert first["run_id"] == "r-1"
+    assert first["pid"] == 123
     stamp = datetime.fromisoformat(str(first["timestamp"]).replace("Z", "+00:00"))
-    assert stamp.utcoffset() is not None and stamp.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert stamp.utcoffset() is not None
+    assert stamp.utcoffset().total_seconds() == 0
     assert second["event"] == "run_slow\nsecond line"
-    assert second["slurm_job_id"] == "4242" and second["level"] == "warning"
+    assert second["slurm_job_id"] == "4242"
+    assert second["level"] == "warning"
+
+
+def test_a_named_logger_keeps_its_name() -> None:
+    """structlog.get_logger("orchestrator.daemon") writes ``logger`` with that name (it was
+    dropped); an unnamed logger writes none, a bound key of that name is kept."""
+    out = io.StringIO()
+    configure_logging(stream=out)
+    structlog.get_logger("orchestrator.daemon").info("named")
+    structlog.get_logger().info("unnamed")
+    structlog.get_logger("orchestrator.slurm").info("bound", logger="mine")
+    named, unnamed, bound = _lines(out)
+    assert named["logger"] == "orchestrator.daemon"
+    assert "logger" not in unnamed
+    assert bound["logger"] == "mine"
 
 
 def test_logger_created_before_configure_uses_later_configuration() -> None:
@@ -58,7 +76,8 @@ def test_logger_created_before_configure_uses_later_configuration() -> None:
     configure_logging(stream=out)
     log.info("hello")
     (line,) = _lines(out)
-    assert line["job"] == "early" and line["event"] == "hello"
+    assert line["job"] == "early"
+    assert line["event"] == "hello"
 
 
 def test_level_filters_and_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,7 +138,8 @@ def test_console_on_a_tty_and_format_override(monkeypatch: pytest.MonkeyPatch) -
             get_logger(job="sync").info("console_event")
             tty.flush()
             text = os.read(leader, 65536).decode()
-            assert "console_event" in text and "job" in text
+            assert "console_event" in text
+            assert "job" in text
             with pytest.raises(json.JSONDecodeError):
                 json.loads(text.splitlines()[0])
 

@@ -31,7 +31,8 @@ def test_duplicate_top_level_key_is_an_error_naming_both_lines(tmp_path: Path) -
     """A key given twice in one mapping is an error at the second, naming the first's line."""
     (problem,) = problems_of(tmp_path, HEAD + "name: other\n" + SPEC)
     assert (problem.line, problem.col, problem.field) == (4, 1, "name")
-    assert "line 3" in problem.message and "duplicate" in problem.message
+    assert "line 3" in problem.message
+    assert "duplicate" in problem.message
 
 
 def test_duplicate_nested_key_is_an_error_with_its_field_path(tmp_path: Path) -> None:
@@ -65,7 +66,8 @@ def test_deeply_nested_yaml_is_an_error_not_a_crash(tmp_path: Path) -> None:
         [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"{path}:6:" in proc.stdout and "nested" in proc.stdout
+    assert f"{path}:6:" in proc.stdout
+    assert "nested" in proc.stdout
 
 
 def test_name_clash_points_at_the_name_line(tmp_path: Path) -> None:
@@ -91,4 +93,5 @@ def test_tab_indentation_says_so(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as err:
         load_manifest(path, check_perms=False)
     problem = err.value.problems[0]
-    assert (problem.line, problem.col) == (5, 1) and "tab" in problem.message
+    assert (problem.line, problem.col) == (5, 1)
+    assert "tab" in problem.message

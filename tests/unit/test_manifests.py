@@ -17,10 +17,10 @@ from orchestrator.manifests.loader import (
 )
 from orchestrator.manifests.models import (
     ChangeSchedule,
-    CommandManifest,
     CronSchedule,
     EverySchedule,
 )
+from orchestrator.tasks.command import CommandManifest
 
 HEAD = "apiVersion: orchestrator/v1\nkind: Command\nname: sample\n"
 SPEC = "spec:\n  command: [echo, hi]\n"
@@ -131,7 +131,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert m.policy.concurrency == "forbid"
     assert m.executor == "local"
     assert m.suspend is False
-    assert m.spec.env == {} and m.spec.container is None
+    assert m.spec.env == {}
+    assert m.spec.container is None
 
 
 @pytest.mark.parametrize(
@@ -237,14 +238,16 @@ def test_unknown_field_in_cron_schedule_lists_cron_fields(tmp_path: Path) -> Non
     text = HEAD + "schedule:\n  cron: '* * * * *'\n  tz: UTC\n" + SPEC
     p = one_problem(tmp_path, text)
     assert (p.line, p.col) == position_of(text, "tz:")
-    assert "timezone" in p.message and "catchup" in p.message
+    assert "timezone" in p.message
+    assert "catchup" in p.message
 
 
 def test_missing_required_field(tmp_path: Path) -> None:
     """A missing `spec` is named in the error, positioned at the document."""
     p = one_problem(tmp_path, HEAD)
     assert p.field == "spec"
-    assert "'spec'" in p.message and "missing" in p.message
+    assert "'spec'" in p.message
+    assert "missing" in p.message
     assert (p.line, p.col) == (1, 1)
 
 
@@ -252,7 +255,8 @@ def test_missing_kind_names_the_valid_kinds(tmp_path: Path) -> None:
     """A manifest without `kind` says kind is required and which kinds exist."""
     p = one_problem(tmp_path, "apiVersion: orchestrator/v1\nname: x\n" + SPEC)
     assert p.field == "kind"
-    assert "missing" in p.message and "Command" in p.message
+    assert "missing" in p.message
+    assert "Command" in p.message
 
 
 def test_unknown_kind(tmp_path: Path) -> None:
@@ -260,7 +264,8 @@ def test_unknown_kind(tmp_path: Path) -> None:
     text = "apiVersion: orchestrator/v1\nkind: Shell\nname: x\n" + SPEC
     p = one_problem(tmp_path, text)
     assert (p.field, (p.line, p.col)) == ("kind", position_of(text, "Shell"))
-    assert "Shell" in p.message and "Command" in p.message
+    assert "Shell" in p.message
+    assert "Command" in p.message
 
 
 def test_cron_with_four_fields(tmp_path: Path) -> None:
@@ -318,7 +323,8 @@ def test_empty_file(tmp_path: Path, text: str) -> None:
     """An empty manifest is one problem at 1:1 saying what a manifest must contain."""
     p = one_problem(tmp_path, text)
     assert (p.line, p.col) == (1, 1)
-    assert "empty" in p.message and "apiVersion" in p.message
+    assert "empty" in p.message
+    assert "apiVersion" in p.message
 
 
 def test_top_level_list(tmp_path: Path) -> None:

@@ -39,11 +39,14 @@ def test_recovery_clears_the_outage_and_restarts_the_backoff() -> None:
     """A success ends the outage once (reported True), and a new failure starts from the base
     delay again; status shows the error and its start only while it lasts."""
     outage = Outage("run store", clock=_Clock())
-    assert outage.as_dict() == {"ok": True} and outage.summary() is None
+    assert outage.as_dict() == {"ok": True}
+    assert outage.summary() is None
     outage.failed("disk I/O error")
     outage.failed("disk I/O error")
     shown = outage.as_dict()
-    assert shown["ok"] is False and shown["error"] == "disk I/O error" and shown["failures"] == 2
+    assert shown["ok"] is False
+    assert shown["error"] == "disk I/O error"
+    assert shown["failures"] == 2
     assert shown["since"] is not None
     assert "run store unavailable (disk I/O error)" in (outage.summary() or "")
     assert outage.recovered() is True

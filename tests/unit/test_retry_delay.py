@@ -19,7 +19,7 @@ def test_backoff_doubles_then_caps() -> None:
 
 def test_attempts_count_from_one() -> None:
     """Attempt 0 is a programming error, not a zero delay."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="attempt counts from 1"):
         retry_delay_s(1, 10, 0)
 
 

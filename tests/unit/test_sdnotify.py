@@ -77,7 +77,8 @@ def test_long_status_is_truncated(listener: tuple[socket.socket, str]) -> None:
     sock, path = listener
     Notifier(path).status("x" * 1000)
     text = _recv(sock)
-    assert text.startswith("STATUS=xxx") and text.endswith("…")
+    assert text.startswith("STATUS=xxx")
+    assert text.endswith("…")
     assert len(text) == len("STATUS=") + STATUS_MAX_CHARS
 
 

@@ -65,4 +65,5 @@ def test_photometry_without_its_extra_says_how_to_install_it(tmp_path: Path) -> 
         timeout=60,
         cwd=tmp_path,
     )
-    assert listed.returncode == 0 and "photometry" in listed.stdout
+    assert listed.returncode == 0
+    assert "photometry" in listed.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from orchestrator.executors.slurm.options import SlurmOptions, parse_array
 from orchestrator.executors.slurm.parse import (
     Action,
     classify_state,
@@ -26,7 +27,7 @@ from orchestrator.executors.slurm.render import (
     sbatch_options,
 )
 from orchestrator.manifests.loader import validate_paths
-from orchestrator.manifests.models import SlurmOptions, manifest_json_schema, parse_array
+from orchestrator.manifests.models import manifest_json_schema
 from orchestrator.store.base import RunState
 
 

@@ -47,7 +47,9 @@ def test_round_trip_of_a_run_through_its_life(store: SQLiteStore) -> None:
     """A run created, given paths, marked running and finished reads back field for field."""
     when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     run = store.create_run("backup", "h1", Trigger.SCHEDULE, scheduled_for=when)
-    assert run.state == RunState.PENDING and run.attempt == 1 and run.executor == "local"
+    assert run.state == RunState.PENDING
+    assert run.attempt == 1
+    assert run.executor == "local"
     assert run.created_at.tzinfo is not None
     store.set_run_paths(run.run_id, "/tmp/r", "/tmp/r/log")
     started = datetime(2024, 5, 1, 12, 0, 1, tzinfo=UTC)
@@ -59,7 +61,8 @@ def test_round_trip_of_a_run_through_its_life(store: SQLiteStore) -> None:
     assert (got.state, got.exit_code, got.message) == (RunState.FAILED, 3, "exit 3")
     assert (got.pid, got.pid_start_time, got.started_at) == (1234, 5678, started)
     assert (got.run_dir, got.log_path, got.scheduled_for) == ("/tmp/r", "/tmp/r/log", when)
-    assert got.finished_at is not None and got.is_terminal
+    assert got.finished_at is not None
+    assert got.is_terminal
     as_json = got.to_json()
     assert set(as_json) == {f for f in RunRecord.__dataclass_fields__}
     assert as_json["scheduled_for"] == "2024-05-01T12:00:00+00:00"
@@ -92,7 +95,7 @@ def test_changing_an_unknown_run_raises(store: SQLiteStore) -> None:
 def test_finish_run_refuses_a_non_terminal_state(store: SQLiteStore) -> None:
     """finish_run with an active state is a programming error (ValueError)."""
     run = store.create_run("a", "h", Trigger.MANUAL)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs a terminal state"):
         store.finish_run(run.run_id, RunState.RUNNING)
 
 
@@ -127,7 +130,8 @@ def test_finish_run_is_exactly_once_under_concurrent_callers(tmp_path: Path) -> 
             wins = _race_to_finish([first, second], run.run_id, 16)
             assert len(wins) == 1
             got = second.get_run(run.run_id)
-            assert got is not None and got.state == wins[0]
+            assert got is not None
+            assert got.state == wins[0]
     finally:
         first.close()
         second.close()
@@ -139,17 +143,21 @@ def test_history_order_and_queries(store: SQLiteStore) -> None:
     other = store.create_run("k", "h", Trigger.MANUAL)
     store.finish_run(runs[0].run_id, RunState.SUCCEEDED, exit_code=0)
     missed = store.record_missed("j", "h", datetime.now(UTC) - timedelta(hours=1), "daemon down")
-    assert missed.state == RunState.MISSED and missed.trigger == Trigger.SCHEDULE
+    assert missed.state == RunState.MISSED
+    assert missed.trigger == Trigger.SCHEDULE
     assert missed.finished_at is not None
     history = store.history("j")
     assert [r.run_id for r in history] == [missed.run_id] + [r.run_id for r in reversed(runs)]
     assert store.history(limit=2)[0].run_id == missed.run_id
     last = store.last_run("j")
-    assert last is not None and last.run_id == missed.run_id
+    assert last is not None
+    assert last.run_id == missed.run_id
     finished = store.last_finished_run("j")
-    assert finished is not None and finished.run_id == runs[0].run_id
+    assert finished is not None
+    assert finished.run_id == runs[0].run_id
     assert [r.run_id for r in store.active_runs("j")] == [runs[1].run_id, runs[2].run_id]
-    assert len(store.active_runs()) == 3 and other.run_id in {r.run_id for r in store.active_runs()}
+    assert len(store.active_runs()) == 3
+    assert other.run_id in {r.run_id for r in store.active_runs()}
     assert store.count_runs() == 5
     assert store.count_runs("j", RunState.PENDING) == 2
     assert store.last_run("absent") is None
@@ -205,7 +213,8 @@ def test_wal_mode_is_on_and_data_survives_reopen(tmp_path: Path) -> None:
         run = s.create_run("a", "h", Trigger.MANUAL)
         with SQLiteStore(path) as reader:  # the CLI opening the file while the daemon runs
             got = reader.get_run(run.run_id)
-            assert got is not None and got.job == "a"
+            assert got is not None
+            assert got.job == "a"
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -222,7 +231,9 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as info:
         SQLiteStore(path)
     text = str(info.value)
-    assert str(path) in text and "99" in text and str(SCHEMA_VERSION) in text
+    assert str(path) in text
+    assert "99" in text
+    assert str(SCHEMA_VERSION) in text
 
 
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:

@@ -99,6 +99,7 @@ def test_user_unit_uses_home_and_default_target() -> None:
 def test_system_unit_runs_as_an_account_from_etc() -> None:
     """The system unit runs as a named account with manifests from /etc/orchestrator/jobs.d."""
     settings = _settings((SYSTEMD_DIR / "orchestrator.service").read_text())
-    assert settings["User"] and settings["Group"]
+    assert settings["User"]
+    assert settings["Group"]
     assert "--jobs-dir /etc/orchestrator/jobs.d" in settings["ExecStart"][0]
     assert settings["WantedBy"] == ["multi-user.target"]

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.dia.io import read_list
-from orchestrator.dia.pipeline.pair import PipelineConfig, process_pair
+from orchestrator.dia.pipeline.config import PipelineConfig
+from orchestrator.dia.pipeline.pair import process_pair
 from orchestrator.dia.pipeline.plot import plot_lightcurve
 from orchestrator.dia.pipeline.runner import (
     COLUMNS,

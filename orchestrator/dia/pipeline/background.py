@@ -37,7 +37,7 @@ def _select(a: np.ndarray, n: int, k: int) -> float:  # pragma: no cover
             lo = i
         else:
             break
-    return a[k]
+    return float(a[k])
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -50,7 +50,7 @@ def _median(a: np.ndarray, n: int) -> float:  # pragma: no cover
     lower = a[0]
     for i in range(1, k):
         lower = max(lower, a[i])
-    return (lower + upper) / 2
+    return float((lower + upper) / 2)
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -166,7 +166,7 @@ def background(image: np.ndarray, mask: np.ndarray, box_px: int = 64) -> np.ndar
     order = 3 if min(gy, gx) >= 4 else 1
     op_y = _axis_operator(cy, ny, order)
     op_x = _axis_operator(cx, nx, order)
-    return (op_y @ mesh) @ op_x.T
+    return np.asarray((op_y @ mesh) @ op_x.T)
 
 
 def estimate_variance(image: np.ndarray, mask: np.ndarray, gain: float | None) -> np.ndarray:

@@ -87,7 +87,7 @@ class PsfModel:
     @property
     def half_px(self) -> float:
         """Half-width of the model in pixels."""
-        return (self.grid.shape[0] // 2) / self.oversamp
+        return float((self.grid.shape[0] // 2) / self.oversamp)
 
     def stamp(
         self,

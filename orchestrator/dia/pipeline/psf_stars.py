@@ -296,7 +296,7 @@ def _recentre(grid: np.ndarray, oversamp: int) -> np.ndarray:
     if tot <= 0:
         return grid
     sy, sx = float((core * yy).sum() / tot), float((core * xx).sum() / tot)
-    return ndimage.shift(grid, (-sy, -sx), order=3, mode="constant")
+    return np.asarray(ndimage.shift(grid, (-sy, -sx), order=3, mode="constant"))
 
 
 def _moment_fwhm(image: np.ndarray, stars: list[Star], half: int) -> float:

@@ -85,7 +85,7 @@ def _sinc(t: float) -> float:  # pragma: no cover
     if t == 0.0:
         return 1.0
     pt = np.pi * t
-    return np.sin(pt) / pt
+    return float(np.sin(pt) / pt)
 
 
 @numba.njit(cache=True, fastmath=False)

@@ -27,8 +27,9 @@ from typing import Any, TextIO
 
 from orchestrator.dia.io import ExposureRow
 from orchestrator.dia.pipeline.calibrate import calibrated_flux
+from orchestrator.dia.pipeline.config import PipelineConfig
 from orchestrator.dia.pipeline.memory import tune_for_run
-from orchestrator.dia.pipeline.pair import PipelineConfig, process_pair, worker_init
+from orchestrator.dia.pipeline.pair import process_pair, worker_init
 
 COLUMNS = (
     "oid",

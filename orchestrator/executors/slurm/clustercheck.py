@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import ManifestProblem
 from orchestrator.executors.slurm.commands import SlurmClient, SlurmCommandError
+from orchestrator.executors.slurm.options import SlurmExecutor
 from orchestrator.manifests.loader import LoadedManifest, field_position
-from orchestrator.manifests.models import SlurmExecutor
 
 # sacctmgr's answer (exit 1) on a cluster with AccountingStorageType other than slurmdbd
 # (measured on Slurm 22.05: "You are not running a supported accounting_storage plugin").

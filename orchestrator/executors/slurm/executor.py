@@ -17,29 +17,27 @@ Invariants:
 - After ``breaker_threshold`` consecutive controller errors, submission pauses (the circuit
   breaker opens); status polls continue as probes with backoff and close it when one succeeds.
 
-Here: the daemon-facing calls, the worker loop and submission (with the look-up by tag);
-tracking is :mod:`.polling`, each task's phase :mod:`.tracking`, the per-run record and the
-breaker :mod:`.tracked`.
+Here: the daemon-facing calls, the worker loop and submission; the look-up by tag and tracking
+are :mod:`.polling`, each task's phase :mod:`.tracking`, the per-run record and the breaker
+:mod:`.tracked`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
 from orchestrator.executors.base import Outcome, RunSpec
 from orchestrator.executors.slurm.commands import (
-    AccountingDisabledError,
     SlurmClient,
     SlurmCommandError,
 )
+from orchestrator.executors.slurm.options import SlurmOptions, parse_array
 from orchestrator.executors.slurm.polling import Polling
 from orchestrator.executors.slurm.render import (
     NO_TASK,
@@ -49,7 +47,6 @@ from orchestrator.executors.slurm.render import (
     render_batch_script,
 )
 from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun, utcnow
-from orchestrator.manifests.models import SlurmOptions, parse_array
 from orchestrator.settings import Settings
 from orchestrator.store.base import RunRecord, RunState, Store
 
@@ -386,38 +383,3 @@ class SlurmExecutor(Polling):
         t.submit_failures = 0
         self._next_poll = min(self._next_poll, time.monotonic() + min(1.0, self.poll_min_s))
         self.poll_interval_s = self.poll_min_s
-
-    def _lookup(self, t: TrackedRun) -> str | Literal[False] | None:
-        """The job id of this run's current submission if Slurm (or its marker file) knows
-        it; False when surely not submitted; None when the lookup could not be made."""
-        tag = job_tag(t.run_id, t.submission)
-        for marker in sorted(t.run_dir.glob("started.*")):
-            with contextlib.suppress(OSError, ValueError):
-                text = marker.read_text().strip()
-                if text:
-                    return text.split("_")[0]
-        try:
-            rows = self.client.squeue()
-        except SlurmCommandError as exc:
-            self.breaker.failure(exc.message)
-            t.submit_after = time.monotonic() + min(self.poll_interval_s, 30)
-            return None
-        self.breaker.success()
-        for row in rows:
-            if row.name == tag:
-                return row.base_id
-        if self.accounting is not False:
-            try:
-                rows = self.client.sacct_by_name([tag], t.created_at - timedelta(days=1))
-                self.accounting = True
-            except AccountingDisabledError:
-                self.accounting = False
-                rows = []
-            except SlurmCommandError as exc:
-                log.warning("slurm_lookup_sacct_failed", run_id=t.run_id, error=exc.message)
-                t.submit_after = time.monotonic() + min(self.poll_interval_s, 30)
-                return None
-            for row in rows:
-                if row.name == tag:
-                    return row.base_id
-        return False

@@ -1,7 +1,8 @@
-"""The tracking half of the Slurm executor: one batched squeue (and, where needed, one sacct)
-per poll cycle, each task's phase from :func:`~orchestrator.executors.slurm.tracking.track_task`,
-resubmission after a node failure, backoff while nothing changes. Runs on the executor's worker
-thread only (:class:`~orchestrator.executors.slurm.executor.SlurmExecutor` inherits it).
+"""The tracking half of the Slurm executor: the look-up of a submission by its tag, one batched
+squeue (and, where needed, one sacct) per poll cycle, each task's phase from
+:func:`~orchestrator.executors.slurm.tracking.track_task`, resubmission after a node failure,
+backoff while nothing changes. Runs on the executor's worker thread only
+(:class:`~orchestrator.executors.slurm.executor.SlurmExecutor` inherits it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 import threading
 import time
 from datetime import timedelta
+from typing import Literal
 
 import structlog
 
@@ -48,6 +50,41 @@ class Polling:
     @property
     def store(self) -> Store:
         raise NotImplementedError
+
+    def _lookup(self, t: TrackedRun) -> str | Literal[False] | None:
+        """The job id of this run's current submission if Slurm (or its marker file) knows
+        it; False when surely not submitted; None when the lookup could not be made."""
+        tag = job_tag(t.run_id, t.submission)
+        for marker in sorted(t.run_dir.glob("started.*")):
+            with contextlib.suppress(OSError, ValueError):
+                text = marker.read_text().strip()
+                if text:
+                    return text.split("_")[0]
+        try:
+            rows = self.client.squeue()
+        except SlurmCommandError as exc:
+            self.breaker.failure(exc.message)
+            t.submit_after = time.monotonic() + min(self.poll_interval_s, 30)
+            return None
+        self.breaker.success()
+        for row in rows:
+            if row.name == tag:
+                return row.base_id
+        if self.accounting is not False:
+            try:
+                rows = self.client.sacct_by_name([tag], t.created_at - timedelta(days=1))
+                self.accounting = True
+            except AccountingDisabledError:
+                self.accounting = False
+                rows = []
+            except SlurmCommandError as exc:
+                log.warning("slurm_lookup_sacct_failed", run_id=t.run_id, error=exc.message)
+                t.submit_after = time.monotonic() + min(self.poll_interval_s, 30)
+                return None
+            for row in rows:
+                if row.name == tag:
+                    return row.base_id
+        return False
 
     def _poll(self) -> None:
         with self._lock:

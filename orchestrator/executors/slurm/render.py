@@ -19,7 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.manifests.models import SlurmOptions
+from orchestrator.executors.slurm.options import SlurmOptions
 
 SCRIPT_NAME = "job.sbatch"
 NO_TASK = "none"

@@ -89,26 +89,7 @@ def parse_time_limit_s(value: Any) -> float:
     if isinstance(value, int):
         seconds: float = value * 60
     elif isinstance(value, str):
-        text = value.strip()
-        if text.lower() in _UNLIMITED:
-            raise DurationError(
-                f"{_shown(value)}: unlimited time is not accepted; leave executor.slurm.time "
-                f"out for the partition's default limit, or use {VALID_FORMS}"
-            )
-        if _HAS_UNIT.search(text):
-            if not _WITH_UNITS.match(text):
-                raise DurationError(f"{_shown(value)} is not a time limit; use {VALID_FORMS}")
-            try:
-                seconds = parse_duration_s(text)
-            except DurationError as exc:  # the form matched: only the bound is left
-                raise _over_maximum(value) from exc
-        elif _TOO_MANY_DIGITS.match(text):
-            raise _over_maximum(value)
-        else:
-            found = _slurm_form_s(text)
-            if found is None:
-                raise DurationError(f"{_shown(value)} is not a time limit; use {VALID_FORMS}")
-            seconds = found
+        seconds = _text_s(value)
     else:
         raise DurationError(f"expected a time limit, got {type(value).__name__}; use {VALID_FORMS}")
     if seconds < MIN_TIME_LIMIT_S:
@@ -119,6 +100,29 @@ def parse_time_limit_s(value: Any) -> float:
     if seconds > MAX_TIME_LIMIT_S:
         raise _over_maximum(value)
     return float(seconds)
+
+
+def _text_s(value: str) -> float:
+    """A time limit written as text: Slurm's clock forms or durations with units."""
+    text = value.strip()
+    if text.lower() in _UNLIMITED:
+        raise DurationError(
+            f"{_shown(value)}: unlimited time is not accepted; leave executor.slurm.time "
+            f"out for the partition's default limit, or use {VALID_FORMS}"
+        )
+    if _HAS_UNIT.search(text):
+        if not _WITH_UNITS.match(text):
+            raise DurationError(f"{_shown(value)} is not a time limit; use {VALID_FORMS}")
+        try:
+            return parse_duration_s(text)
+        except DurationError as exc:  # the form matched: only the bound is left
+            raise _over_maximum(value) from exc
+    if _TOO_MANY_DIGITS.match(text):
+        raise _over_maximum(value)
+    found = _slurm_form_s(text)
+    if found is None:
+        raise DurationError(f"{_shown(value)} is not a time limit; use {VALID_FORMS}")
+    return found
 
 
 def _shown(value: Any) -> str:

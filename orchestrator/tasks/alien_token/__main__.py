@@ -7,7 +7,7 @@ import traceback
 
 from pydantic import ValidationError
 
-from orchestrator.manifests.models import AliEnTokenManifest
+from orchestrator.tasks.alien_token.spec import AliEnTokenManifest
 from orchestrator.tasks.alien_token.task import EXIT_FAILED, EXIT_UNUSABLE, run
 from orchestrator.tasks.python_task import read_manifest, write_result
 

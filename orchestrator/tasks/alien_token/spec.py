@@ -9,11 +9,12 @@ but does not export it, so it is substituted here), which gives the defaults the
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, field_validator, model_validator
 
 from orchestrator.manifests.fields import Argv, Container, Duration, EnvMap, StrictModel
+from orchestrator.manifests.models import ManifestBase
 from orchestrator.tasks.alien_token.hostnames import HOST_PATTERN_RE, expand_host_pattern
 
 # JAliEn clients refuse a token with less than this left (alien.py: "token valid < 600 s").
@@ -188,3 +189,8 @@ class AliEnTokenSpec(StrictModel):
         if value < 1:
             raise ValueError("init_timeout must be at least 1s")
         return value
+
+
+class AliEnTokenManifest(ManifestBase):
+    kind: Literal["AliEnToken"]
+    spec: AliEnTokenSpec

@@ -21,12 +21,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from orchestrator.manifests.models import AliEnTokenManifest
 from orchestrator.tasks.alien_token.certificate import (
     TokenState,
     expand_path,
@@ -34,21 +32,24 @@ from orchestrator.tasks.alien_token.certificate import (
     iso_utc,
     read_token,
 )
+from orchestrator.tasks.alien_token.distribute import (
+    distribute_local,
+    distribute_remote,
+    skip_distribution,
+)
 from orchestrator.tasks.alien_token.local_copy import (
     TokenFiles,
-    atomic_write,
-    copy_to_directory,
-    env_file_text,
 )
-from orchestrator.tasks.alien_token.remote import HostResult, copy_to_hosts
 from orchestrator.tasks.alien_token.renew import run_init
-from orchestrator.tasks.alien_token.spec import CLIENT_MIN_VALID_S, AliEnTokenSpec
+from orchestrator.tasks.alien_token.report import Console, Report
+from orchestrator.tasks.alien_token.spec import (
+    CLIENT_MIN_VALID_S,
+    AliEnTokenManifest,
+    AliEnTokenSpec,
+)
 from orchestrator.tasks.alien_token.state import (
-    HostState,
     StateBusyError,
-    load_hosts,
     locked,
-    save_hosts,
     state_dir_for,
 )
 
@@ -56,56 +57,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNUSABLE = 2
 EXIT_ALERT = 3
-
-
-@dataclass
-class Report:
-    """What a run found and did; becomes the task result and the exit status."""
-
-    token: TokenState | None = None
-    renewed: bool = False
-    renewal_error: str = ""
-    needs_passphrase: bool = False
-    directories: dict[str, dict[str, Any]] = field(default_factory=dict)
-    env_file: str = ""
-    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    hosts_required: int = 0
-    failures: list[str] = field(default_factory=list)  # full messages, with what to do
-    headlines: list[str] = field(default_factory=list)  # the same, short, for the summary
-    warning: str = ""
-
-    def fail(self, headline: str, detail: str = "", first: bool = False) -> None:
-        message = f"{headline}{detail}"
-        if first:
-            self.headlines.insert(0, headline)
-            self.failures.insert(0, message)
-        else:
-            self.headlines.append(headline)
-            self.failures.append(message)
-
-
-class Console:
-    """Progress lines on stdout (the run's log); a rewritten status line on a TTY."""
-
-    def __init__(self, out: TextIO | None = None) -> None:
-        self.out = out or sys.stdout
-        self.tty = self.out.isatty()
-        self._line_open = False
-
-    def say(self, text: str) -> None:
-        self._end_line()
-        print(text, file=self.out, flush=True)
-
-    def progress(self, text: str) -> None:
-        if self.tty:
-            self.out.write("\r\x1b[K" + text)
-            self.out.flush()
-            self._line_open = True
-
-    def _end_line(self) -> None:
-        if self._line_open:
-            self.out.write("\n")
-            self._line_open = False
 
 
 def _renewal_reason(spec: AliEnTokenSpec, token: TokenState, now: datetime) -> str | None:
@@ -155,145 +106,6 @@ def _renew(
         report.renewed = True
         console.say(f"renewed: {outcome.message}")
     return after
-
-
-def _distribute_local(
-    spec: AliEnTokenSpec,
-    files: TokenFiles,
-    token: TokenState,
-    job: str,
-    report: Report,
-    console: Console,
-) -> None:
-    targets = spec.targets
-    exported: tuple[Path, Path] = (token.cert_path, token.key_path)
-    for i, text in enumerate(targets.directories):
-        directory = expand_path(text)
-        try:
-            paths = copy_to_directory(directory, files)
-        except OSError as exc:
-            error = f"{exc.strerror or exc} ({exc.filename or directory})"
-            report.directories[str(directory)] = {"ok": False, "error": error}
-            report.fail(f"copy to {directory} failed: {error}")
-            console.say(f"directory {directory}: FAILED: {error}")
-            continue
-        report.directories[str(directory)] = {"ok": True, "error": ""}
-        console.say(f"directory {directory}: token in place (mode 0600)")
-        if i == 0:
-            exported = paths
-    if targets.env_file:
-        env_path = expand_path(targets.env_file)
-        debug_file = (
-            str(expand_path(targets.alienpy_debug_file))
-            if targets.alienpy_debug_file
-            else str(exported[0].parent / "alienpy_debug.log")
-        )
-        assert token.not_after is not None
-        text = env_file_text(exported[0], exported[1], debug_file, job, iso_utc(token.not_after))
-        try:
-            env_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            atomic_write(env_path, text.encode())
-        except OSError as exc:
-            error = f"{exc.strerror or exc} ({exc.filename or env_path})"
-            report.fail(f"writing the env file {env_path} failed: {error}")
-            console.say(f"env file {env_path}: FAILED: {error}")
-        else:
-            report.env_file = str(env_path)
-            console.say(f"env file {env_path}: JALIEN_TOKEN_CERT={exported[0]}")
-
-
-def _distribute_remote(
-    spec: AliEnTokenSpec,
-    files: TokenFiles,
-    token: TokenState,
-    state_dir: Path | None,
-    now: Callable[[], datetime],
-    report: Report,
-    console: Console,
-) -> None:
-    targets = spec.targets
-    hosts = targets.all_hosts()
-    if not hosts:
-        return
-    report.hosts_required = targets.min_hosts if targets.min_hosts is not None else len(hosts)
-    known = load_hosts(state_dir)
-    start = now()
-    due = [
-        h
-        for h in hosts
-        if known.setdefault(h, HostState()).due(token.fingerprint, start, targets.recopy_after)
-    ]
-    for host in hosts:
-        if host not in due:
-            report.hosts[host] = {"ok": True, "error": "", "action": "up to date"}
-    console.say(
-        f"hosts: {len(due)} of {len(hosts)} to copy to"
-        + (f" ({len(hosts) - len(due)} up to date)" if len(due) < len(hosts) else "")
-    )
-    counts = {"done": 0, "failed": 0}
-
-    def on_done(result: HostResult) -> None:
-        counts["done"] += 1
-        entry = known[result.host]
-        entry.attempted_at = iso_utc(now())
-        if result.ok:
-            entry.ok, entry.error, entry.failures = True, "", 0
-            entry.fingerprint, entry.copied_at = token.fingerprint, entry.attempted_at
-            report.hosts[result.host] = {"ok": True, "error": "", "action": "copied"}
-        else:
-            counts["failed"] += 1
-            entry.ok, entry.error = False, result.error
-            entry.failures += 1
-            report.hosts[result.host] = {
-                "ok": False,
-                "error": result.error,
-                "action": "failed",
-                "failures_in_a_row": entry.failures,
-            }
-        if console.tty:
-            console.progress(
-                f"hosts: {counts['done']}/{len(due)} done, {counts['failed']} failed"
-                f" (last: {result.host} {'ok' if result.ok else 'FAILED'})"
-            )
-        else:
-            console.say(
-                f"host {result.host}: "
-                + (f"copied ({result.seconds:.1f} s)" if result.ok else f"FAILED: {result.error}")
-            )
-
-    if due:
-        files_by_host = copy_to_hosts(targets, due, files, on_done)
-        if console.tty:
-            for result in files_by_host.values():
-                if not result.ok:
-                    console.say(f"host {result.host}: FAILED: {result.error}")
-    try:
-        save_hosts(state_dir, {h: known[h] for h in hosts})
-    except OSError as exc:
-        report.fail(
-            f"cannot save the host state in {state_dir}: {exc.strerror or exc}",
-            "; the next run copies to every host again. Check the state directory's "
-            "permissions and free space",
-        )
-    report.hosts = {h: report.hosts[h] for h in hosts}
-    ok = sum(1 for r in report.hosts.values() if r["ok"])
-    if ok < report.hosts_required:
-        failed = [f"{h}: {r['error']}" for h, r in report.hosts.items() if not r["ok"]]
-        shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
-        report.fail(
-            f"only {ok} of {len(hosts)} hosts hold the current token "
-            f"(min_hosts {report.hosts_required})",
-            f": {shown}. Failed hosts are retried on the next run; check them with "
-            f"ssh -o BatchMode=yes HOST true",
-        )
-
-
-def _skip_distribution(spec: AliEnTokenSpec, report: Report) -> None:
-    for host in spec.targets.all_hosts():
-        report.hosts[host] = {"ok": False, "error": "no usable token to copy", "action": "skipped"}
-    report.hosts_required = (
-        spec.targets.min_hosts if spec.targets.min_hosts is not None else len(report.hosts)
-    )
 
 
 def run(
@@ -353,10 +165,10 @@ def _run(
             cert_name=token.cert_path.name,
             key_name=token.key_path.name,
         )
-        _distribute_local(spec, files, token, job, report, console)
-        _distribute_remote(spec, files, token, state_dir, now, report, console)
+        distribute_local(spec, files, token, job, report, console)
+        distribute_remote(spec, files, token, state_dir, now, report, console)
     elif spec.targets.directories or spec.targets.env_file or spec.targets.all_hosts():
-        _skip_distribution(spec, report)
+        skip_distribution(spec, report)
         console.say("nothing copied: the token in place is not one clients accept")
     return _finish(spec, report, now(), console)
 

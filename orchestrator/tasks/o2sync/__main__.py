@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.manifests.models import O2SyncManifest
 from orchestrator.tasks.o2sync import proc
 from orchestrator.tasks.o2sync.context import Context
 from orchestrator.tasks.o2sync.errors import O2SyncError
+from orchestrator.tasks.o2sync.spec import O2SyncManifest
 from orchestrator.tasks.o2sync.state import default_state_dir, expand_path
 from orchestrator.tasks.python_task import read_manifest, write_result
 

@@ -41,7 +41,7 @@ def _fail(message: str) -> None:
 def _job(job: str, jobs_dir: Path | None, state_dir: Path | None) -> tuple[O2SyncSpec, Path]:
     """The job's spec and its O2Sync state directory."""
     from orchestrator.manifests.loader import scan_directory
-    from orchestrator.manifests.models import O2SyncManifest
+    from orchestrator.tasks.o2sync.spec import O2SyncManifest
 
     try:
         settings = Settings.resolve(jobs_dir, state_dir)

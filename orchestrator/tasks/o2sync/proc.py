@@ -130,22 +130,10 @@ def run(
         ) from exc
     tail: deque[str] = deque(maxlen=tail_lines)
     seen: set[str] = set()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            tail.append(line)
-            for needle in watch:
-                if needle in line:
-                    seen.add(needle)
-            if echo:
-                sys.stdout.write(f"  | {line}\n")
-                sys.stdout.flush()
-            if log is not None:
-                log.write(line + "\n")
-
-    reader = threading.Thread(target=pump, daemon=True)
+    assert proc.stdout is not None
+    reader = threading.Thread(
+        target=_pump, args=(proc.stdout, tail, watch, seen, echo, log), daemon=True
+    )
     reader.start()
     timed_out = False
     try:
@@ -168,3 +156,24 @@ def run(
         if log is not None:
             log.flush()
     return Completed(list(argv), proc.returncode, list(tail), timed_out, seen)
+
+
+def _pump(
+    stream: IO[bytes],
+    tail: deque[str],
+    watch: tuple[str, ...],
+    seen: set[str],
+    echo: bool,
+    log: IO[str] | None,
+) -> None:
+    """Read the child's output line by line: keep the tail, note the watched strings, copy
+    each line to our stdout (``echo``) and to ``log``."""
+    for raw in stream:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        tail.append(line)
+        seen.update(needle for needle in watch if needle in line)
+        if echo:
+            sys.stdout.write(f"  | {line}\n")
+            sys.stdout.flush()
+        if log is not None:
+            log.write(line + "\n")

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_validator
 
 from orchestrator.manifests.fields import Argv, Container, Duration, EnvMap, StrictModel
+from orchestrator.manifests.models import ManifestBase
 
 PROBE_PLACEHOLDERS = ("package", "tag", "arch", "cvmfs_root")
 DEFAULT_PROBE = [
@@ -239,3 +240,8 @@ class O2SyncSpec(StrictModel):
                 "mode source needs 'workdir': the directory holding O2/, O2Physics/, alidist/, sw/"
             )
         return self
+
+
+class O2SyncManifest(ManifestBase):
+    kind: Literal["O2Sync"]
+    spec: O2SyncSpec

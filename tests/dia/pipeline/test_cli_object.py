@@ -17,8 +17,10 @@ def test_missing_object_fields_are_a_usage_error(tmp_path: Path) -> None:
     lists.write_text("path pointing sca mjd band\n")
     args = ["run", "-t", str(lists), "-s", str(lists), "-o", str(tmp_path / "out")]
     result = CliRunner().invoke(photometry, args)
-    assert result.exit_code == 2 and "missing --oid" in result.output
+    assert result.exit_code == 2
+    assert "missing --oid" in result.output
     obj = tmp_path / "object.json"
     obj.write_text(json.dumps({"oid": "1", "ra": 9.5, "band": "R062"}))
     result = CliRunner().invoke(photometry, [*args, "--object", str(obj)])
-    assert result.exit_code == 2 and "missing -d/--dec" in result.output
+    assert result.exit_code == 2
+    assert "missing -d/--dec" in result.output

@@ -129,9 +129,11 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     """A missing list or a bad --psf value is a usage error: exit status 2 and a message."""
     obj = {"oid": "x", "ra": 1.0, "dec": 2.0, "band": "R062"}
     proc = _run(tmp_path, obj)
-    assert proc.returncode == 2 and "templates.txt" in proc.stderr
+    assert proc.returncode == 2
+    assert "templates.txt" in proc.stderr
     proc = _run(tmp_path, obj, "--psf", "gaussian:zero")
-    assert proc.returncode == 2 and "--psf" in proc.stderr
+    assert proc.returncode == 2
+    assert "--psf" in proc.stderr
 
 
 @pytest.mark.slow
@@ -204,7 +206,8 @@ def test_workers_die_with_a_killed_run(tmp_path: Path) -> None:
             if len(workers) == 2 and min(sum(w.cpu_times()[:2]) for w in workers) > 2.5:
                 break
             time.sleep(0.05)
-        assert len(workers) == 2 and proc.poll() is None, "the pool never got to work"
+        assert len(workers) == 2, "the pool never got to work"
+        assert proc.poll() is None, "the pool never got to work"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         _, alive = psutil.wait_procs(workers, timeout=0.5)

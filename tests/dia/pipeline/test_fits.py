@@ -29,9 +29,12 @@ def test_primary_hdu_pixels_without_error_map(tmp_path: Path) -> None:
     fits.PrimaryHDU(_pixels(), header=_header(MAGZP=25.5)).writeto(path)
     with FitsImage(path) as img:
         cut = img.read(slice(2, 10), slice(3, 7))
-    assert cut.data.shape == (8, 4) and cut.data[0, 0] == 2 * 32 + 3
-    assert cut.variance is None and not cut.mask.any()
-    assert cut.zeropoint == 25.5 and cut.origin == (2, 3)
+    assert cut.data.shape == (8, 4)
+    assert cut.data[0, 0] == 2 * 32 + 3
+    assert cut.variance is None
+    assert not cut.mask.any()
+    assert cut.zeropoint == 25.5
+    assert cut.origin == (2, 3)
 
 
 def test_sci_extension_with_err_and_dq(tmp_path: Path) -> None:
@@ -52,7 +55,8 @@ def test_sci_extension_with_err_and_dq(tmp_path: Path) -> None:
         x, y = img.world_to_pixel(10.0, -40.0)
     assert cut.data[1, 0] == 32
     assert np.all(cut.variance == 9.0)
-    assert cut.mask[5, 6] and cut.mask.sum() == 1
+    assert cut.mask[5, 6]
+    assert cut.mask.sum() == 1
     assert cut.zeropoint == pytest.approx(26.1)
     assert (x, y) == pytest.approx((15.5, 15.5))
 
@@ -73,8 +77,11 @@ def test_var_extension_and_nonpositive_variance_is_bad(tmp_path: Path) -> None:
     ).writeto(path)
     with FitsImage(path) as img:
         cut = img.read()
-    assert cut.variance is not None and cut.variance[2, 2] == 2.0
-    assert cut.mask[0, 0] and cut.mask[1, 1] and cut.mask.sum() == 2
+    assert cut.variance is not None
+    assert cut.variance[2, 2] == 2.0
+    assert cut.mask[0, 0]
+    assert cut.mask[1, 1]
+    assert cut.mask.sum() == 2
 
 
 def test_custom_zeropoint_key_and_missing_wcs(tmp_path: Path) -> None:

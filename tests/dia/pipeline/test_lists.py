@@ -22,7 +22,8 @@ def test_band_filter_is_case_insensitive_and_skips_other_bands(tmp_path: Path) -
     (tmp_path / "t.txt").write_text(LIST)
     rows = read_list(tmp_path / "t.txt", "R062")
     assert [r.pointing for r in rows] == [10, 12]
-    assert rows[0].sca == 3 and rows[0].mjd == 60000.5
+    assert rows[0].sca == 3
+    assert rows[0].mjd == 60000.5
 
 
 def test_relative_paths_start_at_the_list_folder_or_base_path(tmp_path: Path) -> None:
@@ -43,7 +44,9 @@ def test_psf_column_is_optional_and_dash_means_none(tmp_path: Path) -> None:
     assert rows[1].psf_path is None
     (tmp_path / "u.txt").write_text("mjd band path sca pointing\n60000 R062 x.fits 1 2\n")
     (row,) = read_list(tmp_path / "u.txt")
-    assert row.psf_path is None and row.pointing == 2 and row.sca == 1
+    assert row.psf_path is None
+    assert row.pointing == 2
+    assert row.sca == 1
 
 
 @pytest.mark.parametrize(

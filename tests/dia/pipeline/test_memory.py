@@ -52,7 +52,8 @@ def test_freed_memory_is_reused_without_page_faults() -> None:
     mapping, faulted in again (32 faults with 2 MB pages, 16,384 with 4 kB ones)."""
     kept, faults_kept = _second_touch_faults(None)
     off, faults_default = _second_touch_faults("0")
-    assert kept and not off
+    assert kept
+    assert not off
     assert faults_default >= 16
     assert faults_kept * 4 <= faults_default
 
@@ -82,7 +83,8 @@ def test_huge_page_advice_off_unless_the_user_chose_it() -> None:
     before, took, after = _huge_page_advice()
     if not before:
         pytest.skip("NumPy gives no huge-page advice here (kernel before 4.6)")
-    assert took and not after
+    assert took
+    assert not after
     assert _huge_page_advice(**{NUMPY_ENV: "1"}) == (True, False, True)
     assert _huge_page_advice(ORCH_DIA_KEEP_MEMORY="0") == (True, False, True)
 

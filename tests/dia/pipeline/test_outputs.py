@@ -115,8 +115,11 @@ def test_csv_carries_new_columns_and_defaults(tmp_path: Path) -> None:
     assert list(back[0]) == list(COLUMNS)
     for c in ("flux_njy", "flux_njy_err", "flag", "flag_reason", "nea", "sky_rms"):
         assert c in COLUMNS
-    assert back[0]["nea"] == "nan" and back[0]["flag"] == "0" and back[0]["flag_reason"] == ""
-    assert back[1]["nea"] == "7.5" and back[1]["flag"] == "4"
+    assert back[0]["nea"] == "nan"
+    assert back[0]["flag"] == "0"
+    assert back[0]["flag_reason"] == ""
+    assert back[1]["nea"] == "7.5"
+    assert back[1]["flag"] == "4"
     assert float(back[1]["flux_njy"]) == pytest.approx(
         500.0 * 10 ** (-0.4 * (26.1 - 31.4)), rel=1e-12
     )
@@ -185,14 +188,18 @@ def test_parquet_round_trip_in_snappl_schema(tmp_path: Path) -> None:
     assert columns["sky_rms"][1] == 8.25
     assert columns["observation_id"] == ["2000", "2001", "2002", "2003"]
     assert columns["sca"] == [3, 4, 5, 6]
-    assert columns["flag"] == [0, 4, 0, 0] and columns["flag_reason"][1] == "high chi2"
+    assert columns["flag"] == [0, 4, 0, 0]
+    assert columns["flag_reason"][1] == "high chi2"
     assert columns["template_observation_id"] == ["1000", "1001", "1000", "1001"]
     assert columns["success"] == [True, True, False, True]
     assert columns["error"][2] == "DiaFitError: too few pixels"
     assert columns["flux_njy"][1] == pytest.approx(rows[1]["flux_njy"])
     assert units["flux_njy"] == u.nJy
-    assert meta["band"] == "R062" and meta["ra"] == 9.5 and meta["oid"] == "sn1"
-    assert meta["diaobject_id"] is None and meta["njy_zero_point"] == 31.4
+    assert meta["band"] == "R062"
+    assert meta["ra"] == 9.5
+    assert meta["oid"] == "sn1"
+    assert meta["diaobject_id"] is None
+    assert meta["njy_zero_point"] == 31.4
     assert math.isnan(meta["local_surface_brightness_R062"])
     moved = {"oid", "band", "science_pointing", "science_sca", "template_pointing", "nea"}
     assert set(COLUMNS) - moved <= set(columns)
@@ -220,7 +227,8 @@ def test_parquet_with_astropy_and_snappl_readers(tmp_path: Path) -> None:
 
     path, _ = _write(tmp_path)
     table = QTable.read(path)
-    assert table["flux"].unit == u.count / u.s and table.meta["band"] == "R062"
+    assert table["flux"].unit == u.count / u.s
+    assert table.meta["band"] == "R062"
     assert table["NEA"][1] == 7.5 * u.pix**2
     snappl_lightcurve = pytest.importorskip("snappl.lightcurve", reason="snappl not installed")
     lc = snappl_lightcurve.Lightcurve(data=table, meta=dict(table.meta), no_base_path=True)

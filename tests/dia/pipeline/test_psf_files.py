@@ -55,18 +55,22 @@ def test_pixel_convolved_file_is_not_integrated_over_the_pixel_again(tmp_path: P
 def test_without_pixconv_a_file_is_taken_as_pixel_convolved(tmp_path: Path) -> None:
     data = _effective_samples()
     image = read_psf_image(_write(tmp_path / "p.fits", data, None))
-    assert image.pixel_convolved and image.oversamp == 4
+    assert image.pixel_convolved
+    assert image.oversamp == 4
 
 
 def test_scale_is_kept_and_only_an_odd_scale_is_renormalised(tmp_path: Path) -> None:
     """Unit total flux (sum = encircled energy) is kept; x oversamp^2 is undone; others -> 1."""
     data = _effective_samples() * 0.97  # a stamp that holds 97 % of the flux
     kept = read_psf_image(_write(tmp_path / "a.fits", data, True))
-    assert kept.data.sum() == pytest.approx(0.97, rel=1e-6) and kept.note == ""
+    assert kept.data.sum() == pytest.approx(0.97, rel=1e-6)
+    assert kept.note == ""
     per_pixel = read_psf_image(_write(tmp_path / "b.fits", data * 16, True))
-    assert per_pixel.data.sum() == pytest.approx(0.97, rel=1e-6) and per_pixel.note == ""
+    assert per_pixel.data.sum() == pytest.approx(0.97, rel=1e-6)
+    assert per_pixel.note == ""
     odd = read_psf_image(_write(tmp_path / "c.fits", data * 5, True))
-    assert odd.data.sum() == pytest.approx(1.0) and "normalised to 1" in odd.note
+    assert odd.data.sum() == pytest.approx(1.0)
+    assert "normalised to 1" in odd.note
     assert PsfModel.from_file(kept).stamp(12).sum() == pytest.approx(0.97, abs=2e-3)
 
 

@@ -32,7 +32,8 @@ def test_star_lands_where_the_wcs_says_with_its_flux() -> None:
     yy, xx = np.mgrid[-6:7, -6:7]
     assert abs(stamp.sum() - 1000.0) < 10.0  # 1 %: interpolation of an undersampled star
     cx, cy = (stamp * xx).sum() / stamp.sum() + 40, (stamp * yy).sum() / stamp.sum() + 51
-    assert abs(cx - 40.3) < 0.05 and abs(cy - 51.7) < 0.05
+    assert abs(cx - 40.3) < 0.05
+    assert abs(cy - 51.7) < 0.05
     assert np.allclose(np.abs(np.linalg.det(jacobian_at(sw, tw, 40.0, 50.0))), 1.0, atol=1e-6)
 
 
@@ -63,7 +64,8 @@ def test_bad_and_missing_template_pixels_are_masked() -> None:
     mask[48, 48] = True
     res = resample(np.ones((N, N)), np.ones((N, N)), mask, xs, ys)
     assert 16 <= res.mask[30:70, 30:70].sum() <= 49
-    assert np.isnan(res.image[res.outside]).all() and res.outside.any()
+    assert np.isnan(res.image[res.outside]).all()
+    assert res.outside.any()
     assert 0.8 < res.coverage < 1.0
 
 
@@ -97,7 +99,8 @@ def test_kernel_matches_numpy_reference_through_rotated_dithered_wcs() -> None:
     xs, ys = pixel_map(sw, tw, (N, N))
     img, var, mask = _random_inputs(1, (N, N))
     res = resample(img, var, mask, xs, ys)
-    assert res.outside.any() and not res.outside.all()
+    assert res.outside.any()
+    assert not res.outside.all()
     _assert_matches_reference(res, reference.resample(img, var, mask, xs, ys))
 
 
@@ -129,7 +132,9 @@ def test_nan_coordinates_are_outside() -> None:
     yy, xx = np.mgrid[0:10, 0:10].astype(float) + 5.0
     xx[4, 4] = np.nan
     res = resample(img, var, mask, xx, yy)
-    assert res.outside[4, 4] and res.mask[4, 4] and np.isnan(res.image[4, 4])
+    assert res.outside[4, 4]
+    assert res.mask[4, 4]
+    assert np.isnan(res.image[4, 4])
     assert res.outside.sum() == 1
 
 

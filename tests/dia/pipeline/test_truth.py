@@ -80,7 +80,8 @@ def test_plot_draws_truth_and_flagged_rows(tmp_path: Path) -> None:
     with_truth, without = tmp_path / "truth.png", tmp_path / "plain.png"
     plot_lightcurve(with_truth, rows, "sn R062", truth=truth)
     plot_lightcurve(without, rows, "sn R062")
-    assert with_truth.stat().st_size > 1000 and without.stat().st_size > 1000
+    assert with_truth.stat().st_size > 1000
+    assert without.stat().st_size > 1000
     assert with_truth.read_bytes() != without.read_bytes()
 
 
@@ -117,7 +118,8 @@ def test_truth_option_with_a_bad_file_is_a_usage_error(tmp_path: Path) -> None:
         photometry, [*args, "-s", str(lists), "-o", str(tmp_path / "out"), "--truth", str(bad)]
     )
     assert result.exit_code == 2
-    assert "--truth" in result.output and "mytruth.csv" in result.output
+    assert "--truth" in result.output
+    assert "mytruth.csv" in result.output
     assert "true_flux" in result.output
     assert not (tmp_path / "out").exists()
 
@@ -126,7 +128,8 @@ def test_default_truth_beside_object(tmp_path: Path) -> None:
     """truth.csv beside object.json is the default truth; none there means none."""
     obj = tmp_path / "object.json"
     obj.write_text("{}")
-    assert default_truth_path(obj) is None and default_truth_path(None) is None
+    assert default_truth_path(obj) is None
+    assert default_truth_path(None) is None
     (tmp_path / "truth.csv").write_text("science_path,true_flux,zpt\na.fits,1,26\n")
     assert default_truth_path(obj) == tmp_path / "truth.csv"
 
@@ -149,11 +152,13 @@ def test_demo_run_writes_parquet_and_plots_default_truth(tmp_path: Path) -> None
     ]
     result = runner.invoke(photometry, run)
     assert result.exit_code == 0, result.output
-    assert "truth_table" in result.output and str(data / "truth.csv") in result.output
+    assert "truth_table" in result.output
+    assert str(data / "truth.csv") in result.output
     oid = json.loads((data / "object.json").read_text())["oid"]
     stem = out / oid / f"{oid}_R062_lightcurve"
     table = pq.read_table(stem.with_suffix(".parquet")).to_pydict()
-    assert len(table["flux"]) == 6 and all(table["success"])
+    assert len(table["flux"]) == 6
+    assert all(table["success"])
     assert all(math.isfinite(x) for x in table["pix_x"] + table["flux_njy"])
     assert stem.with_suffix(".png").stat().st_size > 1000
 
@@ -174,6 +179,8 @@ def test_broken_default_truth_is_skipped(tmp_path: Path) -> None:
             *("-t", str(lists), "-s", str(lists)),
         ],
     )
-    assert "truth_skipped" in result.output and "lacks the column(s)" in result.output
+    assert "truth_skipped" in result.output
+    assert "lacks the column(s)" in result.output
     assert "--truth" not in result.output
-    assert result.exit_code == 2 and "no template exposure" in result.output
+    assert result.exit_code == 2
+    assert "no template exposure" in result.output

@@ -1,0 +1,286 @@
+"""The command line's run commands: ``status``, ``history``, ``logs`` (read the store, or ask
+the daemon) and ``trigger``, ``cancel``, ``reload`` (through its control socket)."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator.cli_common import (
+    echo_retries,
+    fail,
+    print_json,
+    settings_from,
+    state_dir_problem,
+    stored_retries,
+)
+from orchestrator.cli_options import JOBS_DIR, STATE_DIR
+from orchestrator.errors import (
+    ControlError,
+    DaemonNotRunningError,
+    OrchestratorError,
+)
+from orchestrator.settings import Settings
+
+
+def _offline_status(settings: Settings) -> dict[str, Any]:
+    """Status from the files and the store when no daemon answers."""
+    from orchestrator.lease import read_holder
+    from orchestrator.manifests.loader import scan_directory
+    from orchestrator.manifests.models import CronSchedule, EverySchedule
+    from orchestrator.scheduling.triggers import next_fire_times
+    from orchestrator.status import JobView, job_row
+    from orchestrator.store.sqlite import SQLiteStore
+
+    scan = scan_directory(settings.jobs_dir)
+    store = SQLiteStore(settings.db_path) if settings.db_path.exists() else None
+    now = datetime.now(UTC)
+    rows = []
+    try:
+        anchors = store.all_job_state("anchor") if store else {}
+        retries = store.all_job_state("retry") if store else {}
+        for name, loaded in sorted(scan.valid.items()):
+            m = loaded.manifest
+            nxt = None
+            if isinstance(m.schedule, CronSchedule | EverySchedule) and not m.suspend:
+                anchor = datetime.fromisoformat(anchors[name]) if anchors.get(name) else now
+                found = next_fire_times(m.schedule, now, 1, start=anchor)
+                nxt = found[0] if found else None
+            last = store.last_run(name) if store else None
+            active = store.active_runs(name) if store else []
+            row = job_row(JobView(loaded.path, loaded), nxt, last, active)
+            row["pending_retries"] = stored_retries(retries.get(name))
+            rows.append(row)
+        for path, err in sorted(scan.invalid.items()):
+            rows.append(job_row(JobView(path, None, err), None, None, []))
+    finally:
+        if store:
+            store.close()
+    return {
+        "daemon": {
+            "running": False,
+            "lease": read_holder(settings.state_dir),
+            "jobs_dir": str(settings.jobs_dir),
+            "state_dir": str(settings.state_dir),
+            "jobs_dir_error": None
+            if settings.jobs_dir.is_dir()
+            else f"{settings.jobs_dir}: jobs directory does not exist",
+            "state_dir_note": None
+            if settings.db_path.exists()
+            else f"no run history in {settings.state_dir} (no daemon has run with it)",
+        },
+        "jobs": rows,
+    }
+
+
+@click.command()
+@JOBS_DIR
+@STATE_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Jobs, their validity, next and last runs (from the daemon, or the files when down)."""
+    from orchestrator.control import request
+
+    settings = settings_from(jobs_dir, state_dir)
+    try:
+        data = request(settings.control_socket, {"op": "status"})["status"]
+    except DaemonNotRunningError:
+        try:
+            data = _offline_status(settings)
+        except (OrchestratorError, OSError, sqlite3.Error) as exc:
+            fail(state_dir_problem(settings, exc))
+    except ControlError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(data)
+        return
+    _echo_daemon(data["daemon"])
+    for row in data["jobs"]:
+        _echo_job(row)
+
+
+def _echo_daemon(d: dict[str, Any]) -> None:
+    """The daemon's line, then what is wrong with it, one indented line each."""
+    if d["running"]:
+        click.echo(
+            f"daemon: running, pid {d['pid']} on {d['host']} since {d['started_at']}"
+            f" ({d['watch_mode']})"
+        )
+    else:
+        click.echo("daemon: not running")
+    for health in (d.get("executors") or {}).values():
+        if health.get("note"):  # an executor says what is wrong (a paused submission)
+            click.echo(f"  {health['note']}")
+    store_health = d.get("store") or {}
+    if store_health.get("ok") is False:
+        click.echo(
+            f"  run store unavailable since {store_health.get('since')}: "
+            f"{store_health.get('error')} (retrying in {store_health.get('next_retry_in_s')} s; "
+            f"{store_health.get('deferred_events', 0)} events kept until it answers)"
+        )
+    if d.get("state_dir_note"):
+        click.echo(f"  {d['state_dir_note']}")
+    if d.get("jobs_dir_error"):
+        click.echo(f"  jobs directory: {d['jobs_dir_error']}")
+
+
+def _echo_job(row: dict[str, Any]) -> None:
+    last = row["last_run"]
+    last_text = (
+        f"last {last['state']} ({last['exit_code']}) "
+        f"{last['finished_at'] or last['started_at'] or ''}"
+        if last
+        else "never run"
+    )
+    state = "ok" if row["valid"] else "INVALID"
+    if row["suspended"]:
+        state += ",suspended"
+    click.echo(f"{row['name']:<30} {state:<12} next {row['next_run'] or '-':<27} {last_text}")
+    if row["error"]:
+        for line in row["error"].splitlines():
+            click.echo(f"    {line}")
+    echo_retries(row.get("pending_retries") or [])
+
+
+@click.command()
+@click.argument("job", required=False)
+@JOBS_DIR
+@STATE_DIR
+@click.option("-n", "limit", default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history(
+    job: str | None, jobs_dir: Path | None, state_dir: Path | None, limit: int, as_json: bool
+) -> None:
+    """Finished and active runs, newest first."""
+    settings = settings_from(jobs_dir, state_dir)
+    try:
+        runs = _history(settings, job, limit)
+    except (OrchestratorError, OSError, sqlite3.Error) as exc:
+        fail(state_dir_problem(settings, exc))
+    if as_json:
+        print_json([r.to_json() for r in runs])
+        return
+    for r in runs:
+        when = r.started_at or r.scheduled_for or r.created_at
+        click.echo(
+            f"{r.run_id}  {r.job:<24} {r.state!s:<10} exit={r.exit_code!s:<4} "
+            f"{r.trigger!s:<9} attempt={r.attempt} {when.isoformat() if when else ''}"
+            + (f"  {r.message}" if r.message else "")
+        )
+
+
+def _history(settings: Settings, job: str | None, limit: int) -> list[Any]:
+    if not settings.db_path.exists():
+        return []
+    from orchestrator.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(settings.db_path)
+    try:
+        return store.history(job, limit=limit)
+    finally:
+        store.close()
+
+
+@click.command()
+@click.argument("run_id")
+@JOBS_DIR
+@STATE_DIR
+def logs(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
+    """Print a run's output."""
+    from orchestrator.store.sqlite import SQLiteStore
+
+    settings = settings_from(jobs_dir, state_dir)
+    if not settings.db_path.exists():
+        fail(f"no run history in {settings.state_dir}")
+    store = SQLiteStore(settings.db_path)
+    try:
+        run = store.get_run(run_id)
+    finally:
+        store.close()
+    if run is None:
+        fail(f"no run with id {run_id!r}")
+    assert run is not None
+    log_path = run.log_path
+    paths = _log_files(log_path)
+    if not paths:
+        fail(f"run {run_id} has no log file (state {run.state})")
+        return
+    for path in paths:
+        if len(paths) > 1:
+            sys.stdout.write(f"==> {path.name} <==\n")
+            sys.stdout.flush()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(65536):
+                sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    sys.stdout.flush()
+
+
+@click.command()
+@click.argument("job")
+@JOBS_DIR
+@STATE_DIR
+def trigger(job: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
+    """Run JOB now, through the running daemon; prints the run id."""
+    _control(settings_from(jobs_dir, state_dir), {"op": "trigger", "job": job}, "run_id")
+
+
+@click.command()
+@click.argument("run_id")
+@JOBS_DIR
+@STATE_DIR
+def cancel(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
+    """Cancel an active run (its whole process group: TERM, grace, KILL), or drop the pending
+    retry of a failed run (RUN_ID is the failed run; `status` lists pending retries)."""
+    _control(settings_from(jobs_dir, state_dir), {"op": "cancel", "run_id": run_id}, "run_id")
+
+
+@click.command()
+@JOBS_DIR
+@STATE_DIR
+def reload(jobs_dir: Path | None, state_dir: Path | None) -> None:
+    """Re-read the jobs directory now (the same as SIGHUP)."""
+    _control(settings_from(jobs_dir, state_dir), {"op": "reload"}, None)
+
+
+def _log_files(log_path: str | None) -> list[Path]:
+    """A run's output files: one, or one per task for a Slurm array (``output-%a.log``)."""
+    if not log_path:
+        return []
+    path = Path(log_path)
+    if "%a" not in path.name:
+        return [path] if path.exists() else []
+    prefix, _, suffix = path.name.partition("%a")
+    tasks = []
+    for candidate in path.parent.glob(f"{prefix}*{suffix}"):
+        task = candidate.name[len(prefix) : len(candidate.name) - len(suffix)]
+        if task.isdigit():
+            tasks.append((int(task), candidate))
+    return [p for _, p in sorted(tasks)]
+
+
+def _control(settings: Settings, payload: dict[str, Any], key: str | None) -> None:
+    from orchestrator.control import request
+
+    try:
+        reply = request(settings.control_socket, payload)
+    except (DaemonNotRunningError, ControlError) as exc:
+        fail(str(exc))
+        return
+    if reply.get("deferred"):
+        click.echo(f"deferred: {reply['deferred']}", err=True)
+        return
+    if reply.get("retry_dropped"):
+        dropped = reply["retry_dropped"]
+        click.echo(
+            f"dropped the pending retry (attempt {dropped['attempt']}) of job "
+            f"{dropped['job']!r} after run {reply['run_id']}"
+        )
+        return
+    if key:
+        click.echo(reply[key])

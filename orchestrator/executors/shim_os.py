@@ -1,0 +1,59 @@
+"""What the run shim asks of the operating system: durable atomic JSON files, and becoming the
+reaper of its orphaned descendants. Standard library only: the shim starts with nothing else."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+FILE_MODE = 0o600  # the shim's files: the user's alone, whatever the umask
+_PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>, Linux >= 3.4
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with open(fd, "w", encoding="utf-8") as out:
+        os.fchmod(fd, FILE_MODE)  # exact: the umask may have removed bits, a stale tmp kept some
+        json.dump(data, out)
+        out.write("\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a crash of the machine
+    finally:
+        os.close(dir_fd)
+
+
+def become_subreaper() -> str | None:
+    """Make this process the reaper of its orphaned descendants; returns why not, or None.
+
+    Without it a process whose parent exits re-parents to init (or the nearest subreaper),
+    out of reach of the shim's walk of its tree. The attribute is not inherited across fork,
+    so the job's own processes are not subreapers.
+    """
+    if not sys.platform.startswith("linux"):
+        return f"no child subreaper on {sys.platform}"
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0
+    except (OSError, AttributeError) as exc:  # no libc.so, or a libc without prctl
+        return f"cannot call prctl: {exc}"
+    if failed:
+        return f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(ctypes.get_errno())}"
+    return None
