@@ -80,9 +80,7 @@ def job_row(
         "suspended": manifest.suspend if manifest else None,
         "schedule": describe_schedule(manifest.schedule) if manifest else None,
         "after": list(manifest.after) if manifest else [],
-        "executor": (
-            None if manifest is None else "local" if manifest.executor == "local" else "slurm"
-        ),
+        "executor": manifest.executor_name if manifest is not None else None,
         "next_run": _iso(next_run),
         "active_runs": [r.run_id for r in active],
         "last_run": last_run_summary(last_run),

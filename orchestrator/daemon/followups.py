@@ -14,12 +14,13 @@ from typing import Any
 
 import structlog
 
+from orchestrator.clock import utcnow
 from orchestrator.errors import OrchestratorError, StoreUnavailableError
 from orchestrator.scheduling.triggers import retry_delay_s
 from orchestrator.store.base import ACTIVE_STATES, RunRecord, RunState, Trigger
 
 from .events import Dispatch
-from .state import Shared, utcnow
+from .state import Shared
 
 log = structlog.get_logger("orchestrator.daemon")
 

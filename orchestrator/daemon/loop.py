@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from orchestrator.clock import utcnow
 from orchestrator.control import ControlServer
 from orchestrator.errors import StoreError, StoreUnavailableError
 from orchestrator.executors import registry
@@ -51,7 +52,7 @@ from .events import (
     Signal,
 )
 from .reconcile import Reconciler
-from .state import Shared, utcnow
+from .state import Shared
 from .supervision import Runs
 
 log = structlog.get_logger("orchestrator.daemon")

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import structlog
 
+from orchestrator.clock import utcnow
 from orchestrator.errors import StoreUnavailableError
 from orchestrator.manifests.loader import DirectoryScan, LoadedManifest
 from orchestrator.manifests.models import ChangeSchedule, CronSchedule, EverySchedule
@@ -20,7 +21,7 @@ from orchestrator.scheduling.triggers import fire_times_between
 from orchestrator.status import JobView
 from orchestrator.store.base import Trigger
 
-from .state import Shared, utcnow
+from .state import Shared
 from .supervision import Runs
 
 log = structlog.get_logger("orchestrator.daemon")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,6 @@ from orchestrator.store.base import RunRecord, Store
 from .events import Event
 
 log = structlog.get_logger("orchestrator.daemon")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

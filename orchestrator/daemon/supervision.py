@@ -14,6 +14,7 @@ from pathlib import Path
 
 import structlog
 
+from orchestrator.clock import utcnow
 from orchestrator.errors import OrchestratorError, StoreUnavailableError
 from orchestrator.executors.base import Executor, Outcome, RunSpec
 from orchestrator.statedir import make_run_dir
@@ -24,7 +25,7 @@ from orchestrator.tasks.python_task import read_task_result
 from . import admission
 from .events import Result
 from .followups import FollowUps
-from .state import Shared, utcnow
+from .state import Shared
 
 log = structlog.get_logger("orchestrator.daemon")
 

@@ -82,20 +82,31 @@ def problems_from_validation(
     return problems
 
 
-_PATTERN_HINTS = {
-    "mem": "memory is a number with an optional unit K, M, G or T: '4000', '4000M', '16G'",
-    "array": "an array is task ids and ranges with an optional throttle: '0-99%10', '1,3,5-9:2'",
-    "signal": "a signal is [B:|R:]NAME[@seconds], e.g. 'B:USR1@120'",
-    "extra_args": "each extra sbatch argument is one '--option=value' or '--flag'",
-    "account": "no whitespace allowed",
-    "partition": "no whitespace allowed",
-    "qos": "no whitespace allowed",
-    "constraint": "no whitespace allowed",
-    "output": "no whitespace allowed in the path",
-    "source": "a mount path may not contain ':' (every runtime reads it as the separator)",
-    "target": "a mount path may not contain ':' (every runtime reads it as the separator)",
-    "error": "no whitespace allowed in the path",
+# Hints for a value that does not match its pattern, keyed by the end of the field's path
+# (indices left out): the same bare name means different things in different places.
+_PATTERN_HINTS: dict[tuple[str, ...], str] = {
+    ("slurm", "mem"): "memory is a number with an optional unit K, M, G or T: '4000', '4000M', "
+    "'16G'",
+    ("slurm", "array"): "an array is task ids and ranges with an optional throttle: '0-99%10', "
+    "'1,3,5-9:2'",
+    ("slurm", "signal"): "a signal is [B:|R:]NAME[@seconds], e.g. 'B:USR1@120'",
+    ("slurm", "extra_args"): "each extra sbatch argument is one '--option=value' or '--flag'",
+    ("slurm", "account"): "no whitespace allowed",
+    ("slurm", "partition"): "no whitespace allowed",
+    ("slurm", "qos"): "no whitespace allowed",
+    ("slurm", "constraint"): "no whitespace allowed",
+    ("slurm", "output"): "no whitespace allowed in the path",
+    ("slurm", "error"): "no whitespace allowed in the path",
+    ("mounts", "source"): "a mount path may not contain ':' (every runtime reads it as the "
+    "separator)",
+    ("mounts", "target"): "a mount path may not contain ':' (every runtime reads it as the "
+    "separator)",
 }
+
+
+def _pattern_hint(fld_parts: list[str]) -> str | None:
+    path = tuple(p for p in fld_parts if not p.isdigit())
+    return next((hint for key, hint in _PATTERN_HINTS.items() if path[-len(key) :] == key), None)
 
 
 def _message(err: Any, fld_parts: list[str]) -> str:
@@ -107,9 +118,9 @@ def _message(err: Any, fld_parts: list[str]) -> str:
         return f"required field '{fld_parts[-1] if fld_parts else ''}' is missing"
     if fld_parts == ["executor"] and kind == "literal_error":
         return f"executor is 'local' or a mapping {{slurm: {{...}}}}, not {err['input']!r}"
-    name = next((p for p in reversed(fld_parts) if not p.isdigit()), "")
-    if kind == "string_pattern_mismatch" and name in _PATTERN_HINTS:
-        return _PATTERN_HINTS[name]
+    hint = _pattern_hint(fld_parts) if kind == "string_pattern_mismatch" else None
+    if hint is not None:
+        return hint
     if kind == "extra_forbidden":
         name = fld_parts[-1] if fld_parts else "?"
         valid = _valid_fields(err["loc"][:-1])

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.clock import utcnow
 from orchestrator.errors import StoreError
 from orchestrator.statedir import create_private_file, tighten_file
 from orchestrator.store.base import (
@@ -40,7 +41,6 @@ from orchestrator.store.sqlite_rows import (
     record_from_row,
     to_db,
     unavailable_on_sqlite_errors,
-    utc_now,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -144,7 +144,7 @@ class SQLiteStore:
 
     def new_run_id(self, now: datetime | None = None) -> str:
         """A fresh, time-sortable run id ``YYYYMMDDTHHMMSSZ-<6 hex>`` (UTC)."""
-        when = (now or utc_now()).astimezone(UTC)
+        when = (now or utcnow()).astimezone(UTC)
         return f"{when:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
     def create_run(
@@ -161,7 +161,7 @@ class SQLiteStore:
         message: str | None = None,
     ) -> RunRecord:
         """Write a new run record (created now) and return it; see ``Store.create_run``."""
-        now = utc_now()
+        now = utcnow()
         run_id = run_id or self.new_run_id(now)
         state = RunState(state)
         finished_at = now if state in TERMINAL_STATES else None
@@ -215,7 +215,7 @@ class SQLiteStore:
                 RunState.RUNNING.value,
                 pid,
                 pid_start_time,
-                to_db(started_at or utc_now()),
+                to_db(started_at or utcnow()),
                 run_id,
                 RunState.PENDING.value,
             ),
@@ -245,7 +245,7 @@ class SQLiteStore:
                 state.value,
                 exit_code,
                 message,
-                to_db(finished_at or utc_now()),
+                to_db(finished_at or utcnow()),
                 json.dumps(result or {}),
                 run_id,
             ),

@@ -66,10 +66,6 @@ ACTIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_STATES)) + ")
 TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATES)) + ")"
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def to_db(value: datetime | None) -> str | None:
     if value is None:
         return None

@@ -95,3 +95,14 @@ def test_tab_indentation_says_so(tmp_path: Path) -> None:
     problem = err.value.problems[0]
     assert (problem.line, problem.col) == (5, 1)
     assert "tab" in problem.message
+
+
+def test_pattern_hints_follow_the_field_path_not_its_bare_name() -> None:
+    """A hint is keyed by where the field is (a Slurm option, a container mount), so another
+    kind's field of the same bare name is not told about mounts or sbatch."""
+    from orchestrator.manifests.messages import _pattern_hint
+
+    assert "mount path" in str(_pattern_hint(["spec", "container", "mounts", "0", "source"]))
+    assert "'16G'" in str(_pattern_hint(["executor", "slurm", "mem"]))
+    assert _pattern_hint(["spec", "checkout", "source"]) is None
+    assert _pattern_hint(["spec", "mem"]) is None

@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from orchestrator.clock import utcnow
 from orchestrator.executors.base import Outcome, RunSpec
 from orchestrator.executors.slurm.commands import (
     SlurmClient,
@@ -46,7 +47,7 @@ from orchestrator.executors.slurm.render import (
     job_tag,
     render_batch_script,
 )
-from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun, utcnow
+from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun
 from orchestrator.settings import Settings
 from orchestrator.store.base import RunRecord, RunState, Store
 

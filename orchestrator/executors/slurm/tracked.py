@@ -4,10 +4,11 @@ outcome from its tasks' results (pure)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.clock import utcnow
 from orchestrator.executors.base import Outcome
 from orchestrator.executors.slurm.render import NO_TASK
 from orchestrator.store.base import RunState
@@ -20,10 +21,6 @@ _SEVERITY = [
     RunState.LOST,
     RunState.FAILED,
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
