@@ -155,7 +155,7 @@ class LocalExecutor:
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            return {"shims_started": len(self._children)}
+            return {"running_shims": len(self._children)}  # started here, not yet reaped
 
     def status_note(self) -> str | None:
         return None
