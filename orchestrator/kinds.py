@@ -113,14 +113,11 @@ def _built(version: int) -> tuple[dict[str, type[ManifestBase]], TypeAdapter[Any
     for name, model in built.items():
         declared = model.model_fields["kind"].annotation
         if getattr(declared, "__args__", None) != (name,):
-            raise TypeError(f"{kind_path(name)}: its `kind` field must be Literal[{name!r}]")
+            where = _registry[name].manifest
+            raise TypeError(f"{where}: its `kind` field must be Literal[{name!r}]")
     union: Any = Union[tuple(built.values())]  # noqa: UP007 - built at run time
     form: Any = Annotated[union, Field(discriminator="kind")]
     return built, TypeAdapter(form)
-
-
-def kind_path(name: str) -> str:
-    return _registry[name].manifest
 
 
 def cli_groups() -> dict[str, str]:

@@ -361,9 +361,6 @@ class Daemon:
     def _describe(self) -> dict[str, Any]:
         return {"started_at": self.started_at.isoformat(), "watch_mode": self.watcher.mode}
 
-    def status(self) -> dict[str, Any]:
-        return self.control_handler.status()
-
     def _notify_status(self) -> None:
         shared = self.shared
         invalid = sum(1 for v in shared.jobs.values() if v.error) + len(shared.orphan_errors)

@@ -16,7 +16,7 @@ import structlog
 
 from orchestrator.clock import utcnow
 from orchestrator.errors import OrchestratorError, StoreUnavailableError
-from orchestrator.executors.base import Executor, Outcome, RunSpec
+from orchestrator.executors.base import Outcome, RunSpec
 from orchestrator.statedir import make_run_dir
 from orchestrator.store.base import RunRecord, RunState, Trigger
 from orchestrator.tasks.base import build_invocation
@@ -323,6 +323,3 @@ class Runs:
         if view is None or view.loaded is None:
             return 10.0
         return view.loaded.manifest.policy.kill_grace
-
-    def executor(self, name: str) -> Executor:
-        return self.shared.executors[name]

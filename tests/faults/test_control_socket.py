@@ -352,6 +352,17 @@ def test_connections_beyond_the_limit_are_told_busy(tmp_path: Path) -> None:
     assert not (state / "control.sock").exists()
 
 
+def _raw_listener(tmp_path: Path) -> tuple[Path, socket.socket]:
+    """A listening socket in a private directory, served by the test itself (no daemon)."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    path = state / "control.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    return path, listener
+
+
 def test_a_busy_answer_that_closes_before_the_request_is_sent_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -360,12 +371,7 @@ def test_a_busy_answer_that_closes_before_the_request_is_sent_is_read(
     user sees (a CI run under load once reported "Broken pipe" instead)."""
     from orchestrator.control import client
 
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    path = state / "control.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(8)
+    path, listener = _raw_listener(tmp_path)
     answered = threading.Event()
     stop = threading.Event()
 
@@ -405,26 +411,23 @@ def test_a_retry_after_busy_that_times_out_still_says_busy(tmp_path: Path) -> No
     """The server answers "busy", and the client's retry gets no answer before its deadline
     (the daemon is loaded): the user hears "busy" (the request was never read), not "did not
     answer" (a CI run under load once reported the latter)."""
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    path = state / "control.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(8)
+    path, listener = _raw_listener(tmp_path)
     stop = threading.Event()
     held: list[socket.socket] = []
+    accepted = 0
 
     def busy_then_silent() -> None:
+        nonlocal accepted
         listener.settimeout(0.2)
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            if not held and not getattr(busy_then_silent, "answered", False):
+            accepted += 1
+            if accepted == 1:
                 with conn:
                     conn.sendall(b'{"ok": false, "busy": true, "error": "the daemon is busy"}\n')
-                busy_then_silent.answered = True  # type: ignore[attr-defined]
             else:
                 held.append(conn)  # accepted, never answered
 

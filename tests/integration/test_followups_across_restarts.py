@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.conftest import DaemonHarness, wait_for
+from tests.integration.manifests import job
 
 pytestmark = pytest.mark.daemon
 
@@ -16,15 +17,7 @@ def test_after_trigger_of_an_unrenderable_job_fails_that_run_only(daemon: Daemon
     """A job started by `after` whose command cannot be rendered (an apptainer bind path with
     ',', which --bind reads as a separator) is recorded failed with the reason, and the daemon
     keeps running and scheduling."""
-    daemon.write(
-        "first.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: first
-        spec: {command: ["true"]}
-        """,
-    )
+    daemon.write("first.yaml", job("first", '["true"]'))
     daemon.write(
         "second.yaml",
         """\
@@ -57,25 +50,8 @@ def test_after_trigger_for_a_run_that_succeeded_while_the_daemon_was_down(
 ) -> None:
     """A run that succeeded while no daemon ran (kill -9, then restart) still triggers the
     jobs that name it in `after`, once."""
-    daemon.write(
-        "first.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: first
-        spec: {command: [sleep, "1.5"]}
-        """,
-    )
-    daemon.write(
-        "second.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: second
-        after: [first]
-        spec: {command: ["true"]}
-        """,
-    )
+    daemon.write("first.yaml", job("first", '[sleep, "1.5"]'))
+    daemon.write("second.yaml", job("second", '["true"]', "after: [first]"))
     daemon.start()
     run_id = daemon.cli("trigger", "first").stdout.strip()
     wait_for(lambda: daemon.history("first")[0]["pid"], 5)
@@ -95,13 +71,11 @@ def test_run_failing_during_drain_is_retried_after_restart(daemon: DaemonHarness
     daemon runs it."""
     daemon.write(
         "flaky.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: flaky
-        policy: {retries: 1, retry_backoff: {base: 1s, max: 1s}}
-        spec: {command: [bash, -c, "sleep 1; exit 5"]}
-        """,
+        job(
+            "flaky",
+            '[bash, -c, "sleep 1; exit 5"]',
+            "policy: {retries: 1, retry_backoff: {base: 1s, max: 1s}}",
+        ),
     )
     daemon.start()
     run_id = daemon.cli("trigger", "flaky").stdout.strip()
@@ -123,13 +97,11 @@ def test_two_pending_retries_of_one_job_both_survive_a_restart(daemon: DaemonHar
     a restart."""
     daemon.write(
         "flaky.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: flaky
-        policy: {concurrency: allow, retries: 1, retry_backoff: {base: 4s, max: 4s}}
-        spec: {command: [bash, -c, "exit 5"]}
-        """,
+        job(
+            "flaky",
+            '[bash, -c, "exit 5"]',
+            "policy: {concurrency: allow, retries: 1, retry_backoff: {base: 4s, max: 4s}}",
+        ),
     )
     daemon.start()
     a = daemon.cli("trigger", "flaky").stdout.strip()
@@ -153,25 +125,8 @@ def test_after_trigger_of_a_run_succeeding_during_drain_runs_after_restart(
 ) -> None:
     """A run that succeeds while the daemon drains (SIGTERM) starts nothing then, but the
     restarted daemon starts the jobs that name it in `after`, once."""
-    daemon.write(
-        "first.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: first
-        spec: {command: [bash, -c, "sleep 1"]}
-        """,
-    )
-    daemon.write(
-        "second.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: second
-        after: [first]
-        spec: {command: ["true"]}
-        """,
-    )
+    daemon.write("first.yaml", job("first", '[bash, -c, "sleep 1"]'))
+    daemon.write("second.yaml", job("second", '["true"]', "after: [first]"))
     daemon.start()
     daemon.cli("trigger", "first")
     wait_for(lambda: daemon.history("first")[0]["pid"], 5)

@@ -51,14 +51,11 @@ def test_forbid_never_overlaps_and_timeout_kills_children(daemon: DaemonHarness)
     the children it started and recorded timed_out."""
     daemon.write(
         "busy.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: busy
-        schedule: {every: 1s}
-        policy: {concurrency: forbid}
-        spec: {command: [bash, -c, "sleep 2.2"]}
-        """,
+        job(
+            "busy",
+            '[bash, -c, "sleep 2.2"]',
+            "schedule: {every: 1s}\npolicy: {concurrency: forbid}",
+        ),
     )
     pidfile = daemon.root / "grandchild.pid"
     daemon.write(
@@ -124,25 +121,14 @@ def test_forbid_refuses_a_manual_trigger_while_running(daemon: DaemonHarness) ->
 def test_trigger_after_and_retries(daemon: DaemonHarness) -> None:
     """`trigger` prints a run id and starts the job within a second; a successful run
     triggers the jobs that name it in `after`; a failing job is retried with backoff."""
-    daemon.write(
-        "first.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: first
-        spec: {command: ["true"]}
-        """,
-    )
+    daemon.write("first.yaml", job("first", '["true"]'))
     daemon.write(
         "second.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: second
-        after: [first]
-        policy: {retries: 2, retry_backoff: {base: 1s, max: 1s}}
-        spec: {command: [bash, -c, "exit 4"]}
-        """,
+        job(
+            "second",
+            '[bash, -c, "exit 4"]',
+            "after: [first]\npolicy: {retries: 2, retry_backoff: {base: 1s, max: 1s}}",
+        ),
     )
     daemon.start()
     t0 = time.monotonic()
