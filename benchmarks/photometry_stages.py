@@ -82,7 +82,9 @@ def ensure_data(data: Path, size: int) -> Path:
     if not (data / "object.json").exists():
         data.mkdir(parents=True, exist_ok=True)
         cmd = [
-            str(REPO / ".venv/bin/orchestrator"),
+            sys.executable,
+            "-m",
+            "orchestrator",
             "photometry",
             "simulate",
             "--out",
@@ -98,7 +100,7 @@ def ensure_data(data: Path, size: int) -> Path:
     return data
 
 
-def child(data: Path, repo: Path, repeat: int = 1) -> dict[str, Any]:
+def child(data: Path, repo: Path, repeat: int = 1, backend: str = "cpu") -> dict[str, Any]:
     """Run the pair in this (fresh) process with every stage wrapped; the figures as a dict.
     ``repeat > 1`` runs it again that many times less one (the prepared-exposure cache
     emptied first, so each is a whole pair): wall, user and system time and peak of each."""
@@ -174,7 +176,7 @@ def child(data: Path, repo: Path, repeat: int = 1) -> dict[str, Any]:
         dec=float(obj["dec"]),
         band=obj["band"],
         outdir=data / "out",
-        backend="cpu",
+        backend=backend,
         cutout_px=0,
     )
     from threadpoolctl import threadpool_limits
@@ -312,10 +314,13 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="pairs in the one process (steady state)"
     )
+    parser.add_argument(
+        "--backend", default="cpu", choices=["cpu", "gpu", "auto"], help="subtraction backend"
+    )
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.repo, args.repeat)))
+        print(json.dumps(child(args.child, args.repo, args.repeat, args.backend)))
         return
     data = ensure_data(args.data or Path(f"/tmp/photometry_stages_{args.size}"), args.size)
     out = subprocess.run(
@@ -328,13 +333,16 @@ def main() -> None:
             str(args.repo.resolve()),
             "--repeat",
             str(args.repeat),
+            "--backend",
+            args.backend,
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     fig = json.loads(out.strip().splitlines()[-1])
-    print(f"whole {args.size}^2 pair (--cutout 0, cpu backend), data {data}, code {args.repo}")
+    print(f"whole {args.size}^2 pair (--cutout 0, {args.backend} backend), data {data}")
+    print(f"code {args.repo}")
     print(f"{'stage':<12} {'wall s':>8} {'peak RSS MB':>12}")
     for stage in STAGES:
         if stage in fig["times"]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +139,6 @@ def test_demo_run_writes_parquet_and_plots_default_truth(tmp_path: Path) -> None
     pytest.importorskip("pyarrow", reason="Parquet needs pyarrow (the `photometry` extra)")
     import pyarrow.parquet as pq
 
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     data, out = tmp_path / "data", tmp_path / "lc"
     runner = CliRunner()
     sim = ["simulate", "--out", str(data), "--size", "160", "--epochs", "3", "--templates", "2"]
