@@ -56,7 +56,10 @@ def _check_timezone(name: str) -> str:
 class CronSchedule(StrictModel):
     """Fire at the instants of a five-field cron expression in ``timezone``."""
 
-    cron: str = Field(description="five fields: minute hour day-of-month month day-of-week")
+    cron: str = Field(
+        description="crontab(5): five fields, minute hour day-of-month month day-of-week "
+        "(0 and 7 are Sunday), or a macro (@hourly, @daily, @weekly, @monthly, @yearly)"
+    )
     timezone: str = Field("UTC", description="IANA time zone name the cron fields are read in")
     jitter: Duration | None = Field(None, description="random delay up to this long")
     catchup: Duration | None = Field(
@@ -67,9 +70,9 @@ class CronSchedule(StrictModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from orchestrator.scheduling.triggers import check_cron
+        from orchestrator.scheduling.cron import check
 
-        return check_cron(value)
+        return check(value)
 
     @field_validator("timezone")
     @classmethod
@@ -83,10 +86,13 @@ class CronSchedule(StrictModel):
         if not self.jitter:
             return self
         from datetime import UTC, datetime
+        from zoneinfo import ZoneInfo
 
-        from orchestrator.scheduling.triggers import next_fire_times
+        from orchestrator.scheduling import cron
 
-        fires = next_fire_times(self, datetime.now(UTC), 60)
+        fires = cron.fires_after(
+            cron.parse(self.cron), ZoneInfo(self.timezone), datetime.now(UTC), 60
+        )
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fires)]
         if gaps and self.jitter >= min(gaps):
             raise ValueError(

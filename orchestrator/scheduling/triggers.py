@@ -1,10 +1,9 @@
-"""Fire times of schedules, as pure functions of a clock (testable without sleeping).
+"""Fire times of schedules, as pure functions of a clock (testable without sleeping), and the
+APScheduler triggers the scheduler runs them with.
 
-Cron fields are read on the wall clock of the schedule's time zone, as APScheduler documents:
-on the day clocks go forward a local time that does not exist fires once, moved forward by the
-gap (02:30 in Europe/Zurich on 2026-03-29 fires at 03:30 CEST); on the day clocks go back a
-local time that happens twice fires at each occurrence (02:30 at 00:30 and 01:30 UTC). Fire
-times are always strictly increasing.
+Cron expressions are read as crontab(5) reads them, on the wall clock of the schedule's time
+zone, by :mod:`orchestrator.scheduling.cron` (its docstring has the rules, daylight saving
+included); APScheduler only wakes the scheduler at the instants that module computes.
 """
 
 from __future__ import annotations
@@ -13,34 +12,14 @@ import math
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from orchestrator.durations import MAX_DURATION_S
 from orchestrator.manifests.models import ChangeSchedule, CronSchedule, EverySchedule
+from orchestrator.scheduling import cron
 
 AnySchedule = CronSchedule | EverySchedule | ChangeSchedule
-
-
-def check_cron(expr: str) -> str:
-    """Validate a five-field cron expression; raise ValueError saying what is valid."""
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"cron {expr!r} has {len(fields)} fields; it needs five: "
-            "minute hour day-of-month month day-of-week (e.g. '30 3 * * *')"
-        )
-    try:
-        trigger = CronTrigger.from_crontab(expr, timezone="UTC")
-    except ValueError as exc:
-        raise ValueError(f"cron {expr!r} is not valid: {exc}") from exc
-    # From a leap year's first day, so that '0 0 29 2 *' counts as firing.
-    if trigger.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=UTC)) is None:
-        raise ValueError(
-            f"cron {expr!r} never fires: no date matches its day-of-month, month and "
-            "day-of-week together (e.g. 31 February)"
-        )
-    return expr
 
 
 # Step past an instant in UTC: ``aware + timedelta`` is wall-clock arithmetic that drops
@@ -52,14 +31,44 @@ def make_trigger(schedule: CronSchedule | EverySchedule, start: datetime | None 
     """The APScheduler trigger for a schedule, jitter included (APScheduler applies it)."""
     jitter = int(schedule.jitter) if schedule.jitter else None
     if isinstance(schedule, CronSchedule):
-        return CronTrigger(
-            **_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone), jitter=jitter
-        )
+        return CrontabTrigger(schedule.cron, schedule.timezone, jitter)
     if jitter:
         return _GridIntervalTrigger(
             seconds=schedule.every, start_date=start, timezone=UTC, jitter=jitter
         )
     return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC)
+
+
+class CrontabTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3: untyped
+    """An APScheduler trigger that fires where :mod:`orchestrator.scheduling.cron` says.
+
+    Asked as APScheduler's own cron trigger is asked: the first fire at or after ``now``, or,
+    after a previous fire, at or after the earlier of ``now`` and just past that fire (so that
+    the scheduler sees the fires it missed and applies its misfire rules)."""
+
+    __slots__ = ("cron", "jitter", "timezone")
+
+    def __init__(self, expr: str, timezone: str, jitter: int | None = None) -> None:
+        self.cron = cron.parse(expr)
+        self.timezone = ZoneInfo(timezone)
+        self.jitter = jitter
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        start = now.astimezone(UTC)
+        if previous_fire_time is not None:
+            start = min(start, previous_fire_time.astimezone(UTC) + _STEP)
+        fires = cron.fires_after(self.cron, self.timezone, start - _STEP, 1)
+        fire = fires[0] if fires else None
+        jittered: datetime | None = self._apply_jitter(fire, self.jitter, now)
+        return jittered
+
+    def __str__(self) -> str:
+        return f"cron[{self.cron.text!r}, {self.timezone.key}]"
+
+    def __repr__(self) -> str:
+        return f"<CrontabTrigger ({self.cron.text!r}, timezone={self.timezone.key!r})>"
 
 
 class _GridIntervalTrigger(IntervalTrigger):  # type: ignore[misc]  # APScheduler 3: untyped
@@ -81,17 +90,6 @@ class _GridIntervalTrigger(IntervalTrigger):  # type: ignore[misc]  # APSchedule
         return fire
 
 
-def _cron_fields(expr: str) -> dict[str, str]:
-    minute, hour, day, month, day_of_week = expr.split()
-    return {
-        "minute": minute,
-        "hour": hour,
-        "day": day,
-        "month": month,
-        "day_of_week": day_of_week,
-    }
-
-
 def next_fire_times(
     schedule: CronSchedule | EverySchedule,
     after: datetime,
@@ -103,6 +101,10 @@ def next_fire_times(
     ``start`` anchors an ``every`` schedule (its first fire is ``start + every``... counted the
     way APScheduler counts: start, start+every, ...).
     """
+    if isinstance(schedule, CronSchedule):
+        return cron.fires_after(
+            cron.parse(schedule.cron), ZoneInfo(schedule.timezone), after, count
+        )
     trigger = _plain_trigger(schedule, start or after)
     out: list[datetime] = []
     instant = after
@@ -131,18 +133,9 @@ def fire_times_between(
         last_k = math.floor((until - anchor) / step)
         first_k = max(first_k, last_k - limit + 1)
         return [anchor + k * step for k in range(first_k, last_k + 1) if anchor + k * step > since]
-    trigger = _plain_trigger(schedule, start or since)
-    out: list[datetime] = []
-    instant = since
-    while True:
-        fire = _first_fire_after(trigger, instant)
-        if fire is None or fire > until:
-            break
-        out.append(fire)
-        if len(out) > limit:
-            out.pop(0)
-        instant = fire
-    return out
+    return cron.fires_between(
+        cron.parse(schedule.cron), ZoneInfo(schedule.timezone), since, until, limit
+    )
 
 
 def _first_fire_after(trigger: object, instant: datetime) -> datetime | None:
@@ -158,9 +151,7 @@ def _first_fire_after(trigger: object, instant: datetime) -> datetime | None:
     return fire.astimezone(UTC) if fire is not None else None
 
 
-def _plain_trigger(schedule: CronSchedule | EverySchedule, start: datetime) -> object:
-    if isinstance(schedule, CronSchedule):
-        return CronTrigger(**_cron_fields(schedule.cron), timezone=ZoneInfo(schedule.timezone))
+def _plain_trigger(schedule: EverySchedule, start: datetime) -> object:
     return IntervalTrigger(seconds=schedule.every, start_date=start, timezone=UTC)
 
 
