@@ -129,8 +129,8 @@ def run(jobs_dir: Path | None, state_dir: Path | None, log_level: str | None) ->
 @click.option(
     "--cluster",
     is_flag=True,
-    help="Also check Slurm partition, QOS and account names against the cluster "
-    "(exit 1 when sinfo/sacctmgr cannot be asked).",
+    help="Also check the names in each job's executor options (partitions, QOS, accounts) "
+    "against the system the executor reaches (exit 1 when it cannot be asked).",
 )
 def validate(
     paths: tuple[Path, ...], jobs_dir: Path | None, state_dir: Path | None, cluster: bool
@@ -153,15 +153,16 @@ def validate(
     loaded, problems = validate_paths([p for p in targets if os.path.lexists(p)])
     unchecked = False  # --cluster asked, and the cluster did not answer: not a pass
     if cluster:
-        from orchestrator.executors.slurm.clustercheck import check_against_cluster
+        from orchestrator.executors.registry import CLUSTER_CHECKS, resolve
 
-        check = check_against_cluster(loaded)
-        problems = sorted([*problems, *check.problems], key=lambda p: (str(p.path), p.line))
-        for note in check.notes:
-            click.echo(f"note: {note}", err=True)
-        for failure in check.failures:
-            click.echo(f"orchestrator: {failure}", err=True)
-        unchecked = bool(check.failures)
+        for target in CLUSTER_CHECKS.values():
+            check = resolve(target)(loaded)
+            problems = sorted([*problems, *check.problems], key=lambda p: (str(p.path), p.line))
+            for note in check.notes:
+                click.echo(f"note: {note}", err=True)
+            for failure in check.failures:
+                click.echo(f"orchestrator: {failure}", err=True)
+            unchecked = unchecked or bool(check.failures)
     for problem in problems:
         click.echo(str(problem))
     if problems or missing or unchecked:

@@ -249,7 +249,7 @@ def reload(jobs_dir: Path | None, state_dir: Path | None) -> None:
 
 
 def _log_files(log_path: str | None) -> list[Path]:
-    """A run's output files: one, or one per task for a Slurm array (``output-%a.log``)."""
+    """A run's output files: one, or one per task for an array run (``output-%a.log``)."""
     if not log_path:
         return []
     path = Path(log_path)

@@ -27,7 +27,7 @@ class SettingsError(OrchestratorError, ValueError):
     """An ORCH_* variable holds a value that is not a setting."""
 
 
-def _env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     if not value:
         return default
@@ -55,10 +55,6 @@ class Settings:
     # An invalid manifest changed less than this long ago is not reported yet: it may still be
     # being written (a slow scp, NFS); the daemon looks again once it has been left alone.
     settle_s: float = 2.0
-    slurm_spool_dir: Path = Path()
-    slurm_poll_min_s: float = 15.0
-    slurm_poll_max_s: float = 180.0
-    slurm_lost_grace_s: float = 600.0
 
     @classmethod
     def resolve(
@@ -70,22 +66,15 @@ class Settings:
         return cls(
             jobs_dir=Path(jobs).expanduser().absolute(),
             state_dir=Path(state).expanduser().absolute(),
-            rescan_interval_s=_env_float("ORCH_RESCAN_INTERVAL_S", 30.0),
-            debounce_s=_env_float("ORCH_DEBOUNCE_S", 0.05),
-            drain_grace_s=_env_float("ORCH_DRAIN_GRACE_S", 30.0),
-            heartbeat_s=_env_float("ORCH_HEARTBEAT_S", 10.0),
+            rescan_interval_s=env_float("ORCH_RESCAN_INTERVAL_S", 30.0),
+            debounce_s=env_float("ORCH_DEBOUNCE_S", 0.05),
+            drain_grace_s=env_float("ORCH_DRAIN_GRACE_S", 30.0),
+            heartbeat_s=env_float("ORCH_HEARTBEAT_S", 10.0),
             force_polling=os.environ.get("ORCH_FORCE_POLLING", "") not in ("", "0"),
-            settle_s=_env_float("ORCH_SETTLE_S", 2.0),
-            # Batch scripts, Slurm output and marker files: must be on a file system the
-            # compute nodes share (on Perlmutter e.g. $SCRATCH/orchestrator); the default
-            # under the state directory suits a single-node cluster only.
-            slurm_spool_dir=Path(
-                os.environ.get("ORCH_SLURM_SPOOL_DIR") or Path(state).expanduser() / "slurm"
-            ).absolute(),
-            slurm_poll_min_s=_env_float("ORCH_SLURM_POLL_MIN_S", 15.0),
-            slurm_poll_max_s=_env_float("ORCH_SLURM_POLL_MAX_S", 180.0),
-            slurm_lost_grace_s=_env_float("ORCH_SLURM_LOST_GRACE_S", 600.0),
+            settle_s=env_float("ORCH_SETTLE_S", 2.0),
         )
+        # Each executor reads its own ORCH_<NAME>_* settings when the registry builds it
+        # (executors/registry.py), so that this module knows none of them.
 
     @property
     def db_path(self) -> Path:

@@ -6,7 +6,7 @@ each directory and file the daemon creates there gets an explicit mode, set agai
 after creation because a umask can only remove bits (umask 277 would leave 0500). The daemon's
 umask itself is left alone: the jobs inherit it for their own files, and must keep the user's.
 
-What is covered: the state directory, ``runs/`` and each run directory, the Slurm spool
+What is covered: the state directory, ``runs/`` and each run directory, an executor's spool
 directory and the run directories under it (here); ``runs.sqlite`` and its ``-wal``/``-shm``
 (``orchestrator.store.sqlite``, via ``create_private_file``); the lease files
 (``orchestrator.lease``); ``shim.json``, ``child.json``, ``result.json`` and ``output.log``
@@ -67,7 +67,7 @@ def ensure_private_dir(path: Path) -> Path:
         raise UnsafePermissionsError(
             f"{path} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}): "
             "its owner could read every run's output and history; use a directory of your own "
-            "(--state-dir or ORCH_STATE_DIR, ORCH_SLURM_SPOOL_DIR for the Slurm spool)"
+            "(--state-dir or ORCH_STATE_DIR, or the executor's spool directory setting)"
         )
     mode = stat.S_IMODE(info.st_mode)
     if mode != PRIVATE_DIR_MODE:
@@ -89,9 +89,9 @@ def prepare_state_dir(settings: Settings) -> None:
 def make_run_dir(run_dir: Path) -> Path:
     """A new run's directory, 0700; returns ``run_dir``. Raises as ``ensure_private_dir``.
 
-    A missing parent (``runs/`` or the Slurm spool directory) is created 0700 too; an existing
-    one is left as it is: the run directory's own mode already keeps others out, and a spool
-    set to a shared place (``ORCH_SLURM_SPOOL_DIR=$SCRATCH``) must not have its mode changed."""
+    A missing parent (``runs/`` or an executor's spool directory) is created 0700 too; an
+    existing one is left as it is: the run directory's own mode already keeps others out, and
+    a spool set to a shared place (such as ``$SCRATCH``) must not have its mode changed."""
     if not run_dir.parent.is_dir():
         ensure_private_dir(run_dir.parent)
     return ensure_private_dir(run_dir)

@@ -35,7 +35,7 @@ class RunSpec:
     kill_grace_s: float
     run_dir: Path
     log_path: Path
-    # For executors other than local (Slurm): which job and attempt, the executor's options
+    # For executors other than local: which job and attempt, the executor's options
     # from the manifest, an array override (a retry of failed tasks), and the variables the
     # manifest itself sets (a batch script exports only those; sbatch passes the rest).
     job: str = ""

@@ -21,7 +21,7 @@ from orchestrator.manifests.positions import key_node, locate
 def _union_tags() -> dict[str, dict[str, Any]]:
     """Top-level fields that hold a tagged union, and each tag's model (None: not a model).
     Pydantic puts the tag in an error's location after the field name; it is not in the YAML."""
-    from orchestrator.executors.slurm.options import SlurmExecutor
+    from orchestrator.executors.registry import option_models
     from orchestrator.manifests import models
 
     return {
@@ -30,13 +30,13 @@ def _union_tags() -> dict[str, dict[str, Any]]:
             "every": models.EverySchedule,
             "on": models.ChangeSchedule,
         },
-        "executor": {"local": None, "slurm": SlurmExecutor},
+        "executor": {"local": None, **option_models()},
     }
 
 
 def field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop the union tags Pydantic puts in an error location: the kind (``Command``) first,
-    the form of a union field (``schedule``'s cron/every/on, ``executor``'s local/slurm) after
+    the form of a union field (``schedule``'s cron/every/on, ``executor``'s name) after
     its name, and validator wrappers."""
     tags = _union_tags()
     out: list[Any] = []
@@ -83,20 +83,9 @@ def problems_from_validation(
 
 
 # Hints for a value that does not match its pattern, keyed by the end of the field's path
-# (indices left out): the same bare name means different things in different places.
+# (indices left out): the same bare name means different things in different places. Each
+# executor's option model adds its own (PATTERN_HINTS, executors/registry.py).
 _PATTERN_HINTS: dict[tuple[str, ...], str] = {
-    ("slurm", "mem"): "memory is a number with an optional unit K, M, G or T: '4000', '4000M', "
-    "'16G'",
-    ("slurm", "array"): "an array is task ids and ranges with an optional throttle: '0-99%10', "
-    "'1,3,5-9:2'",
-    ("slurm", "signal"): "a signal is [B:|R:]NAME[@seconds], e.g. 'B:USR1@120'",
-    ("slurm", "extra_args"): "each extra sbatch argument is one '--option=value' or '--flag'",
-    ("slurm", "account"): "no whitespace allowed",
-    ("slurm", "partition"): "no whitespace allowed",
-    ("slurm", "qos"): "no whitespace allowed",
-    ("slurm", "constraint"): "no whitespace allowed",
-    ("slurm", "output"): "no whitespace allowed in the path",
-    ("slurm", "error"): "no whitespace allowed in the path",
     ("mounts", "source"): "a mount path may not contain ':' (every runtime reads it as the "
     "separator)",
     ("mounts", "target"): "a mount path may not contain ':' (every runtime reads it as the "
@@ -104,9 +93,19 @@ _PATTERN_HINTS: dict[tuple[str, ...], str] = {
 }
 
 
+def _pattern_hints() -> dict[tuple[str, ...], str]:
+    from orchestrator.executors.registry import option_models
+
+    hints = dict(_PATTERN_HINTS)
+    for model in option_models().values():
+        hints.update(getattr(model, "PATTERN_HINTS", {}))
+    return hints
+
+
 def _pattern_hint(fld_parts: list[str]) -> str | None:
     path = tuple(p for p in fld_parts if not p.isdigit())
-    return next((hint for key, hint in _PATTERN_HINTS.items() if path[-len(key) :] == key), None)
+    hints = _pattern_hints()
+    return next((hint for key, hint in hints.items() if path[-len(key) :] == key), None)
 
 
 def _message(err: Any, fld_parts: list[str]) -> str:
@@ -117,7 +116,9 @@ def _message(err: Any, fld_parts: list[str]) -> str:
     if kind == "missing":
         return f"required field '{fld_parts[-1] if fld_parts else ''}' is missing"
     if fld_parts == ["executor"] and kind == "literal_error":
-        return f"executor is 'local' or a mapping {{slurm: {{...}}}}, not {err['input']!r}"
+        from orchestrator.manifests.models import EXECUTOR_FORMS
+
+        return f"executor is {EXECUTOR_FORMS}, not {err['input']!r}"
     hint = _pattern_hint(fld_parts) if kind == "string_pattern_mismatch" else None
     if hint is not None:
         return hint

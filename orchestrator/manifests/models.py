@@ -9,7 +9,7 @@ validates a manifest (discriminated on ``kind``) and the JSON Schema.
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from orchestrator.durations import format_duration
-from orchestrator.executors.slurm.options import SlurmExecutor
+from orchestrator.executors.registry import option_models
 from orchestrator.manifests.fields import (  # noqa: F401 - re-exported for callers
     API_VERSION,
     ENV_NAME_PATTERN,
@@ -197,20 +197,32 @@ class Policy(StrictModel):
     )
 
 
+_EXECUTOR_MODELS = option_models()
+EXECUTOR_FORMS = " or ".join(["'local'", *(f"{{{name}: {{...}}}}" for name in _EXECUTOR_MODELS)])
+
+
 def _executor_tag(value: Any) -> str | None:
     if isinstance(value, str):
         return "local"
-    if isinstance(value, dict | SlurmExecutor):
-        return "slurm"
-    return None
+    if isinstance(value, dict):
+        return next((key for key in value if key in _EXECUTOR_MODELS), None)
+    name = getattr(value, "name", None)
+    return name if name in _EXECUTOR_MODELS else None
 
 
+# 'local', or the mapping form of a registered executor (executors/registry.py OPTION_MODELS)
+_executor_union: Any = Union[
+    (
+        Annotated[Literal["local"], Tag("local")],
+        *(Annotated[model, Tag(name)] for name, model in _EXECUTOR_MODELS.items()),
+    )
+]
 ExecutorChoice = Annotated[
-    Annotated[Literal["local"], Tag("local")] | Annotated[SlurmExecutor, Tag("slurm")],
+    _executor_union,
     Discriminator(
         _executor_tag,
         custom_error_type="executor_form",
-        custom_error_message="executor is 'local' or a mapping {slurm: {...}}",
+        custom_error_message=f"executor is {EXECUTOR_FORMS}",
     ),
 ]
 
@@ -237,7 +249,9 @@ class ManifestBase(StrictModel):
         "is triggered",
     )
     policy: Policy = Field(default_factory=Policy)
-    executor: ExecutorChoice = Field("local", description="'local' (default) or {slurm: {...}}")
+    executor: ExecutorChoice = Field(
+        "local", description=f"{EXECUTOR_FORMS}; 'local' is the default"
+    )
     suspend: StrictBool = False
 
     @property

@@ -73,7 +73,7 @@ class RunRecord:
     Datetimes are timezone-aware UTC. ``state`` holds a ``RunState`` and ``trigger`` a
     ``Trigger`` (both are ``str`` subclasses, so plain strings compare equal). ``result`` is
     free-form JSON that job kinds add to (e.g. files produced); ``executor_data`` is JSON the
-    executor needs to follow the run (e.g. a Slurm job id).
+    executor needs to follow the run (e.g. a batch system's job id).
     """
 
     run_id: str

@@ -24,6 +24,7 @@ are :mod:`.polling`, each task's phase :mod:`.tracking`, the per-run record and 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -48,20 +49,24 @@ from orchestrator.executors.slurm.render import (
     render_batch_script,
 )
 from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, env_float
 from orchestrator.store.base import RunRecord, RunState, Store
 
 log = structlog.get_logger("orchestrator.slurm")
 
 
 def from_settings(settings: Settings) -> SlurmExecutor:
-    """The daemon's Slurm executor: run directories in the spool directory (visible to
-    compute nodes), polling and lost-job grace from the settings."""
+    """The daemon's Slurm executor, from ``ORCH_SLURM_*`` (see the README's settings table).
+
+    The spool directory holds batch scripts, Slurm output and marker files: it must be on a
+    file system the compute nodes share (on Perlmutter e.g. ``$SCRATCH/orchestrator``); the
+    default, ``slurm/`` under the state directory, suits a single-node cluster only."""
+    spool = os.environ.get("ORCH_SLURM_SPOOL_DIR") or settings.state_dir / "slurm"
     return SlurmExecutor(
-        spool_dir=settings.slurm_spool_dir,
-        poll_min_s=settings.slurm_poll_min_s,
-        poll_max_s=settings.slurm_poll_max_s,
-        lost_grace_s=settings.slurm_lost_grace_s,
+        spool_dir=Path(spool).expanduser().absolute(),
+        poll_min_s=env_float("ORCH_SLURM_POLL_MIN_S", 15.0),
+        poll_max_s=env_float("ORCH_SLURM_POLL_MAX_S", 180.0),
+        lost_grace_s=env_float("ORCH_SLURM_LOST_GRACE_S", 600.0),
     )
 
 

@@ -3,7 +3,7 @@ validated, and the ones the orchestrator owns."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field, StrictBool, field_validator
 
@@ -133,7 +133,25 @@ class SlurmOptions(StrictModel):
 
 
 class SlurmExecutor(StrictModel):
+    """A manifest's ``executor: {slurm: {...}}``."""
+
     slurm: SlurmOptions = Field(default_factory=SlurmOptions)
+
+    # what a value that misses its pattern should look like (manifests/messages.py)
+    PATTERN_HINTS: ClassVar[dict[tuple[str, ...], str]] = {
+        ("slurm", "mem"): "memory is a number with an optional unit K, M, G or T: '4000', "
+        "'4000M', '16G'",
+        ("slurm", "array"): "an array is task ids and ranges with an optional throttle: "
+        "'0-99%10', '1,3,5-9:2'",
+        ("slurm", "signal"): "a signal is [B:|R:]NAME[@seconds], e.g. 'B:USR1@120'",
+        ("slurm", "extra_args"): "each extra sbatch argument is one '--option=value' or '--flag'",
+        ("slurm", "account"): "no whitespace allowed",
+        ("slurm", "partition"): "no whitespace allowed",
+        ("slurm", "qos"): "no whitespace allowed",
+        ("slurm", "constraint"): "no whitespace allowed",
+        ("slurm", "output"): "no whitespace allowed in the path",
+        ("slurm", "error"): "no whitespace allowed in the path",
+    }
 
     @property
     def name(self) -> str:
