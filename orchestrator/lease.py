@@ -30,14 +30,13 @@ import fcntl
 import json
 import os
 import socket
-import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from orchestrator import __version__
+from orchestrator import __version__, atomic
 from orchestrator.errors import LeaseHeldError
 from orchestrator.logs import get_logger
 from orchestrator.procinfo import is_same_process, process_start_time
@@ -309,16 +308,4 @@ class Lease:
 
     def _write(self, record: dict[str, Any]) -> None:
         """Write atomically: a reader on any node sees the old file or the new, never half."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{LEASE_NAME}.", dir=self.state_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, indent=2)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)  # mkstemp's mode, made exact whatever the umask
-            os.replace(tmp, self.lease_path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic.write_json(self.lease_path, record, 0o600, indent=2)

@@ -4,12 +4,13 @@ reaper of its orphaned descendants. Standard library only: the shim starts with 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from orchestrator import atomic
 
 FILE_MODE = 0o600  # the shim's files: the user's alone, whatever the umask
 _PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>, Linux >= 3.4
@@ -20,24 +21,9 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    with open(fd, "w", encoding="utf-8") as out:
-        os.fchmod(fd, FILE_MODE)  # exact: the umask may have removed bits, a stale tmp kept some
-        json.dump(data, out)
-        out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)  # the rename itself must survive a crash of the machine
-    finally:
-        os.close(dir_fd)
+    """The shim's records: atomic, mode 0600, and durable (the rename survives a crash of the
+    machine, so that a daemon started after it finds the outcome)."""
+    atomic.write_json(path, data, FILE_MODE, durable=True)
 
 
 def become_subreaper() -> str | None:

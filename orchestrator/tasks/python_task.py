@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from orchestrator import atomic
+
 TASK_RESULT_FILE = "task-result.json"
 MANIFEST_FILE = "manifest.json"
 
@@ -54,10 +56,7 @@ def write_result(result: dict[str, Any]) -> None:
     path = os.environ.get("ORCH_TASK_RESULT")
     if not path:
         return
-    target = Path(path)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, target)
+    atomic.write_json(Path(path), result, 0o600, indent=2)
 
 
 def read_task_result(run_dir: Path) -> dict[str, Any] | None:

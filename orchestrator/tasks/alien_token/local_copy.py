@@ -7,12 +7,11 @@ new one, never a half-written token, and nobody else can read it at any moment.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from orchestrator import atomic
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> bool:
@@ -23,18 +22,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> bool:
             return False
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic.write_bytes(path, data, mode)
     return True
 
 

@@ -6,12 +6,12 @@ job that starts while the pointer changes reads the old tag or the new one, neve
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
 from pathlib import Path
 
+from orchestrator import atomic
 from orchestrator.tasks.o2sync.errors import O2SyncError
 from orchestrator.tasks.o2sync.spec import Pointer
 from orchestrator.tasks.o2sync.state import atomic_write_text, expand_path, now_iso
@@ -95,15 +95,7 @@ class PointerFiles:
             if self.symlink is not None:
                 target = payload_dir(self.cvmfs_root, self.arch, self.package, tag)
                 self.symlink.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.symlink.parent / f".{self.symlink.name}.tmp-{os.getpid()}"
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-                os.symlink(target, tmp)
-                try:
-                    os.replace(tmp, self.symlink)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        tmp.unlink()
+                atomic.replace_symlink(self.symlink, target)
                 written.append(str(self.symlink))
             if self.env_file is not None:
                 atomic_write_text(

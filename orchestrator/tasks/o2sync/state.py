@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator import atomic
 from orchestrator.tasks.o2sync.errors import LockHeldError, O2SyncError
 
 STATE_FILE = "state.json"
@@ -62,19 +63,10 @@ def default_state_dir(job: str) -> Path:
 
 
 def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    """Temp file in the same directory, fsync, rename: readers see the old or the new text."""
+    """Replace ``path`` with ``text`` atomically (orchestrator.atomic), its directory made first;
+    world-readable by default: the pointer files are read by other users' batch jobs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    atomic.write_text(path, text, mode)
 
 
 class JobState:
