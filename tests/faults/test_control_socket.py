@@ -24,18 +24,13 @@ import pytest
 from orchestrator.control import ControlServer, request
 from orchestrator.errors import ControlError, OrchestratorError
 from tests.conftest import DaemonHarness, require, wait_for
+from tests.manifests import job
 
 pytestmark = pytest.mark.daemon
 
 OTHER_UID = 65534  # nobody
 
-ALLOW_JOB = """\
-apiVersion: orchestrator/v1
-kind: Command
-name: quick
-policy: {concurrency: allow}
-spec: {command: ["true"]}
-"""
+ALLOW_JOB = job("quick", '["true"]', "policy: {concurrency: allow}")
 
 # A stand-in for another local user's process listening where the CLI looks for the daemon.
 # It binds as root (so that it can reach any test directory) and then drops to the other uid

@@ -22,12 +22,11 @@ from orchestrator.manifests.loader import (
 )
 from orchestrator.manifests.scan import ScanCache
 from tests.conftest import DaemonHarness, wait_for
-
-GOOD = "apiVersion: orchestrator/v1\nkind: Command\nname: {name}\nspec:\n  command: [echo, hi]\n"
+from tests.manifests import job
 
 
 def good(name: str) -> str:
-    return GOOD.format(name=name)
+    return job(name, "[echo, hi]")
 
 
 def write(path: Path, text: str) -> Path:

@@ -7,17 +7,7 @@ from __future__ import annotations
 import time
 
 from tests.conftest import DaemonHarness, wait_for
-
-
-def _manifest(name: str, command: str, extra: str = "") -> str:
-    return (
-        "apiVersion: orchestrator/v1\n"
-        "kind: Command\n"
-        f"name: {name}\n"
-        f"{extra}"
-        "spec:\n"
-        f"  command: {command}\n"
-    )
+from tests.manifests import job
 
 
 def _finished(daemon: DaemonHarness, job: str, count: int = 1) -> list[dict[str, object]]:
@@ -31,7 +21,7 @@ def test_manual_run_of_suspended_job_is_not_retried(daemon: DaemonHarness) -> No
     retried in the background, neither now nor after a restart."""
     daemon.write(
         "flaky.yaml",
-        _manifest(
+        job(
             "flaky",
             '["false"]',
             "suspend: true\npolicy: {retries: 3, retry_backoff: 1s}\n",
@@ -52,8 +42,8 @@ def test_manual_run_of_suspended_job_is_not_retried(daemon: DaemonHarness) -> No
 def test_success_of_suspended_job_triggers_no_after_jobs(daemon: DaemonHarness) -> None:
     """A suspended job's successful manual run does not start the jobs that name it in
     `after` (a suspended job does nothing in the background)."""
-    daemon.write("first.yaml", _manifest("first", '["true"]', "suspend: true\n"))
-    daemon.write("second.yaml", _manifest("second", '["true"]', "after: [first]\n"))
+    daemon.write("first.yaml", job("first", '["true"]', "suspend: true\n"))
+    daemon.write("second.yaml", job("second", '["true"]', "after: [first]\n"))
     daemon.start()
     daemon.cli("trigger", "first")
     wait_for(lambda: _finished(daemon, "first"), 15)
@@ -67,7 +57,7 @@ def test_pending_retry_is_shown_and_cancel_drops_it(daemon: DaemonHarness) -> No
     drops it for good (also across a restart)."""
     daemon.write(
         "later.yaml",
-        _manifest("later", '["false"]', "policy: {retries: 2, retry_backoff: 1h}\n"),
+        job("later", '["false"]', "policy: {retries: 2, retry_backoff: 1h}\n"),
     )
     daemon.start()
     run_id = daemon.cli("trigger", "later").stdout.strip()
@@ -90,7 +80,7 @@ def test_drain_records_interrupted_and_next_daemon_retries(daemon: DaemonHarness
     `cancelled`, and the next daemon runs it again when the policy has retries."""
     daemon.write(
         "long.yaml",
-        _manifest(
+        job(
             "long",
             '["sleep", "60"]',
             "policy: {retries: 1, retry_backoff: 1s, kill_grace: 1s}\n",
@@ -119,7 +109,7 @@ def test_longest_retry_backoff_never_crashes_the_daemon(daemon: DaemonHarness) -
     give, leaves the daemon running with one retry pending a year ahead."""
     daemon.write(
         "never.yaml",
-        _manifest(
+        job(
             "never",
             '["/nonexistent/command"]',
             "policy: {retries: 100, retry_backoff: {base: 365d, max: 365d}}\n",

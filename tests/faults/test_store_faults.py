@@ -16,23 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DaemonHarness, require, wait_for
+from tests.manifests import job
 
-EVERY_SECOND = """\
-apiVersion: orchestrator/v1
-kind: Command
-name: tick
-schedule: {every: 1s}
-spec:
-  command: ["true"]
-"""
-
-MANUAL = """\
-apiVersion: orchestrator/v1
-kind: Command
-name: manual
-spec:
-  command: ["true"]
-"""
+EVERY_SECOND = job("tick", '["true"]', "schedule: {every: 1s}")
+MANUAL = job("manual", '["true"]')
 
 # Another process takes the write lock and holds it (BEGIN EXCLUSIVE in WAL mode blocks writers,
 # not readers), longer than the daemon's 5 s busy timeout.

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DaemonHarness, wait_for
-from tests.integration.manifests import EVERY_2S, job, succeeded
+from tests.manifests import EVERY_2S, job, succeeded
 
 pytestmark = pytest.mark.daemon
 
@@ -69,14 +69,7 @@ def test_run_lost_when_process_died_with_daemon(daemon: DaemonHarness) -> None:
     its policy."""
     daemon.write(
         "victim.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: victim
-        policy: {retries: 1, retry_backoff: 1s}
-        spec:
-          command: [bash, -c, "sleep 30"]
-        """,
+        job("victim", '[bash, -c, "sleep 30"]', "policy: {retries: 1, retry_backoff: 1s}"),
     )
     daemon.start()
     run_id = daemon.cli("trigger", "victim").stdout.strip()
@@ -124,22 +117,11 @@ def test_sigterm_drains_and_cancels_after_grace(daemon: DaemonHarness) -> None:
     daemon.extra_env["ORCH_DRAIN_GRACE_S"] = "1"
     daemon.write(
         "long.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: long
-        policy: {kill_grace: 1s}
-        spec: {command: [sleep, "60"]}
-        """,
+        job("long", '[sleep, "60"]', "policy: {kill_grace: 1s}"),
     )
     daemon.write(
         "short.yaml",
-        """\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: short
-        spec: {command: [sleep, "0.5"]}
-        """,
+        job("short", '[sleep, "0.5"]'),
     )
     daemon.start()
     daemon.cli("trigger", "long")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import DaemonHarness, wait_for
-from tests.integration.manifests import job
+from tests.manifests import job
 
 pytestmark = pytest.mark.daemon
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.conftest import DaemonHarness, wait_for
-from tests.integration.manifests import EVERY_2S, job, succeeded
+from tests.manifests import EVERY_2S, job, succeeded
 
 pytestmark = pytest.mark.daemon
 
@@ -74,14 +74,7 @@ def test_invalid_edit_keeps_last_good_version(daemon: DaemonHarness) -> None:
 def test_on_change_runs_once_per_content(daemon: DaemonHarness) -> None:
     """`on: change` runs once when the manifest appears and once per content change, and not
     again when the daemon restarts."""
-    text = """\
-    apiVersion: orchestrator/v1
-    kind: Command
-    name: onchange
-    description: {d}
-    schedule: {{on: change}}
-    spec: {{command: ["true"]}}
-    """
+    text = job("onchange", '["true"]', "description: {d}\nschedule: {{on: change}}")
     daemon.start()
     daemon.write("onchange.yaml", text.format(d="one"))
     wait_for(lambda: succeeded(daemon, "onchange"), 5)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DaemonHarness, require, wait_for
-from tests.integration.manifests import job
+from tests.manifests import job
 
 pytestmark = pytest.mark.daemon
 
@@ -60,13 +60,11 @@ def test_forbid_never_overlaps_and_timeout_kills_children(daemon: DaemonHarness)
     pidfile = daemon.root / "grandchild.pid"
     daemon.write(
         "hang.yaml",
-        f"""\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: hang
-        policy: {{timeout: 2s, kill_grace: 1s}}
-        spec: {{command: [bash, -c, "sleep 300 & echo $! > {pidfile}; wait"]}}
-        """,
+        job(
+            "hang",
+            f'[bash, -c, "sleep 300 & echo $! > {pidfile}; wait"]',
+            "policy: {timeout: 2s, kill_grace: 1s}",
+        ),
     )
     daemon.start()
     daemon.cli("trigger", "hang")
@@ -161,13 +159,11 @@ def test_catchup_window(daemon: DaemonHarness, catchup: str, expect_run: bool) -
     due = (datetime.now(UTC) - timedelta(minutes=3)).replace(second=0, microsecond=0)
     daemon.write(
         "nightly.yaml",
-        f"""\
-        apiVersion: orchestrator/v1
-        kind: Command
-        name: nightly
-        schedule: {{cron: "{due.minute} {due.hour} * * *", catchup: {catchup}}}
-        spec: {{command: ["true"]}}
-        """,
+        job(
+            "nightly",
+            '["true"]',
+            f'schedule: {{cron: "{due.minute} {due.hour} * * *", catchup: {catchup}}}',
+        ),
     )
     daemon.start()
     daemon.stop()

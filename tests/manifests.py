@@ -1,4 +1,4 @@
-"""Manifests and look-ups the daemon tests share."""
+"""Manifests and look-ups the daemon tests share (integration, faults, unit)."""
 
 from __future__ import annotations
 
