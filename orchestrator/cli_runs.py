@@ -129,6 +129,17 @@ def _echo_daemon(d: dict[str, Any]) -> None:
         click.echo(f"  jobs directory: {d['jobs_dir_error']}")
 
 
+def _progress_text(progress: dict[str, Any]) -> str:
+    """``done/total`` and the count of each state, when the job publishes them."""
+    text = ""
+    if isinstance(progress.get("done"), int) and isinstance(progress.get("total"), int):
+        text = f"{progress['done']}/{progress['total']} done"
+    states = progress.get("states")
+    if isinstance(states, dict) and states:
+        text += " (" + ", ".join(f"{n} {s}" for s, n in states.items()) + ")"
+    return text or "running"
+
+
 def _echo_job(row: dict[str, Any]) -> None:
     last = row["last_run"]
     last_text = (
@@ -141,6 +152,8 @@ def _echo_job(row: dict[str, Any]) -> None:
     if row["suspended"]:
         state += ",suspended"
     click.echo(f"{row['name']:<30} {state:<12} next {row['next_run'] or '-':<27} {last_text}")
+    for run_id, progress in (row.get("progress") or {}).items():
+        click.echo(f"  running {run_id}: {_progress_text(progress)}")
     if row["error"]:
         for line in row["error"].splitlines():
             click.echo(f"    {line}")

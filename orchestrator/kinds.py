@@ -60,6 +60,11 @@ BUILTIN = (
         "orchestrator.tasks.alien_token.spec:AliEnTokenManifest",
         task="orchestrator.tasks.alien_token",
     ),
+    Kind(
+        "PhotometryBatch",
+        "orchestrator.tasks.photometry_batch.spec:PhotometryBatchManifest",
+        task="orchestrator.tasks.photometry_batch",
+    ),
 )
 
 _registry: dict[str, Kind] = {k.name: k for k in BUILTIN}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from orchestrator.errors import ManifestError
 from orchestrator.manifests.loader import LoadedManifest
 from orchestrator.manifests.models import ChangeSchedule, CronSchedule, EverySchedule
 from orchestrator.store.base import RunRecord
+from orchestrator.tasks.python_task import TASK_PROGRESS_FILE
 
 
 @dataclass
@@ -83,5 +85,23 @@ def job_row(
         "executor": manifest.executor_name if manifest is not None else None,
         "next_run": _iso(next_run),
         "active_runs": [r.run_id for r in active],
+        "progress": {r.run_id: p for r in active if (p := run_progress(r)) is not None},
         "last_run": last_run_summary(last_run),
     }
+
+
+PROGRESS_MAX_BYTES = 256 * 1024
+
+
+def run_progress(run: RunRecord) -> dict[str, Any] | None:
+    """What a running job last published in ``ORCH_TASK_PROGRESS`` (a JSON object in its run
+    directory), or None. Read with a size cap; a file being replaced or unreadable is None."""
+    if run.run_dir is None:
+        return None
+    path = Path(run.run_dir) / TASK_PROGRESS_FILE
+    try:
+        with path.open("rb") as fh:
+            data = json.loads(fh.read(PROGRESS_MAX_BYTES))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -303,8 +303,28 @@ def run_command(
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--band", default="R062", show_default=True, help="Band name written to the lists.")
+@click.option(
+    "--oid",
+    default="20172782",
+    show_default=True,
+    help="Object id written to object.json (a batch demo simulates several objects).",
+)
+@click.option(
+    "--table",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append the object to this PhotometryBatch object table (CSV, made with its header "
+    "when absent; list paths relative to its folder).",
+)
 def simulate_command(
-    out: Path, size: int, epochs: int, n_templates: int, seed: int, band: str
+    out: Path,
+    size: int,
+    epochs: int,
+    n_templates: int,
+    seed: int,
+    band: str,
+    oid: str,
+    table: Path | None,
 ) -> None:
     """Write a synthetic Roman-like data set with a supernova of known light curve.
 
@@ -315,13 +335,31 @@ def simulate_command(
     """
     from orchestrator.dia.simulate import simulate
 
-    obj = simulate(out, size=size, epochs=epochs, n_templates=n_templates, seed=seed, band=band)
+    obj = simulate(
+        out, size=size, epochs=epochs, n_templates=n_templates, seed=seed, band=band, oid=oid
+    )
     click.echo(json.dumps(obj))
+    if table is not None:
+        _append_object_row(table, obj, out)
     click.echo(
         f"orchestrator photometry run --oid {obj['oid']} -r {obj['ra']:.8f} -d {obj['dec']:.8f} "
         f"-b {band} -t {out / 'templates.txt'} -s {out / 'science.txt'} -o {out / 'output'}",
         err=True,
     )
+
+
+def _append_object_row(table: Path, obj: dict[str, Any], out: Path) -> None:
+    """One row of a batch's object table, the header first when the file is new."""
+    folder = table.resolve().parent
+    lists = [Path(os.path.relpath(out.resolve() / name, folder)) for name in LIST_NAMES]
+    new = not table.exists()
+    with table.open("a") as fh:
+        if new:
+            fh.write("oid,ra,dec,band,templates,science\n")
+        fh.write(f"{obj['oid']},{obj['ra']!r},{obj['dec']!r},{obj['band']},{lists[0]},{lists[1]}\n")
+
+
+LIST_NAMES = ("templates.txt", "science.txt")
 
 
 def main() -> None:

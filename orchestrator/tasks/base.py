@@ -10,7 +10,7 @@ from orchestrator import kinds
 from orchestrator.containers import render_command
 from orchestrator.kinds import TaskCommand
 from orchestrator.manifests.models import Manifest
-from orchestrator.tasks.python_task import TASK_RESULT_FILE, task_invocation
+from orchestrator.tasks.python_task import TASK_PROGRESS_FILE, TASK_RESULT_FILE, task_invocation
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ def build_invocation(
         # Any job may leave a structured result (a JSON object) here; the daemon stores it
         # with the run (status --json, history --json). Python task kinds always do.
         env.setdefault("ORCH_TASK_RESULT", str(run_dir / TASK_RESULT_FILE))
+        # ... and a running job may say how far it is (a JSON object, replaced atomically);
+        # status --json shows it under the job's "progress"
+        env.setdefault("ORCH_TASK_PROGRESS", str(run_dir / TASK_PROGRESS_FILE))
     env["ORCH_JOB"] = manifest.name
     env["ORCH_RUN_ID"] = run_id
     argv, env = render_command(container, argv, env, workdir)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from orchestrator import atomic
 
 TASK_RESULT_FILE = "task-result.json"
+TASK_PROGRESS_FILE = "task-progress.json"  # what a running task says of its progress
 MANIFEST_FILE = "manifest.json"
 
 
@@ -66,3 +68,34 @@ def read_task_result(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def main_of(
+    model: Any,
+    run: Callable[[Any], tuple[int, dict[str, Any]]],
+    kind: str,
+    exit_failed: int,
+    exit_unusable: int,
+) -> int:
+    """A Python task's ``main``: re-validate the manifest with the kind's ``model``, ``run``
+    it, write its result, return its exit status. An unusable manifest exits
+    ``exit_unusable``; an exception the task did not foresee (a bug, an environment nobody
+    planned for) prints its traceback to the run's log, writes a result that says so, and
+    exits ``exit_failed``."""
+    import traceback
+
+    try:
+        manifest = model.model_validate(read_manifest())
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        print(f"ERROR: the manifest handed to this task is unusable: {exc}", file=sys.stderr)
+        return exit_unusable
+    try:
+        code, result = run(manifest)
+    except Exception as exc:
+        traceback.print_exc()
+        summary = f"internal error in the {kind} task: {type(exc).__name__}: {exc}"
+        print(f"ERROR: {summary}", file=sys.stderr)
+        write_result({"summary": summary, "errors": [summary]})
+        return exit_failed
+    write_result(result)
+    return code

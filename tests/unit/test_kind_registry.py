@@ -89,5 +89,5 @@ def test_a_kind_needs_one_way_to_run_and_its_own_literal() -> None:
 
 
 def test_the_builtin_kinds_come_from_the_registry() -> None:
-    assert kinds.names() == ("Command", "O2Sync", "AliEnToken")
+    assert kinds.names() == ("Command", "O2Sync", "AliEnToken", "PhotometryBatch")
     assert kinds.cli_groups() == {"o2": "orchestrator.tasks.o2sync.cli:o2"}

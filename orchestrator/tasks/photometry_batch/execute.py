@@ -1,0 +1,268 @@
+"""Run a batch's tasks on this machine: a bounded pool, one ``photometry run`` process each.
+
+One process per task (not one per batch): a task that crashes, runs out of memory or is killed
+fails alone, its memory goes back when it ends, and its wall time and peak memory are its own
+(``wait4``'s resource use of that child). Each task writes into its own folder of the run's
+output (``tasks/<oid>_<band>/``, its log beside) and keeps its temporary files in its own
+scratch folder (``TMPDIR`` points there), removed when it ends: parallel tasks never share one
+(the PIT's users met phrosty runs clobbering a shared temporary directory).
+
+A task whose fingerprint matches the last success of the same object and band (``index.json``
+in the job's output folder) is not run: its result is that earlier one, linked into this run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator import atomic
+from orchestrator.tasks.photometry_batch.plan import Task
+from orchestrator.tasks.photometry_batch.spec import BuiltinPipeline
+
+INDEX_FILE = "index.json"
+EXIT_FAILED_ROWS = 1  # photometry run: the light curve is written, some epochs failed
+
+
+@dataclass
+class TaskResult:
+    """One task's outcome: the summary table's row."""
+
+    oid: str
+    band: str
+    # measured (at least one epoch) | skipped (unchanged since its last success) | failed |
+    # invalid (not run: its row, lists or images are not usable)
+    state: str
+    epochs_measured: int = 0
+    epochs_failed: int = 0
+    backend: str = ""
+    wall_s: float = 0.0
+    peak_mb: float = 0.0
+    exit_code: int | None = None
+    error: str = ""
+    lightcurve: str = ""
+    measured_in_run: str = ""  # the run that measured it (this one, or an earlier for skipped)
+
+    def row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Layout:
+    """Where one run writes: its output folder, its tasks' folders and scratch folders."""
+
+    job_dir: Path  # OUTPUT_DIR/JOB: the index of past successes
+    run_dir: Path  # OUTPUT_DIR/JOB/RUN_ID
+    scratch_dir: Path  # SCRATCH_DIR/orchestrator-UID/JOB/RUN_ID
+    run_id: str
+
+    def task_dir(self, task: Task) -> Path:
+        return self.run_dir / "tasks" / task.key
+
+
+@dataclass
+class Index:
+    """The last success of each task key: its fingerprint, run and light curve."""
+
+    path: Path
+    entries: dict[str, dict[str, str]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls, path: Path) -> Index:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        return cls(path, data if isinstance(data, dict) else {})
+
+    def unchanged(self, task: Task) -> dict[str, str] | None:
+        entry = self.entries.get(task.key)
+        if not entry or entry.get("fingerprint") != task.fingerprint:
+            return None
+        return entry if Path(entry.get("lightcurve", "")).is_file() else None
+
+    def record(self, task: Task, result: TaskResult) -> None:
+        with self.lock:
+            self.entries[task.key] = {
+                "fingerprint": task.fingerprint,
+                "run_id": result.measured_in_run,
+                "lightcurve": result.lightcurve,
+                "backend": result.backend,
+            }
+            atomic.write_json(self.path, self.entries, 0o644, indent=2, sort_keys=True)
+
+
+def run_tasks(
+    tasks: list[Task],
+    pipeline: BuiltinPipeline,
+    layout: Layout,
+    parallel: int,
+    recompute: bool,
+    on_done: Callable[[TaskResult], None],
+) -> list[TaskResult]:
+    """Every task, ``parallel`` at a time; unchanged ones reused. Results in task order."""
+    index = Index.load(layout.job_dir / INDEX_FILE)
+    results: list[TaskResult | None] = [None] * len(tasks)
+    todo: list[int] = []
+    for i, task in enumerate(tasks):
+        previous = None if recompute else index.unchanged(task)
+        if previous is None:
+            todo.append(i)
+            continue
+        results[i] = _reused(task, previous, layout)
+        on_done(results[i])  # type: ignore[arg-type]
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(parallel, len(todo) or 1)))
+
+    def one(i: int) -> None:
+        result = _run_one(tasks[i], pipeline, layout, threads)
+        if result.state == "measured":
+            index.record(tasks[i], result)
+        results[i] = result
+        on_done(result)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        list(pool.map(one, todo))
+    return [r for r in results if r is not None]
+
+
+def _reused(task: Task, previous: dict[str, str], layout: Layout) -> TaskResult:
+    """An unchanged task: the earlier light curve, linked into this run's task folder."""
+    source = Path(previous["lightcurve"])
+    folder = layout.task_dir(task)
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "previous"
+    if not link.exists():
+        link.symlink_to(source.parent, target_is_directory=True)
+    measured, failed, backend = _count_rows(source)
+    return TaskResult(
+        oid=task.oid,
+        band=task.band,
+        state="skipped",
+        epochs_measured=measured,
+        epochs_failed=failed,
+        backend=backend or previous.get("backend", ""),
+        lightcurve=str(source),
+        measured_in_run=previous.get("run_id", ""),
+    )
+
+
+def command(task: Task, pipeline: BuiltinPipeline, outdir: Path) -> list[str]:
+    """The ``photometry run`` command line of one task."""
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator.dia.cli",
+        "run",
+        *("--oid", task.oid, "-r", repr(task.ra), "-d", repr(task.dec), "-b", task.band),
+        *("-t", str(task.templates), "-s", str(task.science), "-o", str(outdir)),
+        *("-p", str(pipeline.nprocs), "--backend", pipeline.backend),
+        *("--cutout", str(pipeline.cutout), "--log-level", "warning"),
+    ]
+    if pipeline.kernel_half_width is not None:
+        argv += ["--kernel-half-width", str(pipeline.kernel_half_width)]
+    if pipeline.psf_wings is not None:
+        argv += ["--psf-wings", pipeline.psf_wings]
+    return argv
+
+
+def _run_one(task: Task, pipeline: BuiltinPipeline, layout: Layout, threads: int) -> TaskResult:
+    folder = layout.task_dir(task)
+    scratch = layout.scratch_dir / task.key
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = dict(os.environ)
+    env.update(
+        TMPDIR=str(scratch),
+        NUMBA_NUM_THREADS=str(threads),
+        OMP_NUM_THREADS=str(threads),
+        ORCH_LOG_FORMAT="json",
+    )
+    started = time.monotonic()
+    result = TaskResult(oid=task.oid, band=task.band, state="failed")
+    try:
+        with (folder / "task.log").open("wb") as log:
+            proc = subprocess.Popen(
+                command(task, pipeline, folder),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=scratch,
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        result.exit_code = proc.returncode
+        result.peak_mb = round(usage.ru_maxrss / 1024.0, 1)  # Linux: kilobytes
+    except OSError as exc:
+        result.error = f"could not start photometry run: {exc}"
+    finally:
+        result.wall_s = round(time.monotonic() - started, 2)
+        shutil.rmtree(scratch, ignore_errors=True)
+    lightcurve = folder / task.oid / f"{task.oid}_{task.band}_lightcurve.csv"
+    if result.exit_code in (0, EXIT_FAILED_ROWS) and lightcurve.is_file():
+        result.lightcurve = str(lightcurve)
+        result.epochs_measured, result.epochs_failed, result.backend = _count_rows(lightcurve)
+        if result.epochs_measured:  # a bad image fails its rows, not the object
+            result.state = "measured"
+            result.measured_in_run = layout.run_id
+            return result
+        result.error = f"no epoch measured: {_first_row_error(lightcurve)}"
+    if not result.error:
+        result.error = _last_error(folder / "task.log", result.exit_code)
+    return result
+
+
+def _count_rows(lightcurve: Path) -> tuple[int, int, str]:
+    """Epochs measured and failed in a light curve CSV, and the backend that measured them."""
+    measured = failed = 0
+    backends: set[str] = set()
+    with lightcurve.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("success") in ("True", "true", "1"):
+                measured += 1
+            else:
+                failed += 1
+            if row.get("backend"):
+                backends.add(row["backend"])
+    return measured, failed, ",".join(sorted(backends))
+
+
+def _first_row_error(lightcurve: Path) -> str:
+    with lightcurve.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("error"):
+                return row["error"][:300]
+    return "every epoch failed"
+
+
+def _last_error(log: Path, code: int | None) -> str:
+    """The task's own explanation: the last error line of its log, else its exit status."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in reversed(lines):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return text[-300:]
+        if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+            return str(record.get("error") or record.get("event"))[-300:]
+    if code is not None and code < 0:
+        return f"killed by signal {-code}"
+    return f"photometry run exited {code} without a light curve"

@@ -1,0 +1,154 @@
+"""A PhotometryBatch run end to end on simulated data (``python -m`` the task, as the daemon
+starts it): one bad object fails alone, results per object and per batch, and a rerun measures
+only what failed or changed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+OBJECTS = ("sn1", "sn2", "sn3")
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three small simulated objects (192^2, 3 epochs, 1 template), made once."""
+    data = tmp_path_factory.mktemp("batch-data")
+    for seed, oid in enumerate(OBJECTS, start=1):
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "orchestrator.dia.cli", "simulate"),
+                *("--out", str(data / oid), "--size", "192", "--epochs", "3"),
+                *("--templates", "1", "--seed", str(seed), "--oid", oid),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return data
+
+
+def _workspace(simulated: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(simulated, data)
+    rows = ["oid,ra,dec,band,templates,science"]
+    for oid in (*OBJECTS, "sn4"):
+        obj = json.loads((data / "sn1" / "object.json").read_text())
+        rows.append(f"{oid},{obj['ra']},{obj['dec']},R062,{oid}/templates.txt,{oid}/science.txt")
+    (data / "objects.csv").write_text("\n".join(rows) + "\n")
+    # sn4: its list names an image that is not there
+    shutil.copytree(data / "sn3", data / "sn4")
+    (data / "sn4" / "images" / "science_01.fits").unlink()
+    return data
+
+
+def _run(tmp_path: Path, run_id: str, **spec: Any) -> tuple[int, dict[str, Any], str]:
+    manifest = {
+        "apiVersion": "orchestrator/v1",
+        "kind": "PhotometryBatch",
+        "name": "sne",
+        "spec": {
+            "objects": str(tmp_path / "data" / "objects.csv"),
+            "output_dir": str(tmp_path / "out"),
+            "scratch_dir": str(tmp_path / "scratch"),
+            "parallel": 2,
+            "pipeline": {"builtin": {"backend": "cpu", "cutout": 0}},
+            **spec,
+        },
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    env = {
+        **os.environ,
+        "ORCH_TASK_MANIFEST": str(tmp_path / "manifest.json"),
+        "ORCH_TASK_RESULT": str(tmp_path / f"result-{run_id}.json"),
+        "ORCH_JOB": "sne",
+        "ORCH_RUN_ID": run_id,
+        "NUMBA_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.tasks.photometry_batch"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    result = json.loads((tmp_path / f"result-{run_id}.json").read_text())
+    return proc.returncode, result, proc.stdout + proc.stderr
+
+
+def _states(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {t["oid"]: (t["state"], t["measured_in_run"]) for t in result["tasks"]}
+
+
+def test_one_bad_object_fails_alone_and_the_batch_is_collected(
+    simulated: Path, tmp_path: Path
+) -> None:
+    """sn2's template is corrupt (every epoch fails: its task fails), sn4 misses an image (not
+    run, named with the table's line); sn1 and sn3 are measured, and the batch writes its
+    summary (CSV, Parquet), the grid of light curves and its progress, and exits 1."""
+    data = _workspace(simulated, tmp_path)
+    (data / "sn2" / "images" / "template_00.fits").write_bytes(b"SIMPLE  = garbage")
+    code, result, log = _run(tmp_path, "r1")
+    assert code == 1, log
+    assert result["counts"] == {"measured": 2, "skipped": 0, "failed": 1, "invalid": 1}
+    tasks = {t["oid"]: t for t in result["tasks"]}
+    assert tasks["sn1"]["epochs_measured"] == 3
+    assert tasks["sn1"]["backend"] == "cpu"
+    assert tasks["sn1"]["peak_mb"] > 50
+    assert tasks["sn2"]["state"] == "failed"
+    assert "no epoch measured" in tasks["sn2"]["error"]
+    assert tasks["sn4"]["error"].startswith(f"{data / 'objects.csv'}:5: band R062: missing image")
+    run_dir = tmp_path / "out" / "sne" / "r1"
+    assert result["output_dir"] == str(run_dir)
+    with (run_dir / "summary.csv").open() as fh:
+        summary = {r["oid"]: r for r in csv.DictReader(fh)}
+    assert {k: v["state"] for k, v in summary.items()} == {
+        "sn1": "measured",
+        "sn2": "failed",
+        "sn3": "measured",
+        "sn4": "invalid",
+    }
+    assert (run_dir / "lightcurves.png").stat().st_size > 10_000
+    assert (run_dir / "tasks" / "sn1_R062" / "sn1" / "sn1_R062_lightcurve.parquet").is_file()
+    assert (run_dir / "tasks" / "sn2_R062" / "task.log").is_file()
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert (progress["done"], progress["total"]) == (4, 4)
+    assert not any((tmp_path / "scratch").rglob("*.fits"))  # scratch removed per task
+    if "parquet" in result["files"]:
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(result["files"]["parquet"]).num_rows == 4
+
+
+def test_a_rerun_measures_only_what_failed_or_changed(simulated: Path, tmp_path: Path) -> None:
+    """After the corrupt template is replaced, a rerun measures sn2 alone (sn1 and sn3 are
+    reused from the first run); touching one of sn1's images measures sn1 again; recompute
+    measures everything."""
+    data = _workspace(simulated, tmp_path)
+    good = (data / "sn2" / "images" / "template_00.fits").read_bytes()
+    (data / "sn2" / "images" / "template_00.fits").write_bytes(b"SIMPLE  = garbage")
+    _run(tmp_path, "r1")
+    (data / "sn2" / "images" / "template_00.fits").write_bytes(good)
+    code, result, log = _run(tmp_path, "r2")
+    assert code == 1, log  # sn4 is still missing an image
+    states = _states(result)
+    assert states["sn1"] == ("skipped", "r1")
+    assert states["sn3"] == ("skipped", "r1")
+    assert states["sn2"] == ("measured", "r2")
+    image = data / "sn1" / "images" / "science_00.fits"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    _, result, _ = _run(tmp_path, "r3")
+    states = _states(result)
+    assert states["sn1"] == ("measured", "r3")
+    assert states["sn2"] == ("skipped", "r2")
+    _, result, _ = _run(tmp_path, "r4", recompute=True)
+    assert {s for s, _ in _states(result).values()} == {"measured", "invalid"}
