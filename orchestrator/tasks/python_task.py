@@ -97,5 +97,6 @@ def main_of(
         print(f"ERROR: {summary}", file=sys.stderr)
         write_result({"summary": summary, "errors": [summary]})
         return exit_failed
-    write_result(result)
+    if result:  # an empty result leaves the run's result file to another process of the run
+        write_result(result)
     return code

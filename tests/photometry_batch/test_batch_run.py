@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def _workspace(simulated: Path, tmp_path: Path) -> Path:
     return data
 
 
-def _run(tmp_path: Path, run_id: str, **spec: Any) -> tuple[int, dict[str, Any], str]:
+def _write_manifest(tmp_path: Path, **spec: Any) -> None:
     manifest = {
         "apiVersion": "orchestrator/v1",
         "kind": "PhotometryBatch",
@@ -66,23 +67,42 @@ def _run(tmp_path: Path, run_id: str, **spec: Any) -> tuple[int, dict[str, Any],
         },
     }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    env = {
+
+
+def _start(
+    tmp_path: Path,
+    run_id: str,
+    env: dict[str, str] | None = None,
+    extra_argv: Sequence[str] = (),
+) -> subprocess.Popen[str]:
+    """The task as the daemon (or a batch system's array task) starts it."""
+    full = {
         **os.environ,
         "ORCH_TASK_MANIFEST": str(tmp_path / "manifest.json"),
         "ORCH_TASK_RESULT": str(tmp_path / f"result-{run_id}.json"),
         "ORCH_JOB": "sne",
         "ORCH_RUN_ID": run_id,
         "NUMBA_NUM_THREADS": "1",
+        **(env or {}),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.tasks.photometry_batch"],
-        env=env,
-        capture_output=True,
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.tasks.photometry_batch", *extra_argv],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=600,
     )
-    result = json.loads((tmp_path / f"result-{run_id}.json").read_text())
-    return proc.returncode, result, proc.stdout + proc.stderr
+
+
+def _run(
+    tmp_path: Path, run_id: str, extra_argv: Sequence[str] = (), **spec: Any
+) -> tuple[int, dict[str, Any], str]:
+    _write_manifest(tmp_path, **spec)
+    proc = _start(tmp_path, run_id, extra_argv=extra_argv)
+    out = proc.communicate(timeout=600)[0]
+    result_file = tmp_path / f"result-{run_id}.json"
+    result = json.loads(result_file.read_text()) if result_file.exists() else {}
+    return proc.returncode, result, out
 
 
 def _states(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -152,3 +172,30 @@ def test_a_rerun_measures_only_what_failed_or_changed(simulated: Path, tmp_path:
     assert states["sn2"] == ("skipped", "r2")
     _, result, _ = _run(tmp_path, "r4", recompute=True)
     assert {s for s, _ in _states(result).values()} == {"measured", "invalid"}
+
+
+def test_array_tasks_in_any_order_collect_the_batch_once(simulated: Path, tmp_path: Path) -> None:
+    """As a batch system runs it: `--plan` writes the plan and prints the array (sn4 left out:
+    three tasks, two at a time); the three tasks, started together in another order, each
+    measure their object, and exactly one (the last to finish) writes the batch's summary
+    and the run's result. A task run again later (a retry) reuses its result and collects
+    nothing twice."""
+    _workspace(simulated, tmp_path)
+    code, _, log = _run(tmp_path, "a1", extra_argv=["--plan"])
+    assert code == 0, log
+    assert log.strip().splitlines()[-1] == "0-2%2"
+    run_dir = tmp_path / "out" / "sne" / "a1"
+    assert (run_dir / "plan.json").is_file()
+    procs = [_start(tmp_path, "a1", {"ORCH_ARRAY_TASK_ID": i}) for i in ("2", "0", "1")]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert sum("batch complete" in out for out in outputs) == 1
+    result = json.loads((tmp_path / "result-a1.json").read_text())
+    assert result["counts"] == {"measured": 3, "skipped": 0, "failed": 0, "invalid": 1}
+    assert (run_dir / "summary.csv").is_file()
+    again = _start(tmp_path, "a1", {"ORCH_ARRAY_TASK_ID": "0"})
+    out = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, out
+    assert "sn1 R062: skipped" in out
+    assert "batch complete" not in out
+    assert json.loads((tmp_path / "result-a1.json").read_text()) == result

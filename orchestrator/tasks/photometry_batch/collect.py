@@ -1,11 +1,30 @@
-"""A batch's own results: the summary table (CSV and Parquet) and a grid of light curves."""
+"""A batch's own results: the summary table (CSV and Parquet), a grid of light curves, the
+run's result and its progress, all made from the tasks' result files.
+
+The tasks of a run may end in any order and in different processes (an array job's tasks on
+several nodes): each writes its own ``tasks/KEY/result.json`` first, then looks whether every
+planned task has one. The last to finish therefore sees them all; of those that do, the one
+that creates ``collected`` (``O_EXCL``, which network file systems honour where locks may not
+work) writes the summary.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import math
+import os
 from pathlib import Path
 from typing import Any
+
+from orchestrator import atomic
+from orchestrator.tasks.photometry_batch.execute import RESULT_FILE, Layout, TaskResult
+from orchestrator.tasks.photometry_batch.objects import Problem
+from orchestrator.tasks.photometry_batch.plan import Task
+
+STATES = ("measured", "skipped", "failed", "invalid")
+COLLECTED = "collected"
 
 SUMMARY_COLUMNS = (
     "oid",
@@ -22,6 +41,71 @@ SUMMARY_COLUMNS = (
     "measured_in_run",
 )
 GRID_COLUMNS = 4
+
+
+def task_rows(
+    layout: Layout, tasks: list[Task], problems: list[Problem]
+) -> tuple[list[dict[str, Any]], int]:
+    """The summary's rows so far (tasks with a result file, then the problems as 'invalid'),
+    and how many tasks have none yet."""
+    rows: list[dict[str, Any]] = []
+    waiting = 0
+    for task in tasks:
+        try:
+            row = json.loads((layout.task_dir(task) / RESULT_FILE).read_text())
+        except (OSError, ValueError):
+            waiting += 1
+            continue
+        rows.append(row)
+    for p in problems:
+        error = f"{p.where}: {p.message}"
+        rows.append(TaskResult(p.oid or "", p.band or "", "invalid", error=error).row())
+    return rows, waiting
+
+
+def write_progress(layout: Layout, rows: list[dict[str, Any]], total: int) -> None:
+    """``progress.json`` in the run's output folder and at ``ORCH_TASK_PROGRESS`` when given
+    (what ``status`` shows); a file that cannot be written is left, the batch goes on."""
+    data = {
+        "total": total,
+        "done": len(rows),
+        "states": {s: n for s in STATES if (n := sum(r["state"] == s for r in rows))},
+        "objects": {f"{r['oid']} {r['band']}".strip(): r["state"] for r in rows},
+    }
+    paths = [layout.run_dir / "progress.json"]
+    if os.environ.get("ORCH_TASK_PROGRESS"):
+        paths.append(Path(os.environ["ORCH_TASK_PROGRESS"]))
+    for path in paths:
+        with contextlib.suppress(OSError):
+            atomic.write_json(path, data, 0o644)
+
+
+def collect(
+    layout: Layout, tasks: list[Task], problems: list[Problem], claim: bool
+) -> dict[str, Any] | None:
+    """The batch's result once every task has its result file (else None): the summary files
+    written and the counts. With ``claim``, only the process that creates ``collected`` does
+    it (the others get None)."""
+    rows, waiting = task_rows(layout, tasks, problems)
+    write_progress(layout, rows, len(tasks) + len(problems))
+    if waiting:
+        return None
+    if claim:
+        try:
+            fd = os.open(layout.run_dir / COLLECTED, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return None
+        os.close(fd)
+    files = write_summary(layout.run_dir, rows)
+    counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no objects"
+    return {
+        "summary": f"{len(rows)} object-band(s): {summary}",
+        "output_dir": str(layout.run_dir),
+        "counts": counts,
+        "files": files,
+        "tasks": rows,
+    }
 
 
 def write_summary(run_dir: Path, rows: list[dict[str, Any]]) -> dict[str, str]:

@@ -7,7 +7,7 @@ output (``tasks/<oid>_<band>/``, its log beside) and keeps its temporary files i
 scratch folder (``TMPDIR`` points there), removed when it ends: parallel tasks never share one
 (the PIT's users met phrosty runs clobbering a shared temporary directory).
 
-A task whose fingerprint matches the last success of the same object and band (``index.json``
+A task whose fingerprint matches the last success of the same object and band (``done/KEY.json``
 in the job's output folder) is not run: its result is that earlier one, linked into this run.
 """
 
@@ -19,11 +19,10 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ from orchestrator import atomic
 from orchestrator.tasks.photometry_batch.plan import Task
 from orchestrator.tasks.photometry_batch.spec import BuiltinPipeline
 
-INDEX_FILE = "index.json"
+DONE_DIR = "done"  # OUTPUT_DIR/JOB/done/KEY.json: the last success of each object and band
+RESULT_FILE = "result.json"  # tasks/KEY/result.json: the task's row of the summary
 EXIT_FAILED_ROWS = 1  # photometry run: the light curve is written, some epochs failed
 
 
@@ -73,35 +73,31 @@ class Layout:
 
 @dataclass
 class Index:
-    """The last success of each task key: its fingerprint, run and light curve."""
+    """The last success of each task key (its fingerprint, run and light curve), one small file
+    per key under the job's output folder, each replaced atomically by the one process that
+    measured that key: processes on different nodes never write the same file, and a run that
+    is killed keeps what its finished tasks measured."""
 
-    path: Path
-    entries: dict[str, dict[str, str]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @classmethod
-    def load(cls, path: Path) -> Index:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        return cls(path, data if isinstance(data, dict) else {})
+    folder: Path  # OUTPUT_DIR/JOB/done
 
     def unchanged(self, task: Task) -> dict[str, str] | None:
-        entry = self.entries.get(task.key)
-        if not entry or entry.get("fingerprint") != task.fingerprint:
+        try:
+            entry = json.loads((self.folder / f"{task.key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(entry, dict) or entry.get("fingerprint") != task.fingerprint:
             return None
         return entry if Path(entry.get("lightcurve", "")).is_file() else None
 
     def record(self, task: Task, result: TaskResult) -> None:
-        with self.lock:
-            self.entries[task.key] = {
-                "fingerprint": task.fingerprint,
-                "run_id": result.measured_in_run,
-                "lightcurve": result.lightcurve,
-                "backend": result.backend,
-            }
-            atomic.write_json(self.path, self.entries, 0o644, indent=2, sort_keys=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        entry = {
+            "fingerprint": task.fingerprint,
+            "run_id": result.measured_in_run,
+            "lightcurve": result.lightcurve,
+            "backend": result.backend,
+        }
+        atomic.write_json(self.folder / f"{task.key}.json", entry, 0o644, indent=1)
 
 
 def run_tasks(
@@ -112,29 +108,37 @@ def run_tasks(
     recompute: bool,
     on_done: Callable[[TaskResult], None],
 ) -> list[TaskResult]:
-    """Every task, ``parallel`` at a time; unchanged ones reused. Results in task order."""
-    index = Index.load(layout.job_dir / INDEX_FILE)
+    """Every task, ``parallel`` at a time in this process's pool. Results in task order."""
     results: list[TaskResult | None] = [None] * len(tasks)
-    todo: list[int] = []
-    for i, task in enumerate(tasks):
-        previous = None if recompute else index.unchanged(task)
-        if previous is None:
-            todo.append(i)
-            continue
-        results[i] = _reused(task, previous, layout)
-        on_done(results[i])  # type: ignore[arg-type]
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(parallel, len(todo) or 1)))
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(parallel, len(tasks) or 1)))
 
     def one(i: int) -> None:
-        result = _run_one(tasks[i], pipeline, layout, threads)
-        if result.state == "measured":
-            index.record(tasks[i], result)
-        results[i] = result
-        on_done(result)
+        results[i] = run_task(tasks[i], pipeline, layout, threads, recompute)
+        on_done(results[i])  # type: ignore[arg-type]
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        list(pool.map(one, todo))
+        list(pool.map(one, range(len(tasks))))
     return [r for r in results if r is not None]
+
+
+def run_task(
+    task: Task, pipeline: BuiltinPipeline, layout: Layout, threads: int, recompute: bool
+) -> TaskResult:
+    """One task, wherever it runs (this process's pool, or one array task of a batch system):
+    reused when unchanged, else measured; its result written beside its output
+    (``tasks/KEY/result.json``, what the batch's collection reads) and, on success, recorded
+    in the index."""
+    index = Index(layout.job_dir / DONE_DIR)
+    previous = None if recompute else index.unchanged(task)
+    if previous is not None:
+        result = _reused(task, previous, layout)
+    else:
+        result = _run_one(task, pipeline, layout, threads)
+        if result.state == "measured":
+            index.record(task, result)
+    layout.task_dir(task).mkdir(parents=True, exist_ok=True)
+    atomic.write_json(layout.task_dir(task) / RESULT_FILE, result.row(), 0o644, indent=1)
+    return result
 
 
 def _reused(task: Task, previous: dict[str, str], layout: Layout) -> TaskResult:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import atomic
 from orchestrator.tasks.photometry_batch.objects import ObjectRow, Problem, expand
 from orchestrator.tasks.photometry_batch.spec import PhotometryBatchSpec
 
 MISSING_SHOWN = 3  # missing images named in a problem; the rest counted
+PLAN_FILE = "plan.json"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,32 @@ class Task:
     science: Path
     where: str
     fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "templates": str(self.templates), "science": str(self.science)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Task:
+        return cls(
+            **{**data, "templates": Path(data["templates"]), "science": Path(data["science"])}
+        )
+
+
+def write_plan(run_dir: Path, tasks: list[Task], problems: list[Problem]) -> Path:
+    """``plan.json`` in the run's output folder: the tasks in order (an array task's index is
+    its place here) and the problems, so that every process of the run sees one plan."""
+    path = run_dir / PLAN_FILE
+    data = {
+        "tasks": [t.to_json() for t in tasks],
+        "problems": [asdict(p) for p in problems],
+    }
+    atomic.write_json(path, data, 0o644, indent=1)
+    return path
+
+
+def read_plan(run_dir: Path) -> tuple[list[Task], list[Problem]]:
+    data = json.loads((run_dir / PLAN_FILE).read_text())
+    return [Task.from_json(t) for t in data["tasks"]], [Problem(**p) for p in data["problems"]]
 
 
 def plan(
