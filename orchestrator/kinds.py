@@ -30,6 +30,9 @@ class Kind:
     task: str | None = None  # a Python task: the module run as `python -m`
     command: str | None = None  # or "module:function": manifest -> TaskCommand
     cli: tuple[str, str] | None = None  # a sub-command group: (name, "module:attribute")
+    # A Python task that can plan an array: `python -m <task> --plan` prints the array to submit
+    # as its last line (see executors.base.RunSpec.plan_argv)
+    plan: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ BUILTIN = (
         "PhotometryBatch",
         "orchestrator.tasks.photometry_batch.spec:PhotometryBatchManifest",
         task="orchestrator.tasks.photometry_batch",
+        plan=True,
     ),
 )
 

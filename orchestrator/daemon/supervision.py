@@ -115,6 +115,7 @@ class Runs:
                 options=options,
                 array=array,
                 env_overrides=invocation.env_overrides,
+                plan_argv=invocation.plan_argv,
             )
             handle = executor.start(spec)
         except Exception as exc:

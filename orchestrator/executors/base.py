@@ -43,6 +43,12 @@ class RunSpec:
     options: Any = None
     array: str | None = None
     env_overrides: dict[str, str] = field(default_factory=dict)
+    # A kind whose run is many tasks (a photometry batch) may say how to plan them: an
+    # executor that runs arrays runs this first (on the submitting host, in the run directory,
+    # with ``env``) and submits the array its last line of output names (``none``: nothing to
+    # submit), each task told its index in ORCH_ARRAY_TASK_ID. Other executors ignore it: the
+    # job then does all its work itself.
+    plan_argv: list[str] | None = None
 
 
 @dataclass(frozen=True)

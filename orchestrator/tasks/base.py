@@ -21,6 +21,7 @@ class Invocation:
     env: dict[str, str]
     workdir: str | None
     env_overrides: dict[str, str] = field(default_factory=dict)
+    plan_argv: list[str] | None = None  # the kind's array planner (executors.base.RunSpec)
 
 
 def build_invocation(
@@ -69,4 +70,7 @@ def build_invocation(
         # run starts in its own run directory.
         workdir = None
     overrides = {k: v for k, v in env.items() if base.get(k) != v}
-    return Invocation(argv=argv, env=env, workdir=workdir, env_overrides=overrides)
+    plan_argv = [*argv, "--plan"] if kind.plan and container is None else None
+    return Invocation(
+        argv=argv, env=env, workdir=workdir, env_overrides=overrides, plan_argv=plan_argv
+    )

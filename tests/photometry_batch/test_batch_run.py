@@ -106,7 +106,7 @@ def _run(
 
 
 def _states(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    return {t["oid"]: (t["state"], t["measured_in_run"]) for t in result["tasks"]}
+    return {t["oid"]: (t["state"], t["measured_in_run"]) for t in result["objects"]}
 
 
 def test_one_bad_object_fails_alone_and_the_batch_is_collected(
@@ -120,7 +120,7 @@ def test_one_bad_object_fails_alone_and_the_batch_is_collected(
     code, result, log = _run(tmp_path, "r1")
     assert code == 1, log
     assert result["counts"] == {"measured": 2, "skipped": 0, "failed": 1, "invalid": 1}
-    tasks = {t["oid"]: t for t in result["tasks"]}
+    tasks = {t["oid"]: t for t in result["objects"]}
     assert tasks["sn1"]["epochs_measured"] == 3
     assert tasks["sn1"]["backend"] == "cpu"
     assert tasks["sn1"]["peak_mb"] > 50
@@ -199,3 +199,29 @@ def test_array_tasks_in_any_order_collect_the_batch_once(simulated: Path, tmp_pa
     assert "sn1 R062: skipped" in out
     assert "batch complete" not in out
     assert json.loads((tmp_path / "result-a1.json").read_text()) == result
+
+
+def test_a_retry_of_the_failed_array_task_alone_completes_the_batch(
+    simulated: Path, tmp_path: Path
+) -> None:
+    """A retry of an array's failed tasks is a new run without a plan step and with only those
+    tasks: its one task plans, measures the object that failed, and completes the batch, the
+    objects measured before counted as reused."""
+    data = _workspace(simulated, tmp_path)
+    template = data / "sn2" / "images" / "template_00.fits"
+    good = template.read_bytes()
+    template.write_bytes(b"SIMPLE  = garbage")
+    _run(tmp_path, "b1", extra_argv=["--plan"])
+    procs = [_start(tmp_path, "b1", {"ORCH_ARRAY_TASK_ID": i}) for i in ("0", "1", "2")]
+    codes = [(p.communicate(timeout=600), p.returncode)[1] for p in procs]
+    assert codes == [0, 1, 0]
+    first = json.loads((tmp_path / "result-b1.json").read_text())
+    assert first["counts"] == {"measured": 2, "skipped": 0, "failed": 1, "invalid": 1}
+    template.write_bytes(good)
+    retry = _start(tmp_path, "b2", {"ORCH_ARRAY_TASK_ID": "1"})
+    out = retry.communicate(timeout=600)[0]
+    assert retry.returncode == 0, out
+    result = json.loads((tmp_path / "result-b2.json").read_text())
+    assert result["counts"] == {"measured": 1, "skipped": 2, "failed": 0, "invalid": 1}
+    assert _states(result)["sn2"] == ("measured", "b2")
+    assert _states(result)["sn1"] == ("skipped", "b1")

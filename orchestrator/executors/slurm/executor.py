@@ -39,7 +39,8 @@ from orchestrator.executors.slurm.commands import (
     SlurmClient,
     SlurmCommandError,
 )
-from orchestrator.executors.slurm.options import SlurmOptions, parse_array
+from orchestrator.executors.slurm.options import SlurmOptions, failed_tasks_array, parse_array
+from orchestrator.executors.slurm.planning import PlanError, plan_array
 from orchestrator.executors.slurm.polling import Polling
 from orchestrator.executors.slurm.render import (
     NO_TASK,
@@ -48,7 +49,7 @@ from orchestrator.executors.slurm.render import (
     job_tag,
     render_batch_script,
 )
-from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun
+from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun, tracked_from_record
 from orchestrator.settings import Settings, env_float
 from orchestrator.store.base import RunRecord, RunState, Store
 
@@ -100,6 +101,7 @@ class SlurmExecutor(Polling):
         self.poll_interval_s = poll_min_s
         self.polls = 0
         self._tracked: dict[str, TrackedRun] = {}
+        self._plans: dict[str, RunSpec] = {}  # runs whose array their plan step decides
         self._outcomes: dict[str, Outcome] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -138,16 +140,9 @@ class SlurmExecutor(Polling):
         return "output-%a.log" if effective else "output.log"
 
     def retry_array(self, options: Any, result: dict[str, Any] | None) -> str | None:
-        """The array tasks that did not succeed, with the manifest's throttle, so that a retry
-        runs those tasks alone."""
-        tasks = (result or {}).get("tasks")
-        if not tasks:
-            return None
-        failed = sorted(int(t) for t, r in tasks.items() if r.get("state") != "succeeded")
-        if not failed:
-            return None
-        throttle = (getattr(options, "array", None) or "").partition("%")[2] or None
-        return ",".join(map(str, failed)) + (f"%{throttle}" if throttle else "")
+        # the manifest's array, or the one the run's plan step named (kept in its result)
+        array = getattr(options, "array", None) or (result or {}).get("array")
+        return failed_tasks_array(array if isinstance(array, str) else None, result)
 
     def status_note(self) -> str | None:
         if self.breaker.open:
@@ -156,7 +151,28 @@ class SlurmExecutor(Polling):
 
     def start(self, spec: RunSpec) -> None:
         """Render the batch script into the run directory and queue the submission. Returns
-        at once: sbatch runs on the worker thread."""
+        at once: sbatch runs on the worker thread, and so does the plan step of a run that
+        plans its own array (``spec.plan_argv``, when neither the manifest nor a retry gives
+        one): the script is rendered once the array is known."""
+        assert isinstance(spec.options, SlurmOptions)
+        if spec.plan_argv and spec.array is None and spec.options.array is None:
+            tracked = TrackedRun(
+                run_id=spec.run_id,
+                job=spec.job,
+                run_dir=spec.run_dir,
+                created_at=utcnow(),
+                script=None,
+                tasks=[],
+                max_resubmits=spec.options.max_resubmits,
+            )
+            with self._lock:
+                self._tracked[spec.run_id] = tracked
+                self._plans[spec.run_id] = spec
+            self._wake.set()
+            return
+        self._render_and_queue(spec, spec.array)
+
+    def _render_and_queue(self, spec: RunSpec, array_override: str | None) -> None:
         assert isinstance(spec.options, SlurmOptions)
         req = BatchRequest(
             run_id=spec.run_id,
@@ -167,12 +183,12 @@ class SlurmExecutor(Polling):
             workdir=spec.workdir,
             run_dir=spec.run_dir,
             options=spec.options,
-            array=spec.array,
+            array=array_override,
         )
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         script = spec.run_dir / SCRIPT_NAME
         script.write_text(render_batch_script(req, spec.env_overrides))
-        array = spec.array if spec.array is not None else spec.options.array
+        array = array_override if array_override is not None else spec.options.array
         tasks = [str(t) for t in parse_array(array)[0]] if array else [NO_TASK]
         self.store.update_executor_data(
             spec.run_id,
@@ -198,35 +214,35 @@ class SlurmExecutor(Polling):
             self._tracked[spec.run_id] = tracked
         self._wake.set()
 
+    def _plan(self, t: TrackedRun) -> None:
+        """The plan step (worker thread): the array, then the script and the submission; a
+        failed plan ends the run ``failed`` with the planner's reason."""
+        with self._lock:
+            spec = self._plans.pop(t.run_id, None)
+        if spec is None:
+            return
+        if t.cancel_requested:
+            self._finish(
+                t, Outcome(RunState.CANCELLED, None, "cancelled before planning", utcnow())
+            )
+            return
+        try:
+            array = plan_array(spec)
+        except PlanError as exc:
+            log.warning("slurm_plan_failed", run_id=t.run_id, job=t.job, error=str(exc))
+            self._finish(t, Outcome(RunState.FAILED, None, str(exc), utcnow()))
+            return
+        log.info("slurm_run_planned", run_id=t.run_id, job=t.job, array=array)
+        self.store.update_result(t.run_id, {"array": array})  # a retry keeps its throttle
+        self.store.set_run_paths(t.run_id, str(spec.run_dir), str(spec.run_dir / "output-%a.log"))
+        self._render_and_queue(spec, array)
+
     def adopt(self, run: RunRecord) -> Outcome | None:
         """Take over a run a previous daemon left active. Returns an Outcome only when the
         run can never have been submitted (no rendered script)."""
-        data = run.executor_data or {}
-        script = Path(data["script"]) if data.get("script") else None
-        if script is None or not script.exists():
-            return Outcome(
-                RunState.LOST,
-                None,
-                "the daemon stopped before the batch script was written; never submitted",
-                utcnow(),
-            )
-        tracked = TrackedRun(
-            run_id=run.run_id,
-            job=run.job,
-            run_dir=script.parent,
-            created_at=run.created_at,
-            script=script,
-            tasks=list(data.get("tasks") or [NO_TASK]),
-            max_resubmits=int(data.get("max_resubmits", 2)),
-            slurm_job_id=data.get("slurm_job_id"),
-            submission=int(data.get("submission", 0)),
-            marked_running=run.state == RunState.RUNNING,
-        )
-        if tracked.slurm_job_id is None:
-            tracked.needs_submit = True
-            # A previous daemon may have called sbatch and died before recording the id.
-            tracked.lookup_first = bool(data.get("submit_attempted_at"))
-        tracked.task_results = dict((run.result or {}).get("tasks", {}))
+        tracked = tracked_from_record(run)
+        if isinstance(tracked, Outcome):
+            return tracked
         with self._lock:
             self._tracked[run.run_id] = tracked
         self._next_poll = 0.0
@@ -314,6 +330,9 @@ class SlurmExecutor(Polling):
                 )
         for t in tracked:
             if t.run_id in self._outcomes:
+                continue
+            if t.run_id in self._plans:
+                self._plan(t)
                 continue
             if t.cancel_requested and t.slurm_job_id is not None:
                 self._scancel(t)

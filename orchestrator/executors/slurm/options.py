@@ -3,7 +3,7 @@ validated, and the ones the orchestrator owns."""
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, StrictBool, field_validator
 
@@ -54,6 +54,19 @@ ARRAY_PATTERN = rf"^{_ARRAY_RANGE}(,{_ARRAY_RANGE})*(%\d+)?$"
 MEM_PATTERN = r"^\d+(\.\d+)?[KMGT]?$"
 SIGNAL_PATTERN = r"^([BR]:)?(SIG)?[A-Z0-9]+(@\d+)?$"
 _NO_SPACE = r"^\S+$"
+
+
+def failed_tasks_array(array: str | None, result: dict[str, Any] | None) -> str | None:
+    """The array tasks of a run that did not succeed (its result's ``tasks``), with the
+    manifest's throttle, so that a retry runs those tasks alone; None when none failed."""
+    tasks = (result or {}).get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        return None
+    failed = sorted(int(t) for t, r in tasks.items() if r.get("state") != "succeeded")
+    if not failed:
+        return None
+    throttle = (array or "").partition("%")[2] or None
+    return ",".join(map(str, failed)) + (f"%{throttle}" if throttle else "")
 
 
 def parse_array(spec: str) -> tuple[list[int], int | None]:

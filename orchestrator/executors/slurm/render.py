@@ -128,6 +128,9 @@ def render_batch_script(req: BatchRequest, env_overrides: dict[str, str]) -> str
     ]
     for name, value in sorted(env_overrides.items()):
         lines.append(f"  export {name}={shlex.quote(value)}")
+    if req.array if req.array is not None else req.options.array:
+        # the task's index, under a name that is not Slurm's: a job may plan its own array
+        lines.append(f'  export ORCH_ARRAY_TASK_ID="${_TASK}"')
     if req.workdir:
         wd = shlex.quote(req.workdir)
         lines.append(f'  cd {wd} || {{ echo "cannot cd to "{wd} >&2; exit 127; }}')

@@ -11,7 +11,7 @@ from typing import Any
 from orchestrator.clock import utcnow
 from orchestrator.executors.base import Outcome
 from orchestrator.executors.slurm.render import NO_TASK
-from orchestrator.store.base import RunState
+from orchestrator.store.base import RunRecord, RunState
 
 # Severity order when array tasks end differently: the run takes the worst.
 _SEVERITY = [
@@ -90,3 +90,36 @@ def run_outcome(t: TrackedRun) -> Outcome:
         message += f"; not succeeded: {','.join(bad)}"
     codes = [results[task]["exit_code"] for task in bad if results[task]["exit_code"]]
     return Outcome(worst, codes[0] if codes else (0 if not bad else None), message, utcnow())
+
+
+def tracked_from_record(run: RunRecord) -> TrackedRun | Outcome:
+    """A run a previous daemon left active, to follow from its record; or its Outcome when it
+    can never have been submitted (no rendered script: the daemon stopped before it, or while
+    the run's array was being planned)."""
+    data = run.executor_data or {}
+    script = Path(data["script"]) if data.get("script") else None
+    if script is None or not script.exists():
+        return Outcome(
+            RunState.LOST,
+            None,
+            "the daemon stopped before the batch script was written; never submitted",
+            utcnow(),
+        )
+    tracked = TrackedRun(
+        run_id=run.run_id,
+        job=run.job,
+        run_dir=script.parent,
+        created_at=run.created_at,
+        script=script,
+        tasks=list(data.get("tasks") or [NO_TASK]),
+        max_resubmits=int(data.get("max_resubmits", 2)),
+        slurm_job_id=data.get("slurm_job_id"),
+        submission=int(data.get("submission", 0)),
+        marked_running=run.state == RunState.RUNNING,
+    )
+    if tracked.slurm_job_id is None:
+        tracked.needs_submit = True
+        # A previous daemon may have called sbatch and died before recording the id.
+        tracked.lookup_first = bool(data.get("submit_attempted_at"))
+    tracked.task_results = dict((run.result or {}).get("tasks", {}))
+    return tracked

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import atomic
-from orchestrator.tasks.photometry_batch.execute import RESULT_FILE, Layout, TaskResult
+from orchestrator.tasks.photometry_batch.execute import (
+    DONE_DIR,
+    RESULT_FILE,
+    Index,
+    Layout,
+    TaskResult,
+    reused,
+)
 from orchestrator.tasks.photometry_batch.objects import Problem
 from orchestrator.tasks.photometry_batch.plan import Task
 
@@ -44,18 +51,26 @@ GRID_COLUMNS = 4
 
 
 def task_rows(
-    layout: Layout, tasks: list[Task], problems: list[Problem]
+    layout: Layout, tasks: list[Task], problems: list[Problem], recompute: bool = False
 ) -> tuple[list[dict[str, Any]], int]:
     """The summary's rows so far (tasks with a result file, then the problems as 'invalid'),
-    and how many tasks have none yet."""
+    and how many tasks have none yet.
+
+    A task without a result file in this run whose last success is unchanged counts as reused
+    (unless ``recompute``): it would be, if it ran, and a retry of an array runs only the tasks
+    that failed, so the others never write one in the retry's run."""
     rows: list[dict[str, Any]] = []
     waiting = 0
+    index = Index(layout.job_dir / DONE_DIR)
     for task in tasks:
         try:
             row = json.loads((layout.task_dir(task) / RESULT_FILE).read_text())
         except (OSError, ValueError):
-            waiting += 1
-            continue
+            previous = None if recompute else index.unchanged(task)
+            if previous is None:
+                waiting += 1
+                continue
+            row = reused(task, previous, layout).row()
         rows.append(row)
     for p in problems:
         error = f"{p.where}: {p.message}"
@@ -81,12 +96,12 @@ def write_progress(layout: Layout, rows: list[dict[str, Any]], total: int) -> No
 
 
 def collect(
-    layout: Layout, tasks: list[Task], problems: list[Problem], claim: bool
+    layout: Layout, tasks: list[Task], problems: list[Problem], claim: bool, recompute: bool
 ) -> dict[str, Any] | None:
     """The batch's result once every task has its result file (else None): the summary files
     written and the counts. With ``claim``, only the process that creates ``collected`` does
     it (the others get None)."""
-    rows, waiting = task_rows(layout, tasks, problems)
+    rows, waiting = task_rows(layout, tasks, problems, recompute)
     write_progress(layout, rows, len(tasks) + len(problems))
     if waiting:
         return None
@@ -104,7 +119,8 @@ def collect(
         "output_dir": str(layout.run_dir),
         "counts": counts,
         "files": files,
-        "tasks": rows,
+        # not "tasks": an array executor keeps its per-array-task outcomes under that key
+        "objects": rows,
     }
 
 

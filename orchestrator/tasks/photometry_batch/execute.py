@@ -131,7 +131,7 @@ def run_task(
     index = Index(layout.job_dir / DONE_DIR)
     previous = None if recompute else index.unchanged(task)
     if previous is not None:
-        result = _reused(task, previous, layout)
+        result = reused(task, previous, layout)
     else:
         result = _run_one(task, pipeline, layout, threads)
         if result.state == "measured":
@@ -141,7 +141,7 @@ def run_task(
     return result
 
 
-def _reused(task: Task, previous: dict[str, str], layout: Layout) -> TaskResult:
+def reused(task: Task, previous: dict[str, str], layout: Layout) -> TaskResult:
     """An unchanged task: the earlier light curve, linked into this run's task folder."""
     source = Path(previous["lightcurve"])
     folder = layout.task_dir(task)

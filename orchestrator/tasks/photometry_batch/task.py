@@ -12,7 +12,7 @@ Exit 0 when every object and band was measured (or reused unchanged); 1 when any
 could not be planned (the others are measured all the same, and a retry measures only what did
 not succeed: the rest is unchanged); 2 when the batch cannot start (its table is unreadable).
 An array task exits 0 or 1 for its own task. The run's result (``status --json``, ``history
---json``) holds the counts, the output folder and one row per task.
+--json``) holds the counts, the output folder and one row per object and band (`objects`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 from orchestrator.tasks.photometry_batch.collect import collect, write_progress
 from orchestrator.tasks.photometry_batch.execute import Layout, TaskResult, run_task, run_tasks
 from orchestrator.tasks.photometry_batch.objects import BatchInputError, expand, read_objects
-from orchestrator.tasks.photometry_batch.plan import plan, read_plan, write_plan
+from orchestrator.tasks.photometry_batch.plan import PLAN_FILE, plan, read_plan, write_plan
 from orchestrator.tasks.photometry_batch.spec import PhotometryBatchManifest
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
@@ -64,7 +64,7 @@ def run(manifest: PhotometryBatchManifest) -> tuple[int, dict[str, Any]]:
         run_tasks(tasks, spec.pipeline.builtin, layout, spec.parallel, spec.recompute, done)
     finally:
         shutil.rmtree(layout.scratch_dir, ignore_errors=True)
-    result = collect(layout, tasks, problems, claim=False)
+    result = collect(layout, tasks, problems, claim=False, recompute=spec.recompute)
     assert result is not None  # every task of this process has written its result
     return _exit_code(result), result
 
@@ -86,6 +86,10 @@ def run_array_task(manifest: PhotometryBatchManifest, index: str) -> tuple[int, 
     """Task ``index`` of the plan; the batch's result when this task completed the batch, else
     an empty result (the run's result file is then left to the task that collects)."""
     layout = _layout(manifest)
+    if not (layout.run_dir / PLAN_FILE).exists():
+        # a retry of the array's failed tasks is a new run, with no plan step of its own: each
+        # of its tasks plans (the same inputs give the same plan, written atomically)
+        layout, _, _ = make_plan(manifest)
     tasks, problems = read_plan(layout.run_dir)
     try:
         task = tasks[int(index)]
@@ -102,7 +106,7 @@ def run_array_task(manifest: PhotometryBatchManifest, index: str) -> tuple[int, 
         shutil.rmtree(layout.scratch_dir / task.key, ignore_errors=True)
     _print_result(result)
     code = EXIT_OK if result.state in ("measured", "skipped") else EXIT_FAILED
-    batch = collect(layout, tasks, problems, claim=True)
+    batch = collect(layout, tasks, problems, claim=True, recompute=manifest.spec.recompute)
     if batch is not None:
         print(f"batch complete: {batch['summary']}", flush=True)
         return code, batch

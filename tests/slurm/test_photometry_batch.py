@@ -1,0 +1,93 @@
+"""A PhotometryBatch on the private Slurm cluster: the executor runs the batch's plan step,
+submits one array with the batch's throttle, each task measures one object, the last collects;
+a corrupt object fails its task alone, its retry runs that task alone, and a later run
+measures nothing that did not change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DaemonHarness, wait_for
+from tests.slurm.conftest import SlurmCluster
+from tests.slurm.test_executor import get_run, slurm_daemon, trigger, wait_end
+
+__all__ = ["slurm_daemon"]  # the fixture, imported for pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _simulate(data: Path) -> Path:
+    table = data / "objects.csv"
+    for i in (1, 2, 3):
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "orchestrator.dia.cli", "simulate"),
+                *("--out", str(data / f"sn{i}"), "--size", "160", "--epochs", "2"),
+                *("--templates", "1", "--seed", str(i), "--oid", f"sn{i}", "--table", str(table)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return table
+
+
+def test_a_batch_is_one_planned_array_and_a_retry_runs_the_failed_task_alone(
+    slurm_daemon: DaemonHarness, slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """Three objects, sn2's template corrupt: the first run is the array 0-2%2 that its plan
+    step named, sn2's task fails alone and the batch is collected (2 measured, 1 failed); the
+    retry, after the template is mended, submits task 1 alone and completes the batch (sn1 and
+    sn3 reused); a third run measures nothing."""
+    h = slurm_daemon
+    data = tmp_path / "sne"
+    table = _simulate(data)
+    template = data / "sn2" / "images" / "template_00.fits"
+    good = template.read_bytes()
+    template.write_bytes(b"SIMPLE  = garbage")
+    out = tmp_path / "results"
+    doc = {
+        "apiVersion": "orchestrator/v1",
+        "kind": "PhotometryBatch",
+        "name": "sne",
+        "executor": {"slurm": {}},
+        "policy": {"retries": 1, "retry_backoff": {"base": "5s", "max": "5s"}},
+        "spec": {
+            "objects": str(table),
+            "output_dir": str(out),
+            "parallel": 2,
+            "pipeline": {"builtin": {"backend": "cpu", "cutout": 0}},
+        },
+    }
+    h.write("sne.yaml", json.dumps(doc))
+    h.start(extra_env={"NUMBA_NUM_THREADS": "1"})
+    first_id = trigger(h, "sne")
+    # the retry is already scheduled when the first run ends: mend the image before that
+    first = wait_end(h, first_id, 300)
+    template.write_bytes(good)
+    assert first["state"] == "failed", first
+    script = (Path(first["run_dir"]) / "job.sbatch").read_text()
+    assert "#SBATCH --array=0-2%2" in script
+    assert 'export ORCH_ARRAY_TASK_ID="$__orch_task"' in script
+    result = first["result"]
+    assert result["counts"] == {"measured": 2, "skipped": 0, "failed": 1, "invalid": 0}
+    assert sorted(result["tasks"]) == ["0", "1", "2"]  # the executor's per-task outcomes
+    assert result["tasks"]["1"]["state"] == "failed"
+    assert (Path(result["output_dir"]) / "summary.csv").is_file()
+    retry = wait_for(
+        lambda: next((r for r in h.history("sne") if r["retry_of"] == first_id), None), 60
+    )
+    retry = wait_end(h, retry["run_id"], 300)
+    assert retry["state"] == "succeeded", retry
+    assert "#SBATCH --array=1%2" in (Path(retry["run_dir"]) / "job.sbatch").read_text()
+    assert retry["result"]["counts"] == {"measured": 1, "skipped": 2, "failed": 0, "invalid": 0}
+    again = wait_end(h, trigger(h, "sne"), 300)
+    assert again["state"] == "succeeded", again
+    assert again["result"]["counts"]["skipped"] == 3
+    assert get_run(h, again["run_id"])["message"] == "3 object-band(s): 3 skipped"
+    shutil.rmtree(out, ignore_errors=True)
