@@ -15,11 +15,28 @@ import pytest
 
 from tests.conftest import DaemonHarness, wait_for
 from tests.slurm.conftest import SlurmCluster
-from tests.slurm.test_executor import get_run, slurm_daemon, trigger, wait_end
+from tests.slurm.test_executor import (
+    get_run,
+    slurm_daemon,
+    slurm_jobs_tagged,
+    tag,
+    trigger,
+    wait_end,
+    wait_state,
+)
 
 __all__ = ["slurm_daemon"]  # the fixture, imported for pytest
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _with_accounting(slurm_cluster: SlurmCluster) -> None:
+    """Run in CI's main stage only: what a batch adds (the plan step, array tasks, collection)
+    does not depend on accounting, whose absence the executor's own tests cover in the second
+    stage (make test-slurm-noacct), and each of these tests takes 30-40 s."""
+    if not slurm_cluster.accounting:
+        pytest.skip("batch tests run on the cluster with accounting (make test)")
 
 
 def _simulate(data: Path) -> Path:
@@ -35,6 +52,47 @@ def _simulate(data: Path) -> Path:
             capture_output=True,
         )
     return table
+
+
+def _batch(table: Path, out: Path, parallel: int, **extra: object) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "orchestrator/v1",
+            "kind": "PhotometryBatch",
+            "name": "sne",
+            "executor": {"slurm": {}},
+            **extra,
+            "spec": {
+                "objects": str(table),
+                "output_dir": str(out),
+                "parallel": parallel,
+                "pipeline": {"builtin": {"backend": "cpu", "cutout": 0}},
+            },
+        }
+    )
+
+
+def test_a_daemon_killed_mid_batch_finishes_it_after_restart_without_duplicates(
+    slurm_daemon: DaemonHarness, slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """kill -9 of the daemon while the batch's array runs one task at a time: the array goes
+    on in Slurm, the restarted daemon adopts the run, and the batch ends with every object
+    measured once, by one array job."""
+    h = slurm_daemon
+    table = _simulate(tmp_path / "sne")
+    h.write("sne.yaml", _batch(table, tmp_path / "results", parallel=1))
+    h.start(extra_env={"NUMBA_NUM_THREADS": "1"})
+    run_id = trigger(h, "sne")
+    wait_state(h, run_id, "running", 120)
+    h.kill9()
+    h.start(extra_env={"NUMBA_NUM_THREADS": "1"})
+    run = wait_end(h, run_id, 300)
+    assert run["state"] == "succeeded", run
+    assert run["result"]["counts"]["measured"] == 3
+    assert {t["state"] for t in run["result"]["tasks"].values()} == {"succeeded"}
+    assert len(slurm_jobs_tagged(slurm_cluster, tag(run_id))) == 1
+    rows = (Path(run["result"]["output_dir"]) / "summary.csv").read_text().splitlines()
+    assert len(rows) == 4  # a header and one row per object
 
 
 def test_a_batch_is_one_planned_array_and_a_retry_runs_the_failed_task_alone(
