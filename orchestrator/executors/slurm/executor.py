@@ -153,17 +153,8 @@ class SlurmExecutor(Submission):
         one): the script is rendered once the array is known."""
         assert isinstance(spec.options, SlurmOptions)
         if spec.plan_argv and spec.array is None and spec.options.array is None:
-            tracked = TrackedRun(
-                run_id=spec.run_id,
-                job=spec.job,
-                run_dir=spec.run_dir,
-                created_at=utcnow(),
-                script=None,
-                tasks=[],
-                max_resubmits=spec.options.max_resubmits,
-            )
             with self._lock:
-                self._tracked[spec.run_id] = tracked
+                self._tracked[spec.run_id] = _tracked(spec, None, [])
                 self._plans[spec.run_id] = spec
             self._wake.set()
             return
@@ -197,16 +188,8 @@ class SlurmExecutor(Submission):
                 "max_resubmits": spec.options.max_resubmits,
             },
         )
-        tracked = TrackedRun(
-            run_id=spec.run_id,
-            job=spec.job,
-            run_dir=spec.run_dir,
-            created_at=utcnow(),
-            script=script,
-            tasks=tasks,
-            max_resubmits=spec.options.max_resubmits,
-            needs_submit=True,
-        )
+        tracked = _tracked(spec, script, tasks)
+        tracked.needs_submit = True
         with self._lock:
             self._tracked[spec.run_id] = tracked
         self._wake.set()
@@ -269,3 +252,17 @@ class SlurmExecutor(Submission):
                 else None
             ),
         }
+
+
+def _tracked(spec: RunSpec, script: Path | None, tasks: list[str]) -> TrackedRun:
+    """A run started here: its script (None while its plan step has not named the array)."""
+    assert isinstance(spec.options, SlurmOptions)
+    return TrackedRun(
+        run_id=spec.run_id,
+        job=spec.job,
+        run_dir=spec.run_dir,
+        created_at=utcnow(),
+        script=script,
+        tasks=tasks,
+        max_resubmits=spec.options.max_resubmits,
+    )

@@ -136,12 +136,16 @@ def _read_table(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 def _read_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
     with path.open(newline="") as fh:
-        lines = [line for line in fh if line.strip() and not line.lstrip().startswith("#")]
-    if not lines:
+        # comment and blank lines dropped, each kept line with its number in the file
+        kept = [
+            (n, line)
+            for n, line in enumerate(fh, start=1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    if not kept:
         raise BatchInputError(f"{path}: empty object table (expected a header: oid,ra,dec,...)")
-    # comment lines are dropped above, so line numbers are counted on the file itself
-    numbers = _content_line_numbers(path)
-    reader = csv.DictReader(lines)
+    numbers = [n for n, _ in kept]
+    reader = csv.DictReader(line for _, line in kept)
     header = [h.strip() for h in reader.fieldnames or []]
     absent = [c for c in REQUIRED if c not in header]
     if absent:
@@ -154,15 +158,6 @@ def _read_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
         clean = {(k or "").strip(): (v or "").strip() for k, v in record.items() if k}
         out.append((f"{path}:{numbers[i]}", clean))
     return out
-
-
-def _content_line_numbers(path: Path) -> list[int]:
-    with path.open(newline="") as fh:
-        return [
-            n
-            for n, line in enumerate(fh, start=1)
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
 
 
 def _read_parquet(path: Path) -> list[tuple[str, dict[str, Any]]]:
