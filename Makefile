@@ -41,7 +41,7 @@ test: $(STAMP) sysdeps
 # The Slurm tests again on a cluster without accounting (no slurmdbd: no sacct), the other
 # real deployment; `make test` runs them with accounting.
 test-slurm-noacct: $(STAMP) sysdeps
-	ORCH_SLURM_ACCOUNTING=0 $(BIN)/python -m pytest -q tests/slurm $(PYTEST_ARGS)
+	ORCH_SLURM_ACCOUNTING=0 $(BIN)/python -m pytest -q --durations=10 tests/slurm $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
