@@ -154,6 +154,11 @@ def _echo_job(row: dict[str, Any]) -> None:
     click.echo(f"{row['name']:<30} {state:<12} next {row['next_run'] or '-':<27} {last_text}")
     for run_id, progress in (row.get("progress") or {}).items():
         click.echo(f"  running {run_id}: {_progress_text(progress)}")
+    for run_id, moved in (row.get("fallback") or {}).items():
+        click.echo(
+            f"  running {run_id}: {moved.get('what')} moved to the fallback resources: "
+            f"{moved.get('reason')}"
+        )
     if row["error"]:
         for line in row["error"].splitlines():
             click.echo(f"    {line}")

@@ -86,6 +86,10 @@ def job_row(
         "next_run": _iso(next_run),
         "active_runs": [r.run_id for r in active],
         "progress": {r.run_id: p for r in active if (p := run_progress(r)) is not None},
+        # an executor moved some of a run's tasks elsewhere (a stalled queue's fallback)
+        "fallback": {
+            r.run_id: fb for r in active if isinstance(fb := (r.result or {}).get("fallback"), dict)
+        },
         "last_run": last_run_summary(last_run),
     }
 

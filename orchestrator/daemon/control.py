@@ -126,6 +126,18 @@ class ControlHandler:
             raise OrchestratorError(f"no run with id {run_id!r}")
         raise OrchestratorError(f"run {run_id} is not active (state {record.state})")
 
+    def _fresh(self, runs: list[RunRecord]) -> list[RunRecord]:
+        """Active runs as the store has them now: an executor's worker thread adds to a run's
+        result while it goes on (array tasks ended, a fallback), which the daemon's own copy
+        does not see. The daemon's copy where the store cannot answer."""
+        fresh = []
+        for run in runs:
+            try:
+                fresh.append(self.shared.store.get_run(run.run_id) or run)
+            except StoreUnavailableError:
+                fresh.append(run)
+        return fresh
+
     def status(self) -> dict[str, Any]:
         shared = self.shared
         rows = []
@@ -138,12 +150,10 @@ class ControlHandler:
                 except StoreUnavailableError as exc:
                     # Status answers without the last runs rather than not at all.
                     store_read_error = str(exc)
-            row = job_row(
-                view,
-                self.scheduler.next_fire_time(name),
-                last,
-                [r for r in shared.active.values() if r.job == name],
-            )
+            active = [r for r in shared.active.values() if r.job == name]
+            if active and store_read_error is None:
+                active = self._fresh(active)
+            row = job_row(view, self.scheduler.next_fire_time(name), last, active)
             row["pending_retries"] = self.runs.followups.pending(name)
             rows.append(row)
         for path, err in sorted(shared.orphan_errors.items()):

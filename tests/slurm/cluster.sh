@@ -253,6 +253,9 @@ EOF
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=${real_mem:-1000} State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=batch Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
+# Stands for a GPU queue in the fallback tests: one CPU of the node, so a second job waits
+# (Reason=Resources) while the others' partitions have room; a test may set it DOWN.
+PartitionName=gpu Nodes=$NODE Default=NO MaxTime=INFINITE State=UP MaxCPUsPerNode=1
 EOF
 }
 

@@ -56,7 +56,8 @@ def cancel_leftovers(cluster: SlurmCluster, harness: DaemonHarness) -> None:
     except AssertionError:
         return
     for run in runs:
-        cluster.run("scancel", f"--name={tag(run['run_id'])}")
+        names = f"{tag(run['run_id'])},{tag(run['run_id'])}-fallback"
+        cluster.run("scancel", f"--name={names}")
 
 
 def manifest(

@@ -149,3 +149,36 @@ def test_a_batch_is_one_planned_array_and_a_retry_runs_the_failed_task_alone(
     assert again["result"]["counts"]["skipped"] == 3
     assert get_run(h, again["run_id"])["message"] == "3 object-band(s): 3 skipped"
     shutil.rmtree(out, ignore_errors=True)
+
+
+def test_objects_stuck_in_the_gpu_queue_are_measured_on_the_cpu_partition_once(
+    slurm_daemon: DaemonHarness, tmp_path: Path
+) -> None:
+    """The batch asks for the `gpu` queue (one task at a time, tests/slurm/cluster.sh) with a
+    fallback to `batch` after 2 s: the first object is measured where it started, the objects
+    still waiting are measured on the fallback resources by the CPU core, each once, and the
+    batch's summary says which object was measured where."""
+    h = slurm_daemon
+    table = _simulate(tmp_path / "sne")
+    executor = {"slurm": {"partition": "gpu", "fallback": {"after": "2s", "partition": "batch"}}}
+    doc = json.loads(_batch(table, tmp_path / "results", parallel=3))
+    doc["executor"] = executor
+    doc["spec"]["pipeline"]["builtin"]["backend"] = "auto"
+    h.write("sne.yaml", json.dumps(doc))
+    h.start(extra_env={"NUMBA_NUM_THREADS": "1"})
+    run = wait_end(h, trigger(h, "sne"), 300)
+    assert run["state"] == "succeeded", run
+    moved = run["result"]["fallback"]["tasks"]
+    assert moved, run["result"]
+    assert "0" not in moved  # it started on the first-choice queue and stayed there
+    plan = json.loads((Path(run["result"]["output_dir"]) / "plan.json").read_text())
+    oids = [t["oid"] for t in plan["tasks"]]
+    objects = {o["oid"]: o for o in run["result"]["objects"]}
+    assert {oid for oid, o in objects.items() if o["fallback"]} == {oids[int(i)] for i in moved}
+    assert {o["state"] for o in objects.values()} == {"measured"}
+    assert {o["backend"] for o in objects.values()} == {"cpu"}
+    logs = "".join(p.read_text() for p in Path(run["run_dir"]).glob("output-*.log"))
+    for oid in oids:
+        assert logs.count(f"{oid} R062: measured") == 1, logs  # each measured once
+    rows = (Path(run["result"]["output_dir"]) / "summary.csv").read_text().splitlines()
+    assert rows[0].split(",")[6] == "fallback"

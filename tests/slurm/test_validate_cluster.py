@@ -52,6 +52,21 @@ def test_unknown_partition_is_reported_at_its_line(
     assert good.returncode == 0, good.stdout + good.stderr
 
 
+def test_the_fallbacks_partition_is_checked_too(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """executor.slurm.fallback names its own partition: one the cluster lacks is reported at
+    its own line and column."""
+    bad = _validate(slurm_cluster, tmp_path, "gpu", "fallback: {after: 1h, partition: nope}")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert (
+        "job.yaml:7:38: executor.slurm.fallback.partition: the cluster has no partition 'nope'"
+        in bad.stdout
+    ), bad.stdout
+    good = _validate(slurm_cluster, tmp_path, "gpu", "fallback: {after: 1h, partition: batch}")
+    assert good.returncode == 0, good.stdout + good.stderr
+
+
 def test_unknown_qos_needs_accounting(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     """With accounting a QOS the cluster lacks is an error; without it the check is skipped
     with a note, never failed."""

@@ -66,26 +66,35 @@ def check_against_cluster(
 
     # sinfo is asked whenever there are Slurm jobs, even without a partition named: `--cluster`
     # passes only when a cluster answered. sacctmgr only when there is something to look up.
+    # each job's own names and its fallback's (executor.slurm.fallback)
+    named = [
+        (lm, path, fld, value)
+        for lm, opts in slurm_jobs
+        for path, block in (
+            (("executor", "slurm"), opts),
+            (("executor", "slurm", "fallback"), opts.fallback),
+        )
+        if block is not None
+        for fld in ("partition", "qos", "account")
+        if (value := getattr(block, fld)) is not None
+    ]
     partitions = known("partition", client.partitions, True)
-    qos = known("QOS", client.qos_names, any(o.qos is not None for _, o in slurm_jobs))
-    accounts = known("account", client.accounts, any(o.account is not None for _, o in slurm_jobs))
-    for lm, opts in slurm_jobs:
-        for fld, value, names in (
-            ("partition", opts.partition, partitions),
-            ("qos", opts.qos, qos),
-            ("account", opts.account, accounts),
-        ):
-            if value is None or names is None or value in names:
-                continue
-            line, col = field_position(lm.path, ("executor", "slurm", fld))
-            choices = ", ".join(sorted(names)) or "none"
-            result.problems.append(
-                ManifestProblem(
-                    lm.path,
-                    line,
-                    col,
-                    f"executor.slurm.{fld}",
-                    f"the cluster has no {fld} {value!r}; it has: {choices}",
-                )
+    qos = known("QOS", client.qos_names, any(n[2] == "qos" for n in named))
+    accounts = known("account", client.accounts, any(n[2] == "account" for n in named))
+    known_names = {"partition": partitions, "qos": qos, "account": accounts}
+    for lm, path, fld, value in named:
+        names = known_names[fld]
+        if names is None or value in names:
+            continue
+        line, col = field_position(lm.path, (*path, fld))
+        choices = ", ".join(sorted(names)) or "none"
+        result.problems.append(
+            ManifestProblem(
+                lm.path,
+                line,
+                col,
+                ".".join((*path, fld)),
+                f"the cluster has no {fld} {value!r}; it has: {choices}",
             )
+        )
     return result

@@ -78,9 +78,11 @@ class SlurmClient:
             raise SlurmCommandError(command, message, transient=transient, ambiguous=ambiguous)
         return done.stdout
 
-    def sbatch(self, script: Path) -> str:
-        """Submit; returns the job id (the array's id for an array)."""
-        out = self._run(["sbatch", "--parsable", str(script)], "sbatch")
+    def sbatch(self, script: Path, array: str | None = None) -> str:
+        """Submit; returns the job id (the array's id for an array). ``array`` overrides the
+        script's ``--array`` (the fallback job of a stalled queue takes the moved tasks)."""
+        argv = ["sbatch", "--parsable", *([f"--array={array}"] if array else []), str(script)]
+        out = self._run(argv, "sbatch")
         job_id = out.strip().splitlines()[-1].split(";")[0] if out.strip() else ""
         if not job_id.isdigit():
             raise SlurmCommandError(
@@ -118,6 +120,14 @@ class SlurmClient:
             argv += [f"--name={name}", "-u", self.user]
         argv += list(job_ids)
         self._run(argv, "scancel")
+
+    def hold(self, job_ids: Sequence[str]) -> None:
+        """``scontrol uhold``: the pending ones among these jobs or array tasks (``123_4``)
+        cannot start until released; a running one goes on (its priority is set to 0)."""
+        self._run(["scontrol", "uhold", *job_ids], "scontrol")
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        self._run(["scontrol", "release", *job_ids], "scontrol")
 
     def partitions(self) -> set[str]:
         out = self._run(["sinfo", "-h", "-o", "%R"], "sinfo")

@@ -24,8 +24,10 @@ Here: the daemon-facing calls; the worker loop, the plan step and submission are
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ from orchestrator.executors.slurm.commands import (
 )
 from orchestrator.executors.slurm.options import SlurmOptions, failed_tasks_array, parse_array
 from orchestrator.executors.slurm.render import (
+    FALLBACK_SCRIPT_NAME,
+    FALLBACK_SUFFIX,
     NO_TASK,
     SCRIPT_NAME,
     BatchRequest,
@@ -46,7 +50,12 @@ from orchestrator.executors.slurm.render import (
     render_batch_script,
 )
 from orchestrator.executors.slurm.submission import Submission
-from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun, tracked_from_record
+from orchestrator.executors.slurm.tracked import (
+    CircuitBreaker,
+    FallbackLeg,
+    TrackedRun,
+    tracked_from_record,
+)
 from orchestrator.settings import Settings, env_float
 from orchestrator.store.base import RunRecord, Store
 
@@ -178,6 +187,7 @@ class SlurmExecutor(Submission):
         script.write_text(render_batch_script(req, spec.env_overrides))
         array = array_override if array_override is not None else spec.options.array
         tasks = [str(t) for t in parse_array(array)[0]] if array else [NO_TASK]
+        fallback = _render_fallback(req, spec.env_overrides, array)
         self.store.update_executor_data(
             spec.run_id,
             {
@@ -186,9 +196,11 @@ class SlurmExecutor(Submission):
                 "array": array,
                 "tasks": tasks,
                 "max_resubmits": spec.options.max_resubmits,
+                **({"fallback": fallback.record()} if fallback else {}),
             },
         )
         tracked = _tracked(spec, script, tasks)
+        tracked.fallback = fallback
         tracked.needs_submit = True
         with self._lock:
             self._tracked[spec.run_id] = tracked
@@ -265,4 +277,27 @@ def _tracked(spec: RunSpec, script: Path | None, tasks: list[str]) -> TrackedRun
         script=script,
         tasks=tasks,
         max_resubmits=spec.options.max_resubmits,
+    )
+
+
+def _render_fallback(
+    req: BatchRequest, env_overrides: dict[str, str], array: str | None
+) -> FallbackLeg | None:
+    """The fallback job's script (``executor.slurm.fallback``), rendered beside the run's so
+    that a restarted daemon can submit it: the run's options with the fallback's put in, the
+    run's whole array (sbatch is given the moved tasks), ``ORCH_FALLBACK=1`` for the command."""
+    fb = req.options.fallback
+    if fb is None:
+        return None
+    fallback_req = dataclasses.replace(
+        req,
+        options=req.options.fallback_options(),
+        tag_suffix=FALLBACK_SUFFIX,
+        script_name=FALLBACK_SCRIPT_NAME,
+    )
+    script = req.run_dir / FALLBACK_SCRIPT_NAME
+    script.write_text(render_batch_script(fallback_req, {**env_overrides, "ORCH_FALLBACK": "1"}))
+    throttle = (array or "").partition("%")[2] or None
+    return FallbackLeg(
+        script, fb.after, fb.when_unavailable, throttle, progress_at=time.monotonic()
     )

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, StrictBool, field_validator
 
 from orchestrator.executors.slurm.timelimit import SlurmTimeLimit
-from orchestrator.manifests.fields import StrictModel
+from orchestrator.manifests.fields import Duration, StrictModel
 
 # Options the orchestrator sets itself on every batch job: a manifest may not override them,
 # or tracking (the unique tag), logs and arrays would break.
@@ -88,6 +88,46 @@ def parse_array(spec: str) -> tuple[list[int], int | None]:
     return sorted(ids), int(throttle) if throttle else None
 
 
+class SlurmFallback(StrictModel):
+    """Where a run's still-pending tasks go when its queue stalls (``executor.slurm.fallback``):
+    typically the CPU partition of a job whose first choice is a GPU queue.
+
+    The fields below ``when_unavailable`` replace the run's own options in the fallback job;
+    ``null`` removes one (``constraint: null``), ``gpus_per_task: 0`` asks for no GPU. The
+    fallback job's tasks see ``ORCH_FALLBACK=1``. See docs/slurm-fallback.md for the rules."""
+
+    after: Duration = Field(
+        description="move the pending tasks when none of the run's tasks started for this "
+        "long (since submission or the last start) while some wait in the queue"
+    )
+    when_unavailable: StrictBool = Field(
+        True, description="move them at once when Slurm says the partition is down or inactive"
+    )
+    account: str | None = Field(None, pattern=_NO_SPACE)
+    partition: str | None = Field(None, pattern=_NO_SPACE)
+    qos: str | None = Field(None, pattern=_NO_SPACE)
+    constraint: str | None = Field(None, pattern=_NO_SPACE)
+    time: SlurmTimeLimit | None = None
+    cpus_per_task: int | None = Field(None, ge=1)
+    gpus_per_task: int | None = Field(None, ge=0)
+    mem: str | None = Field(None, pattern=MEM_PATTERN)
+    extra_args: list[Annotated[str, Field(pattern=r"^-\S+$")]] | None = Field(
+        None, description="replaces the run's extra_args in the fallback job"
+    )
+
+    @field_validator("after")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("after must be longer than zero (e.g. '30m')")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _not_owned(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_extra_args(value)
+
+
 class SlurmOptions(StrictModel):
     """Resources and options of the batch jobs a run becomes (``executor: {slurm: {...}}``)."""
 
@@ -130,19 +170,42 @@ class SlurmOptions(StrictModel):
             parse_array(value)
         return value
 
+    fallback: SlurmFallback | None = Field(
+        None, description="where pending tasks go when the queue stalls (e.g. GPU -> CPU)"
+    )
+
     @field_validator("extra_args")
     @classmethod
     def _not_owned(cls, value: list[str]) -> list[str]:
-        for arg in value:
-            name = arg.split("=", 1)[0]
-            if name in SLURM_OWNED_OPTIONS:
-                raise ValueError(f"extra_args may not set {name}: {SLURM_OWNED_OPTIONS[name]}")
-            if name.startswith("-") and not name.startswith("--") and len(arg) > 2:
-                raise ValueError(
-                    f"write {arg!r} in its long form, '--option=value', so that it can be "
-                    "checked against the options the orchestrator owns"
-                )
-        return value
+        return _check_extra_args(value)
+
+    def fallback_options(self) -> SlurmOptions:
+        """The options of the fallback job: these, with the fallback block's fields put in."""
+        if self.fallback is None:
+            raise ValueError("no executor.slurm.fallback")
+        fb = self.fallback
+        update = {k: getattr(fb, k) for k in fb.model_fields_set if k not in _FALLBACK_RULES}
+        if update.get("gpus_per_task") == 0:
+            update["gpus_per_task"] = None  # no GPU: leave the option out
+        if "extra_args" in update and update["extra_args"] is None:
+            update["extra_args"] = []
+        return self.model_copy(update={**update, "fallback": None})
+
+
+_FALLBACK_RULES = {"after", "when_unavailable"}
+
+
+def _check_extra_args(value: list[str]) -> list[str]:
+    for arg in value:
+        name = arg.split("=", 1)[0]
+        if name in SLURM_OWNED_OPTIONS:
+            raise ValueError(f"extra_args may not set {name}: {SLURM_OWNED_OPTIONS[name]}")
+        if name.startswith("-") and not name.startswith("--") and len(arg) > 2:
+            raise ValueError(
+                f"write {arg!r} in its long form, '--option=value', so that it can be "
+                "checked against the options the orchestrator owns"
+            )
+    return value
 
 
 class SlurmExecutor(StrictModel):

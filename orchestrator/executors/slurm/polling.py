@@ -25,7 +25,7 @@ from orchestrator.executors.slurm.commands import (
 from orchestrator.executors.slurm.parse import Action, JobRow, classify_state
 from orchestrator.executors.slurm.render import NO_TASK, job_tag
 from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun, run_outcome
-from orchestrator.executors.slurm.tracking import Phase, track_task
+from orchestrator.executors.slurm.tracking import Phase, Tracked, track_task
 from orchestrator.store.base import RunState, Store
 
 log = structlog.get_logger("orchestrator.slurm")
@@ -54,12 +54,16 @@ class Polling:
     def _lookup(self, t: TrackedRun) -> str | Literal[False] | None:
         """The job id of this run's current submission if Slurm (or its marker file) knows
         it; False when surely not submitted; None when the lookup could not be made."""
-        tag = job_tag(t.run_id, t.submission)
         for marker in sorted(t.run_dir.glob("started.*")):
             with contextlib.suppress(OSError, ValueError):
                 text = marker.read_text().strip()
                 if text:
                     return text.split("_")[0]
+        return self._lookup_tag(t, job_tag(t.run_id, t.submission))
+
+    def _lookup_tag(self, t: TrackedRun, tag: str) -> str | Literal[False] | None:
+        """The id of the job named ``tag`` in squeue or sacct; False when neither knows it;
+        None when the look-up could not be made."""
         try:
             rows = self.client.squeue()
         except SlurmCommandError as exc:
@@ -117,17 +121,18 @@ class Polling:
             t
             for t in active
             if any(
-                (r := by_job.get(t.slurm_job_id or "", {}).get(task)) is None
+                (r := by_job.get(job, {}).get(task)) is None
                 or classify_state(r.state)[0] != Action.ACTIVE
                 for task in t.tasks
-                if task not in t.task_results
+                if task not in t.task_results and (job := t.job_of(task)) is not None
             )
         ]
         final_rows: dict[str, dict[str, JobRow]] = {}
         if need_final and self.accounting is not False:
             start = min(t.created_at for t in need_final) - timedelta(hours=1)
+            job_ids = sorted({j for t in need_final for j in _job_ids(t)})
             try:
-                for row in self.client.sacct([t.slurm_job_id or "" for t in need_final], start):
+                for row in self.client.sacct(job_ids, start):
                     final_rows.setdefault(row.base_id, {})[row.task or NO_TASK] = row
                 self.accounting = True
             except AccountingDisabledError:
@@ -141,12 +146,7 @@ class Polling:
                 need_final = []
         changed = False
         for t in active:
-            changed |= self._update(
-                t,
-                by_job.get(t.slurm_job_id or "", {}),
-                final_rows.get(t.slurm_job_id or "", {}),
-                sacct_answered=t in need_final and self.accounting is True,
-            )
+            changed |= self._update(t, by_job, final_rows)
         self._backoff(changed)
 
     def _backoff(self, changed: bool) -> None:
@@ -159,26 +159,21 @@ class Polling:
     def _update(
         self,
         t: TrackedRun,
-        live: dict[str, JobRow],
-        final: dict[str, JobRow],
-        sacct_answered: bool,
+        live_rows: dict[str, dict[str, JobRow]],
+        final_rows: dict[str, dict[str, JobRow]],
     ) -> bool:
+        """One run after a poll: each task's phase from the rows of the job that runs it (the
+        run's, or its fallback job's for a moved task), then the fallback's watch."""
         changed = False
         any_running = False
         resubmit = False
         now = time.monotonic()
         for task in t.tasks:
-            if task in t.task_results:
-                continue
-            first_unseen = t.first_unknown.get(task)
-            where = track_task(
-                final.get(task),
-                live.get(task),
-                self.accounting,
-                functools.partial(self._exit_file, t, task),
-                now - first_unseen if first_unseen is not None else 0.0,
-                self.lost_grace_s,
-                can_resubmit=t.tasks == [NO_TASK] and t.submission < t.max_resubmits,
+            job = t.job_of(task)
+            if task in t.task_results or job is None:
+                continue  # ended, or moved to a fallback job not submitted yet
+            where = self._track(
+                t, task, live_rows.get(job, {}).get(task), final_rows.get(job, {}).get(task), now
             )
             if where.phase == Phase.AWAITING_ACCOUNTING:
                 continue  # sacct lags (notes): wait for its authoritative row
@@ -197,6 +192,7 @@ class Polling:
                 "state": str(where.state),
                 "exit_code": where.exit_code,
                 "slurm_state": where.slurm_state,
+                **({"fallback": True} if t.moved(task) else {}),
             }
             log.debug("slurm_task_ended", run_id=t.run_id, task=task, **t.task_results[task])
             changed = True
@@ -213,7 +209,36 @@ class Polling:
         if all(task in t.task_results for task in t.tasks):
             self._finish(t, run_outcome(t))
             return True
+        if t.fallback is not None and t.fallback.state not in ("submitted", "failed"):
+            changed |= self._fallback_step(t, live_rows.get(t.slurm_job_id or "", {}))
         return changed
+
+    def _track(
+        self, t: TrackedRun, task: str, live: JobRow | None, final: JobRow | None, now: float
+    ) -> Tracked:
+        """Where one task stands; a task seen started for the first time restarts the
+        fallback's clock (the queue moves)."""
+        first_unseen = t.first_unknown.get(task)
+        where = track_task(
+            final,
+            live,
+            self.accounting,
+            functools.partial(self._exit_file, t, task),
+            now - first_unseen if first_unseen is not None else 0.0,
+            self.lost_grace_s,
+            can_resubmit=t.tasks == [NO_TASK]
+            and t.submission < t.max_resubmits
+            and not t.moved(task),
+        )
+        started = where.phase == Phase.ENDED or where.state == RunState.RUNNING
+        if started and task not in t.seen_started:
+            t.seen_started.add(task)
+            if t.fallback is not None:
+                t.fallback.progress_at = now
+        return where
+
+    def _fallback_step(self, t: TrackedRun, live: dict[str, JobRow]) -> bool:
+        raise NotImplementedError
 
     def _exit_file(self, t: TrackedRun, task: str) -> int | None:
         with contextlib.suppress(OSError, ValueError):
@@ -242,3 +267,11 @@ class Polling:
         with self._lock:
             self._outcomes[t.run_id] = outcome
             t.needs_submit = False
+
+
+def _job_ids(t: TrackedRun) -> list[str]:
+    """The Slurm jobs of a run: its own, and its fallback job once submitted."""
+    ids = [t.slurm_job_id] if t.slurm_job_id else []
+    if t.fallback is not None and t.fallback.job_id:
+        ids.append(t.fallback.job_id)
+    return ids

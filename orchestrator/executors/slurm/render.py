@@ -8,9 +8,10 @@ those lines itself, not through a shell.
 
 The script writes two kinds of marker files into the run directory, which must therefore be on a
 file system that the compute nodes share with the daemon (``ORCH_SLURM_SPOOL_DIR``):
-``started.<task>`` (the Slurm job id, written first) lets the daemon find a job whose sbatch
-answer it never got, even after the job left squeue; ``exit.<task>`` (the exit code, written
-last) gives the exit code when accounting (sacct) is disabled.
+``started.<task>`` (the Slurm job id, the array's for an array task, written first) lets the
+daemon find a job whose sbatch answer it never got, even after the job left squeue;
+``exit.<task>`` (the exit code, written last) gives the exit code when accounting (sacct) is
+disabled.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from pathlib import Path
 from orchestrator.executors.slurm.options import SlurmOptions
 
 SCRIPT_NAME = "job.sbatch"
+FALLBACK_SCRIPT_NAME = "job-fallback.sbatch"
+FALLBACK_SUFFIX = "-fallback"
 NO_TASK = "none"
 
 
-def job_tag(run_id: str, submission: int = 0) -> str:
-    """The unique --job-name of a run's submission (resubmissions after NODE_FAIL get -r<n>)."""
-    return f"orch-{run_id}" + (f"-r{submission}" if submission else "")
+def job_tag(run_id: str, submission: int = 0, suffix: str = "") -> str:
+    """The unique --job-name of a run's submission (resubmissions after NODE_FAIL get -r<n>;
+    the fallback job of a stalled queue ``-fallback``)."""
+    return f"orch-{run_id}" + (f"-r{submission}" if submission else "") + suffix
 
 
 def format_time_limit(seconds: float) -> str:
@@ -54,6 +58,8 @@ class BatchRequest:
     array: str | None = None
     submission: int = 0
     extra_env_names: list[str] = field(default_factory=list)
+    tag_suffix: str = ""  # FALLBACK_SUFFIX for the fallback job
+    script_name: str = SCRIPT_NAME
 
 
 def sbatch_options(req: BatchRequest) -> list[str]:
@@ -62,7 +68,7 @@ def sbatch_options(req: BatchRequest) -> list[str]:
     array = req.array if req.array is not None else o.array
     out_name = "output-%a.log" if array else "output.log"
     opts = [
-        f"--job-name={job_tag(req.run_id, req.submission)}",
+        f"--job-name={job_tag(req.run_id, req.submission, req.tag_suffix)}",
         f"--comment=orchestrator-run={req.run_id}",
         f"--output={o.output or req.run_dir / out_name}",
         "--open-mode=append",
@@ -115,14 +121,22 @@ def render_batch_script(req: BatchRequest, env_overrides: dict[str, str]) -> str
     lines += [
         "#",
         f"# Run {req.run_id} of job {req.job!r} (attempt {req.attempt}), rendered by orchestrator.",
-        f"# To resubmit by hand: sbatch {shlex.quote(str(req.run_dir / SCRIPT_NAME))}",
+        f"# To resubmit by hand: sbatch {shlex.quote(str(req.run_dir / req.script_name))}",
+    ]
+    if req.tag_suffix == FALLBACK_SUFFIX:
+        lines.append(
+            "# The fallback job of a stalled queue: the daemon submits it with --array=<the "
+            "moved tasks>, which overrides the array above."
+        )
+    lines += [
         "",
         "set -u",
         f"unset {_RC} {_RUN_DIR} {_TASK}",
         f"{_RUN_DIR}={run_dir}",
         f'{_TASK}="${{SLURM_ARRAY_TASK_ID:-{NO_TASK}}}"',
         "# Written first: lets the orchestrator find this job even if it never got the id.",
-        f'printf \'%s\\n\' "$SLURM_JOB_ID" > "${_RUN_DIR}/started.${_TASK}"',
+        f"printf '%s\\n' \"${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}\" "
+        f'> "${_RUN_DIR}/started.${_TASK}"',
         "# The command, in a subshell that alone sees the manifest's environment.",
         "(",
     ]

@@ -1,7 +1,7 @@
 """The submitting half of the Slurm executor: its worker thread's loop, the plan step of a run
 that plans its own array, sbatch with the look-up by tag after an ambiguous failure, scancel.
 Runs on the executor's worker thread only (:class:`~orchestrator.executors.slurm.executor.
-SlurmExecutor` inherits it, with :class:`~orchestrator.executors.slurm.polling.Polling`).
+SlurmExecutor` inherits it, with :mod:`.fallback` and :mod:`.polling`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import structlog
 from orchestrator.clock import utcnow
 from orchestrator.executors.base import Outcome, RunSpec
 from orchestrator.executors.slurm.commands import SlurmCommandError
+from orchestrator.executors.slurm.fallback import Fallback
 from orchestrator.executors.slurm.planning import PlanError, plan_array
-from orchestrator.executors.slurm.polling import Polling
 from orchestrator.executors.slurm.render import job_tag
 from orchestrator.executors.slurm.tracked import TrackedRun
 from orchestrator.store.base import RunState
@@ -23,7 +23,7 @@ from orchestrator.store.base import RunState
 log = structlog.get_logger("orchestrator.slurm")
 
 
-class Submission(Polling):
+class Submission(Fallback):
     """Worker-thread steps; the executor sets these attributes up."""
 
     submit_backoff_max_s: float

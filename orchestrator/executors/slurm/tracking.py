@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orchestrator.durations import format_duration
 from orchestrator.executors.slurm.parse import Action, JobRow, classify_state
 from orchestrator.store.base import RunState
 
@@ -84,3 +85,53 @@ def track_task(
         state = RunState.FAILED
     slurm_state = row.state if row else live.state if live is not None else "LOST"
     return Tracked(Phase.ENDED, state, exit_code, slurm_state)
+
+
+# --------------------------------------------------------------- the fallback of a stalled queue
+
+# A partition in these states takes jobs but starts none: the fallback moves tasks at once.
+UNAVAILABLE_REASONS = ("PartitionDown", "PartitionInactive")
+# Waits that are not the queue's: a user's hold, a dependency, a begin time. Never moved.
+NOT_QUEUE_WAITS = ("JobHeld", "Dependency", "BeginTime", "DependencyNeverSatisfied")
+# The array's own throttle: such a task waits for its siblings, not for the queue.
+THROTTLE_REASON = "JobArrayTaskLimit"
+
+
+@dataclass(frozen=True)
+class Move:
+    tasks: list[str]
+    reason: str
+
+
+def fallback_due(
+    pending: dict[str, JobRow], waited_s: float, after_s: float, when_unavailable: bool
+) -> Move | None:
+    """Whether a run's pending tasks (their squeue rows, still PENDING in the first-choice job)
+    go to the fallback resources now, and which. ``waited_s``: how long since the run was
+    submitted or one of its tasks last started.
+
+    Rules (docs/slurm-fallback.md): a task waiting on its own terms (held, a dependency, a
+    begin time) never moves; a partition down or inactive moves the others at once (with
+    ``when_unavailable``); otherwise they move once no task started for ``after_s`` while at
+    least one waits for the queue itself (Resources, Priority, a QOS limit, nodes down or
+    drained: a reason that also shows briefly when another partition's job holds the nodes,
+    so it waits for ``after_s`` too), not only for the array's throttle."""
+    movable = {
+        task: row
+        for task, row in pending.items()
+        if row.state.upper().startswith("PENDING") and not row.reason.startswith(NOT_QUEUE_WAITS)
+    }
+    if not movable:
+        return None
+    order = sorted(movable, key=lambda t: (len(t), t))  # numeric order of task ids
+    down = sorted({r.reason for r in movable.values() if r.reason.startswith(UNAVAILABLE_REASONS)})
+    if when_unavailable and down:
+        return Move(order, f"the partition does not start jobs (Slurm: {', '.join(down)})")
+    queued = sorted({r.reason or "None" for r in movable.values() if r.reason != THROTTLE_REASON})
+    if queued and waited_s >= after_s:
+        return Move(
+            order,
+            f"no task started for {format_duration(float(round(waited_s)))} (after: "
+            f"{format_duration(after_s)}; Slurm: {', '.join(queued)})",
+        )
+    return None

@@ -40,6 +40,7 @@ SUMMARY_COLUMNS = (
     "epochs_measured",
     "epochs_failed",
     "backend",
+    "fallback",
     "wall_s",
     "peak_mb",
     "exit_code",

@@ -53,6 +53,8 @@ class TaskResult:
     error: str = ""
     lightcurve: str = ""
     measured_in_run: str = ""  # the run that measured it (this one, or an earlier for skipped)
+    # measured on the fallback resources of a stalled queue (ORCH_FALLBACK=1, the CPU core)
+    fallback: bool = False
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +112,7 @@ def run_tasks(
 ) -> list[TaskResult]:
     """Every task, ``parallel`` at a time in this process's pool. Results in task order."""
     results: list[TaskResult | None] = [None] * len(tasks)
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(parallel, len(tasks) or 1)))
+    threads = max(1, usable_cpus() // max(1, min(parallel, len(tasks) or 1)))
 
     def one(i: int) -> None:
         results[i] = run_task(tasks[i], pipeline, layout, threads, recompute)
@@ -121,19 +123,37 @@ def run_tasks(
     return [r for r in results if r is not None]
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what a batch system's allocation
+    binds it to, e.g. 4 cores of a 128-core node), not the node's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def run_task(
-    task: Task, pipeline: BuiltinPipeline, layout: Layout, threads: int, recompute: bool
+    task: Task,
+    pipeline: BuiltinPipeline,
+    layout: Layout,
+    threads: int,
+    recompute: bool,
+    fallback: bool = False,
 ) -> TaskResult:
     """One task, wherever it runs (this process's pool, or one array task of a batch system):
     reused when unchanged, else measured; its result written beside its output
     (``tasks/KEY/result.json``, what the batch's collection reads) and, on success, recorded
-    in the index."""
+    in the index. ``fallback``: the task runs on a stalled queue's fallback resources, where
+    the core measures on the CPU (whatever the manifest's backend)."""
     index = Index(layout.job_dir / DONE_DIR)
     previous = None if recompute else index.unchanged(task)
     if previous is not None:
         result = reused(task, previous, layout)
     else:
+        if fallback:
+            pipeline = pipeline.model_copy(update={"backend": "cpu"})
         result = _run_one(task, pipeline, layout, threads)
+        result.fallback = fallback
         if result.state == "measured":
             index.record(task, result)
     layout.task_dir(task).mkdir(parents=True, exist_ok=True)

@@ -25,13 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.tasks.photometry_batch.collect import collect, write_progress
-from orchestrator.tasks.photometry_batch.execute import Layout, TaskResult, run_task, run_tasks
+from orchestrator.tasks.photometry_batch.execute import (
+    Layout,
+    TaskResult,
+    run_task,
+    run_tasks,
+    usable_cpus,
+)
 from orchestrator.tasks.photometry_batch.objects import BatchInputError, expand, read_objects
 from orchestrator.tasks.photometry_batch.plan import PLAN_FILE, plan, read_plan, write_plan
 from orchestrator.tasks.photometry_batch.spec import PhotometryBatchManifest
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 ARRAY_TASK_ENV = "ORCH_ARRAY_TASK_ID"
+FALLBACK_ENV = "ORCH_FALLBACK"
 
 
 def run(manifest: PhotometryBatchManifest) -> tuple[int, dict[str, Any]]:
@@ -97,10 +104,17 @@ def run_array_task(manifest: PhotometryBatchManifest, index: str) -> tuple[int, 
         message = f"array task {index!r}: the plan has tasks 0-{len(tasks) - 1}"
         print(f"ERROR: {message}", flush=True)
         return EXIT_UNUSABLE, {"summary": message, "errors": [message]}
-    threads = max(1, os.cpu_count() or 1)
+    threads = usable_cpus()
+    # on a stalled GPU queue's fallback resources (an executor's ORCH_FALLBACK=1): the CPU core
+    fallback = os.environ.get(FALLBACK_ENV) == "1"
     try:
         result = run_task(
-            task, manifest.spec.pipeline.builtin, layout, threads, manifest.spec.recompute
+            task,
+            manifest.spec.pipeline.builtin,
+            layout,
+            threads,
+            manifest.spec.recompute,
+            fallback,
         )
     finally:
         shutil.rmtree(layout.scratch_dir / task.key, ignore_errors=True)
