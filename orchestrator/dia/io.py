@@ -70,6 +70,9 @@ def read_list(
         where = f"{list_path}:{lineno}"
         if header is None:
             header = [f.lower() for f in fields]
+            if "observation_id" in header and "pointing" not in header:
+                # phrosty's lists since 2025 name the pointing column observation_id
+                header[header.index("observation_id")] = "pointing"
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
                 raise ListFormatError(

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import atomic
+from orchestrator.tasks.photometry_batch.phrosty import phrosty_command, phrosty_output, read_back
 from orchestrator.tasks.photometry_batch.plan import Task
-from orchestrator.tasks.photometry_batch.spec import BuiltinPipeline
+from orchestrator.tasks.photometry_batch.spec import BuiltinPipeline, Pipeline
 
 DONE_DIR = "done"  # OUTPUT_DIR/JOB/done/KEY.json: the last success of each object and band
 RESULT_FILE = "result.json"  # tasks/KEY/result.json: the task's row of the summary
@@ -104,7 +105,7 @@ class Index:
 
 def run_tasks(
     tasks: list[Task],
-    pipeline: BuiltinPipeline,
+    pipeline: Pipeline,
     layout: Layout,
     parallel: int,
     recompute: bool,
@@ -134,7 +135,7 @@ def usable_cpus() -> int:
 
 def run_task(
     task: Task,
-    pipeline: BuiltinPipeline,
+    pipeline: Pipeline,
     layout: Layout,
     threads: int,
     recompute: bool,
@@ -144,15 +145,13 @@ def run_task(
     reused when unchanged, else measured; its result written beside its output
     (``tasks/KEY/result.json``, what the batch's collection reads) and, on success, recorded
     in the index. ``fallback``: the task runs on a stalled queue's fallback resources, where
-    the core measures on the CPU (whatever the manifest's backend)."""
+    the builtin core measures on the CPU (whatever the manifest's pipeline and backend)."""
     index = Index(layout.job_dir / DONE_DIR)
     previous = None if recompute else index.unchanged(task)
     if previous is not None:
         result = reused(task, previous, layout)
     else:
-        if fallback:
-            pipeline = pipeline.model_copy(update={"backend": "cpu"})
-        result = _run_one(task, pipeline, layout, threads)
+        result = _run_one(task, pipeline, layout, threads, fallback)
         result.fallback = fallback
         if result.state == "measured":
             index.record(task, result)
@@ -201,7 +200,9 @@ def command(task: Task, pipeline: BuiltinPipeline, outdir: Path) -> list[str]:
     return argv
 
 
-def _run_one(task: Task, pipeline: BuiltinPipeline, layout: Layout, threads: int) -> TaskResult:
+def _run_one(
+    task: Task, pipeline: Pipeline, layout: Layout, threads: int, fallback: bool
+) -> TaskResult:
     folder = layout.task_dir(task)
     scratch = layout.scratch_dir / task.key
     folder.mkdir(parents=True, exist_ok=True)
@@ -215,10 +216,18 @@ def _run_one(task: Task, pipeline: BuiltinPipeline, layout: Layout, threads: int
     )
     started = time.monotonic()
     result = TaskResult(oid=task.oid, band=task.band, state="failed")
+    phrosty = None if fallback else pipeline.phrosty
     try:
+        if phrosty is not None:
+            argv, env = phrosty_command(task, phrosty, folder, scratch, env)
+        else:
+            builtin = pipeline.builtin
+            if fallback:  # the fallback resources have no GPU
+                builtin = builtin.model_copy(update={"backend": "cpu"})
+            argv = command(task, builtin, folder)
         with (folder / "task.log").open("wb") as log:
             proc = subprocess.Popen(
-                command(task, pipeline, folder),
+                argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -229,11 +238,14 @@ def _run_one(task: Task, pipeline: BuiltinPipeline, layout: Layout, threads: int
             proc.returncode = os.waitstatus_to_exitcode(status)
         result.exit_code = proc.returncode
         result.peak_mb = round(usage.ru_maxrss / 1024.0, 1)  # Linux: kilobytes
-    except OSError as exc:
-        result.error = f"could not start photometry run: {exc}"
+    except (OSError, ValueError) as exc:  # ValueError: a mount the runtime cannot express
+        what = "phrosty" if phrosty is not None else "photometry run"
+        result.error = f"could not start {what}: {exc}"
     finally:
         result.wall_s = round(time.monotonic() - started, 2)
         shutil.rmtree(scratch, ignore_errors=True)
+    if phrosty is not None:
+        return _finish_phrosty(task, folder, layout, result)
     lightcurve = folder / task.oid / f"{task.oid}_{task.band}_lightcurve.csv"
     if result.exit_code in (0, EXIT_FAILED_ROWS) and lightcurve.is_file():
         result.lightcurve = str(lightcurve)
@@ -243,6 +255,28 @@ def _run_one(task: Task, pipeline: BuiltinPipeline, layout: Layout, threads: int
             result.measured_in_run = layout.run_id
             return result
         result.error = f"no epoch measured: {_first_row_error(lightcurve)}"
+    if not result.error:
+        result.error = _last_error(folder / "task.log", result.exit_code)
+    return result
+
+
+def _finish_phrosty(task: Task, folder: Path, layout: Layout, result: TaskResult) -> TaskResult:
+    """phrosty's light curve read back (whatever its exit status: with ``--catchfailures`` it
+    writes the epochs it measured); measured when at least one epoch succeeded."""
+    parquet = phrosty_output(folder, task)
+    if parquet is not None:
+        try:
+            lightcurve = read_back(folder, task, parquet)
+        except (OSError, ValueError) as exc:  # pyarrow's errors are ValueError/OSError
+            result.error = f"cannot read phrosty's light curve {parquet}: {exc}"
+            return result
+        result.lightcurve = str(lightcurve)
+        result.epochs_measured, result.epochs_failed, result.backend = _count_rows(lightcurve)
+        if result.epochs_measured:
+            result.state = "measured"
+            result.measured_in_run = layout.run_id
+            return result
+        result.error = "no epoch measured: phrosty's light curve has no successful row"
     if not result.error:
         result.error = _last_error(folder / "task.log", result.exit_code)
     return result

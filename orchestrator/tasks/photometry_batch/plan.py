@@ -70,7 +70,10 @@ def plan(
     """Every (object, band) as a task, or a problem saying why it cannot run."""
     tasks: list[Task] = []
     problems: list[Problem] = []
-    settings = spec.pipeline.builtin.model_dump()
+    # what a result depends on; the builtin pipeline's alone keeps the fingerprints of batches
+    # written before phrosty could be chosen
+    pipeline = spec.pipeline
+    settings = pipeline.model_dump() if pipeline.phrosty else pipeline.builtin.model_dump()
     for row in rows:
         for band in row.bands:
             try:
@@ -96,6 +99,13 @@ def _task(
     entry = row.entry
     lists: dict[str, Path] = {}
     images: list[Path] = []
+    # phrosty's lists name images relative to its image collection's root: checked on this
+    # host only where pipeline.phrosty.images_root says where that is
+    phrosty = spec.pipeline.phrosty
+    base = None
+    if phrosty is not None and phrosty.images_root is not None:
+        base = Path(expand(phrosty.images_root))
+    check_images = phrosty is None or base is not None
     for which in ("templates", "science"):
         pattern = getattr(entry, which) or getattr(spec, which)
         assert pattern is not None  # read_objects left such rows out
@@ -108,12 +118,14 @@ def _task(
                 )
             path = table.parent / path
         try:
-            exposures = read_list(path, band)
+            exposures = read_list(path, band, base_path=base)
         except ListFormatError as exc:
             raise _TaskProblem(f"band {band}: {exc}") from None
         if not exposures:
             raise _TaskProblem(f"band {band}: {path} has no rows of band {band}")
         lists[which] = path
+        if not check_images:
+            continue
         for e in exposures:
             images.append(e.path)
             if e.psf_path is not None:

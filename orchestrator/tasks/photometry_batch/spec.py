@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from orchestrator.manifests.fields import StrictModel
+from orchestrator.manifests.fields import Argv, Container, StrictModel
 from orchestrator.manifests.models import ManifestBase
 
 PATTERN_FIELDS = ("oid", "band")
@@ -85,11 +85,52 @@ class BuiltinPipeline(StrictModel):
     nprocs: int = Field(1, ge=1, description="image pairs in parallel inside one task (-p)")
 
 
+class PhrostyPaths(StrictModel):
+    """Where phrosty writes inside its container (the paths its config file names): each task
+    mounts its own folders there, so parallel tasks never share a temporary folder."""
+
+    lc_out: str = Field("/lc_out_dir", pattern=r"^/[^:]*$", description="light curves")
+    dia_out: str = Field("/dia_out_dir", pattern=r"^/[^:]*$", description="difference images")
+    temp: str = Field("/phrosty_temp", pattern=r"^/[^:]*$", description="temporary files")
+
+
+class PhrostyPipeline(StrictModel):
+    """The Roman SN PIT's phrosty pipeline in its (GPU) container, one container run per task:
+    ``COMMAND --oid OID -oc OC -b BAND -r RA -d DEC -ic IC -t LIST -s LIST -p N -w N ARGS`` with
+    ``SNPIT_CONFIG`` set, rendered by the shared container module (runtime, image, mounts, env,
+    extra_args as for a Command's ``container``)."""
+
+    container: Container = Field(
+        description="runtime (podman-hpc, shifter, podman, apptainer), image, mounts (the image "
+        "collections), env, extra_args (e.g. ['--gpu'])"
+    )
+    command: Argv = Field(
+        default_factory=lambda: ["python", "phrosty/pipeline.py"],
+        description="phrosty's entry point inside the container",
+    )
+    workdir: str | None = Field(None, description="working directory inside the container")
+    config: PathText = Field(
+        description="phrosty's config file, inside the container (SNPIT_CONFIG)"
+    )
+    object_collection: str = Field("ou2024", pattern=r"^\S+$", description="-oc")
+    image_collection: str = Field("ou2024", pattern=r"^\S+$", description="-ic")
+    nprocs: int = Field(3, ge=1, description="-p: CPU processes (about 3-6 GB each)")
+    nwrite: int = Field(3, ge=1, description="-w: writer processes")
+    args: list[str] = Field(default_factory=list, description="further phrosty arguments")
+    images_root: PathText | None = Field(
+        None,
+        description="the host folder the lists' image paths are relative to (the image "
+        "collection's mount source): when set, every image is checked before the batch runs",
+    )
+    paths: PhrostyPaths = Field(default_factory=PhrostyPaths)
+
+
 class Pipeline(StrictModel):
-    """How each object is measured. ``builtin`` is the one pipeline so far; the PIT's phrosty
-    container is planned (issue 11)."""
+    """How each object is measured: ``builtin`` (our DIA core), or ``phrosty`` when set (then
+    ``builtin`` measures only on a stalled GPU queue's fallback resources, on the CPU)."""
 
     builtin: BuiltinPipeline = Field(default_factory=BuiltinPipeline)
+    phrosty: PhrostyPipeline | None = None
 
 
 class PhotometryBatchSpec(StrictModel):

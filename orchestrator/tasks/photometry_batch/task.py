@@ -68,7 +68,7 @@ def run(manifest: PhotometryBatchManifest) -> tuple[int, dict[str, Any]]:
             write_progress(layout, done_rows, len(tasks) + len(problems))
 
     try:
-        run_tasks(tasks, spec.pipeline.builtin, layout, spec.parallel, spec.recompute, done)
+        run_tasks(tasks, spec.pipeline, layout, spec.parallel, spec.recompute, done)
     finally:
         shutil.rmtree(layout.scratch_dir, ignore_errors=True)
     result = collect(layout, tasks, problems, claim=False, recompute=spec.recompute)
@@ -110,7 +110,7 @@ def run_array_task(manifest: PhotometryBatchManifest, index: str) -> tuple[int, 
     try:
         result = run_task(
             task,
-            manifest.spec.pipeline.builtin,
+            manifest.spec.pipeline,
             layout,
             threads,
             manifest.spec.recompute,
