@@ -6,15 +6,15 @@ import the pipeline when invoked. Register it with ``main.add_command(photometry
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.dia.cli_inputs import check_options, object_from, truth_table
+from orchestrator.dia.cli_inputs import check_also, check_options, object_from, truth_table
+from orchestrator.dia.cli_simulate import simulate_command
 
 if TYPE_CHECKING:
     pass
@@ -184,6 +184,15 @@ def photometry() -> None:
     help="Header keyword of the magnitude zero point [default: ZPTMAG, then MAGZP].",
 )
 @click.option("--keep-products", is_flag=True, help="Write difference, variance and PSF images.")
+@click.option(
+    "--also",
+    "also",
+    type=(str, float, float),
+    multiple=True,
+    metavar="OID RA DEC",
+    help="Another object on the same images, measured on the same subtraction of each pair "
+    "(repeatable); each gets its own light curve under OUTDIR/OID/.",
+)
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning, error.")
 def run_command(
     object_file: Path | None,
@@ -206,6 +215,7 @@ def run_command(
     cutout_px: int,
     zeropoint_key: str | None,
     keep_products: bool,
+    also: tuple[tuple[str, float, float], ...],
     log_level: str,
 ) -> None:
     from orchestrator.logs import configure_logging, get_logger
@@ -221,6 +231,7 @@ def run_command(
     configure_logging(log_level)
     log = get_logger(oid=oid, band=band)
     check_options(dec, psf, cutout_px, kernel_half_width, backend)
+    check_also(oid, also)
     truth = truth_table(truth_file, object_file, log)
     from orchestrator.dia.pipeline import roman_ee
 
@@ -250,6 +261,7 @@ def run_command(
         cutout_px=cutout_px,
         zeropoint_key=zeropoint_key,
         keep_products=keep_products,
+        others=tuple((o, r % 360.0, d) for o, r, d in also),
     )
     try:
         result = run_pipeline(
@@ -273,93 +285,19 @@ def run_command(
         n_pairs=len(result.rows),
         n_failed=result.n_failed,
     )
-    sys.exit(EXIT_FAILED_ROWS if result.n_failed else EXIT_OK)
+    for other in result.others:
+        log.info(
+            "photometry_done",
+            oid=other.rows[0]["oid"] if other.rows else None,
+            lightcurve=str(other.csv_path),
+            n_pairs=len(other.rows),
+            n_failed=other.n_failed,
+        )
+    failed = result.n_failed + sum(o.n_failed for o in result.others)
+    sys.exit(EXIT_FAILED_ROWS if failed else EXIT_OK)
 
 
-@photometry.command("simulate")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder to write the data set into.",
-)
-@click.option(
-    "--size",
-    type=click.IntRange(min=128),
-    default=1024,
-    show_default=True,
-    help="Image side in pixels (Roman detectors: 4088).",
-)
-@click.option(
-    "--epochs", type=click.IntRange(min=1), default=8, show_default=True, help="Science epochs."
-)
-@click.option(
-    "--templates",
-    "n_templates",
-    type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Template exposures.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--band", default="R062", show_default=True, help="Band name written to the lists.")
-@click.option(
-    "--oid",
-    default="20172782",
-    show_default=True,
-    help="Object id written to object.json (a batch demo simulates several objects).",
-)
-@click.option(
-    "--table",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Append the object to this PhotometryBatch object table (CSV, made with its header "
-    "when absent; list paths relative to its folder).",
-)
-def simulate_command(
-    out: Path,
-    size: int,
-    epochs: int,
-    n_templates: int,
-    seed: int,
-    band: str,
-    oid: str,
-    table: Path | None,
-) -> None:
-    """Write a synthetic Roman-like data set with a supernova of known light curve.
-
-    Star field, host galaxy, supernova; templates and science epochs with dithers, rotations,
-    different PSFs (an oversampled PSF image per exposure in the lists' psf column), noise
-    (ERR), bad pixels (DQ), WCS and ZPTMAG. Writes templates.txt, science.txt, truth.csv and
-    object.json (oid, ra, dec, band) under OUT; prints the matching `photometry run` line.
-    """
-    from orchestrator.dia.simulate import simulate
-
-    obj = simulate(
-        out, size=size, epochs=epochs, n_templates=n_templates, seed=seed, band=band, oid=oid
-    )
-    click.echo(json.dumps(obj))
-    if table is not None:
-        _append_object_row(table, obj, out)
-    click.echo(
-        f"orchestrator photometry run --oid {obj['oid']} -r {obj['ra']:.8f} -d {obj['dec']:.8f} "
-        f"-b {band} -t {out / 'templates.txt'} -s {out / 'science.txt'} -o {out / 'output'}",
-        err=True,
-    )
-
-
-def _append_object_row(table: Path, obj: dict[str, Any], out: Path) -> None:
-    """One row of a batch's object table, the header first when the file is new."""
-    folder = table.resolve().parent
-    lists = [Path(os.path.relpath(out.resolve() / name, folder)) for name in LIST_NAMES]
-    new = not table.exists()
-    with table.open("a") as fh:
-        if new:
-            fh.write("oid,ra,dec,band,templates,science\n")
-        fh.write(f"{obj['oid']},{obj['ra']!r},{obj['dec']!r},{obj['band']},{lists[0]},{lists[1]}\n")
-
-
-LIST_NAMES = ("templates.txt", "science.txt")
+photometry.add_command(simulate_command)
 
 
 def main() -> None:

@@ -93,3 +93,18 @@ def check_options(
             get_backend("gpu")
         except DiaBackendError as exc:
             raise click.BadParameter(str(exc), param_hint="--backend") from None
+
+
+def check_also(oid: str, also: tuple[tuple[str, float, float], ...]) -> None:
+    """``--also`` objects: ids that name folders, each once, declinations in range."""
+    seen = {oid}
+    for other, _, dec in also:
+        if not other or "/" in other or other in (".", ".."):
+            raise click.BadParameter(f"{other!r} cannot name a folder", param_hint="--also")
+        if other in seen:
+            raise click.BadParameter(f"object {other!r} is named twice", param_hint="--also")
+        seen.add(other)
+        if not -90 <= dec <= 90:
+            raise click.BadParameter(
+                f"{other}: Dec must lie in [-90, 90], got {dec}", param_hint="--also"
+            )

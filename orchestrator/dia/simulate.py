@@ -128,8 +128,13 @@ def simulate(
     star_density_per_mpx: float = 600.0,
     dither_px: float = 20.0,
     rotation_deg: float = 4.0,
+    companions: int = 0,
 ) -> dict[str, Any]:
-    """Write the data set under ``out``; returns the object's description (as object.json)."""
+    """Write the data set under ``out``; returns the object's description (as object.json).
+
+    ``companions`` (at most 3): further supernovae on the same images, 50-70 px from the
+    object, each with its own light curve (``truth-OID.csv``), listed in object.json under
+    ``companions``; no random draw depends on them, so the rest of the scene is the same."""
     from astropy.io import fits
 
     rng = np.random.default_rng(seed)
@@ -146,12 +151,20 @@ def simulate(
     sy = rng.uniform(centre - span / 2, centre + span / 2, n_stars)
     sflux = np.exp(rng.uniform(np.log(300.0), np.log(3e5), n_stars))
     obj_x, obj_y = centre + 3.3, centre - 2.7
-    # keep stars off the object (a star on the supernova is not what this data set tests)
-    far = np.hypot(sx - obj_x, sy - obj_y) > 25
+    comps = [
+        (f"{oid}-{k + 1}", obj_x + dx, obj_y + dy, frac, dt)
+        for k, (dx, dy, frac, dt) in enumerate(COMPANIONS[: max(0, companions)])
+    ]
+    # keep stars off the objects (a star on a supernova is not what this data set tests)
+    far = _far_from(sx, sy, [(obj_x, obj_y)] + [(c[1], c[2]) for c in comps])
     sx, sy, sflux = sx[far], sy[far], sflux[far]
     star_ra, star_dec = ref.all_pix2world(sx, sy, 0)
     host_ra, host_dec = ref.all_pix2world([obj_x - 4.0], [obj_y - 2.5], 0)
     obj_ra, obj_dec = (float(v[0]) for v in ref.all_pix2world([obj_x], [obj_y], 0))
+    comp_sky: list[tuple[str, float, float, float, float]] = []
+    for c, cx, cy, frac, dt in comps:
+        c_ra, c_dec = (float(v[0]) for v in ref.all_pix2world([cx], [cy], 0))
+        comp_sky.append((c, c_ra, c_dec, frac, dt))
     host = ((8000.0, 1.2), (20000.0, 3.5))  # (flux e-, sigma px): bulge, disc
 
     t0 = 60200.0
@@ -187,6 +200,7 @@ def simulate(
             )
         )
     truth_rows = []
+    comp_truth: dict[str, list[dict[str, Any]]] = {}
     list_rows: dict[str, list[dict[str, Any]]] = {"template": [], "science": []}
     for e in exposures:
         wcs = make_wcs(e.crval, e.rotation_deg, size)
@@ -201,6 +215,8 @@ def simulate(
         ox, oy = (float(v) for v in wcs.all_world2pix([[obj_ra, obj_dec]], 0)[0])
         if e.sn_flux_e > 0:
             _add_source(img, ox, oy, e.sn_flux_e, e.core_sigma_px)
+        if e.kind == "science":
+            _add_companions(img, wcs, e, comp_sky, t0, sn_peak_e)
         yy, xx = np.mgrid[:size, :size]
         sky = e.sky_e * (1 + 0.05 * (xx - centre) / size - 0.03 * (yy - centre) / size)
         read_e = 8.0
@@ -243,6 +259,9 @@ def simulate(
         ph.writeto(out / psf_rel, overwrite=True)
         list_rows[e.kind].append(list_row(image_rel, e.pointing, e.sca, e.mjd, band, psf_rel))
         if e.kind == "science":
+            for c, _, _, frac, dt in comp_sky:
+                flux_e = float(bazin(e.mjd, t0 + dt, sn_peak_e * frac))
+                comp_truth.setdefault(c, []).append(_truth_row(e, image_rel, zpt, flux_e))
             true_flux = e.sn_flux_e * e.throughput
             truth_rows.append(
                 {
@@ -255,8 +274,70 @@ def simulate(
                 }
             )
     obj = {"oid": oid, "ra": obj_ra, "dec": obj_dec, "band": band, "size": size, "seed": seed}
+    _write_companions(out, obj, comp_sky, comp_truth)
     write_data_set(out, list_rows, truth_rows, obj)
     return obj
+
+
+# companions' (offset x, offset y in reference pixels, peak as a fraction of the object's,
+# peak time after the object's in days)
+COMPANIONS = ((45.0, 38.0, 0.7, 15.0), (-52.0, 41.0, 1.3, -8.0), (36.0, -57.0, 0.5, 30.0))
+
+
+def _write_companions(
+    out: Path,
+    obj: dict[str, Any],
+    comp_sky: list[tuple[str, float, float, float, float]],
+    comp_truth: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The companions in object.json's ``companions``, each truth in ``truth-OID.csv``."""
+    if not comp_sky:
+        return
+    obj["companions"] = [
+        {"oid": c, "ra": c_ra, "dec": c_dec, "truth": f"truth-{c}.csv"}
+        for c, c_ra, c_dec, _, _ in comp_sky
+    ]
+    for c, rows in comp_truth.items():
+        _write_truth(out / f"truth-{c}.csv", rows)
+
+
+def _far_from(sx: np.ndarray, sy: np.ndarray, points: list[tuple[float, float]]) -> np.ndarray:
+    far = np.ones(sx.shape, dtype=bool)
+    for px, py in points:
+        far &= np.hypot(sx - px, sy - py) > 25
+    return far
+
+
+def _add_companions(
+    img: np.ndarray,
+    wcs: Any,
+    e: Exposure,
+    comp_sky: list[tuple[str, float, float, float, float]],
+    t0: float,
+    sn_peak_e: float,
+) -> None:
+    for _, c_ra, c_dec, frac, dt in comp_sky:
+        x, y = (float(v) for v in wcs.all_world2pix([[c_ra, c_dec]], 0)[0])
+        _add_source(img, x, y, float(bazin(e.mjd, t0 + dt, sn_peak_e * frac)), e.core_sigma_px)
+
+
+def _truth_row(e: Exposure, image_rel: str, zpt: float, flux_e: float) -> dict[str, Any]:
+    true_flux = flux_e * e.throughput
+    return {
+        "mjd": f"{e.mjd:.5f}",
+        "science_path": image_rel,
+        "true_flux": true_flux,
+        "true_mag": (zpt - 2.5 * math.log10(true_flux)) if true_flux > 0 else math.nan,
+        "zpt": zpt,
+        "true_flux_e": flux_e,
+    }
+
+
+def _write_truth(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 LIST_COLUMNS = ("path", "pointing", "sca", "mjd", "band", "psf")
@@ -286,10 +367,7 @@ def write_data_set(
     write_list(out / "templates.txt", list_rows["template"], LIST_COLUMNS)
     write_list(out / "science.txt", list_rows["science"], LIST_COLUMNS)
     if truth_rows:
-        with (out / "truth.csv").open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(truth_rows[0]))
-            w.writeheader()
-            w.writerows(truth_rows)
+        _write_truth(out / "truth.csv", truth_rows)
     (out / "object.json").write_text(json.dumps(obj, indent=2) + "\n")
 
 

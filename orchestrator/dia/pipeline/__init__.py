@@ -17,6 +17,7 @@ Entry point: :func:`run`; the command line is ``orchestrator photometry run``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class RunResult:
     csv_path: Path
     png_path: Path
     parquet_path: Path | None = None  # None when pyarrow is missing
+    others: tuple[RunResult, ...] = ()  # the further objects' (PipelineConfig.others)
 
     @property
     def n_failed(self) -> int:
@@ -90,7 +92,7 @@ def run(
             n_pairs=len(work),
             nprocs=nprocs,
         )
-    bar = Progress(len(work), log=log) if progress else None
+    bar = Progress(len(work) * len(config.objects), log=log) if progress else None
     try:
         results = run_pairs(
             config, work, nprocs, on_done=bar.update if bar else None, keep_memory=keep_memory
@@ -98,7 +100,19 @@ def run(
     finally:
         if bar:
             bar.close()
-    ordered = [complete_row(r) for r in iter_rows(results)]
+    out = []
+    for oid, ra, dec in config.objects:  # one light curve per object, itself first
+        one = dataclasses.replace(config, oid=oid, ra=ra, dec=dec, others=())
+        mine = [r for r in results if r["oid"] == oid]
+        out.append(_write_outputs(one, mine, truth if oid == config.oid else None, log))
+    first, *others = out
+    return dataclasses.replace(first, others=tuple(others))
+
+
+def _write_outputs(
+    config: PipelineConfig, rows: list[dict[str, Any]], truth: TruthTable | None, log: Any
+) -> RunResult:
+    ordered = [complete_row(r) for r in iter_rows(rows)]
     csv_path = lightcurve_path(config)
     write_csv(csv_path, ordered)
     pq_path = _write_parquet(parquet_path(csv_path), ordered, config, log)

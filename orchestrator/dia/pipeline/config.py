@@ -35,6 +35,14 @@ class PipelineConfig:
     background_box_px: int = 64
     zeropoint_key: str | None = None
     keep_products: bool = False
+    # further objects on the same images, measured on the same subtraction of each pair:
+    # (oid, ra, dec) each; the cutout then covers them all (``photometry run --also``)
+    others: tuple[tuple[str, float, float], ...] = ()
+
+    @property
+    def objects(self) -> list[tuple[str, float, float]]:
+        """Every object this config measures, itself first."""
+        return [(self.oid, self.ra, self.dec), *self.others]
 
 
 @dataclass
@@ -47,7 +55,9 @@ class Prepared:
     mask: np.ndarray
     wcs: Any
     origin: tuple[int, int]
-    x: float  # object position in the cutout (0-based, x = column)
+    # the object's position in the cutout (0-based, x = column); with further objects
+    # (``PipelineConfig.others``) the centre of their bounding box, which the cutout is around
+    x: float
     y: float
     zeropoint: float
     psf: PsfModel

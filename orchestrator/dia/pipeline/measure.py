@@ -56,19 +56,24 @@ def photometry_psf(
     return np.asarray(chain[c - half : c + half + 1, c - half : c + half + 1])
 
 
-def covered_box(lost: np.ndarray, iy: int, ix: int, need: int) -> tuple[slice, slice]:
+def covered_box(
+    lost: np.ndarray, iy: int | tuple[int, int], ix: int | tuple[int, int], need: int
+) -> tuple[slice, slice]:
     """A box holding no ``lost`` pixel, found by trimming the edge with the most of them, never
-    closer than ``need`` to ``(iy, ix)``; raises NoOverlapError when none is left."""
+    closer than ``need`` to ``(iy, ix)`` (or to the box of rows ``iy = (low, high)`` and columns
+    ``ix``, around several objects); raises NoOverlapError when none is left."""
+    y0, y1 = (iy, iy) if isinstance(iy, int) else iy
+    x0, x1 = (ix, ix) if isinstance(ix, int) else ix
     r0, r1, c0, c1 = 0, lost.shape[0], 0, lost.shape[1]
     while True:
         box = lost[r0:r1, c0:c1]
         if not box.any():
             return slice(r0, r1), slice(c0, c1)
         edges = {
-            "top": box[0].sum() if iy - r0 > need else -1,
-            "bottom": box[-1].sum() if r1 - 1 - iy > need else -1,
-            "left": box[:, 0].sum() if ix - c0 > need else -1,
-            "right": box[:, -1].sum() if c1 - 1 - ix > need else -1,
+            "top": box[0].sum() if y0 - r0 > need else -1,
+            "bottom": box[-1].sum() if r1 - 1 - y1 > need else -1,
+            "left": box[:, 0].sum() if x0 - c0 > need else -1,
+            "right": box[:, -1].sum() if c1 - 1 - x1 > need else -1,
         }
         side = max(edges, key=lambda k: edges[k])
         if edges[side] <= 0:
@@ -105,37 +110,66 @@ def _crop(p: Prepared, rows: slice, cols: slice) -> Prepared:
 
 def subtract_pair(sci: Prepared, tmpl: Prepared, config: PipelineConfig) -> dict[str, Any]:
     """Resample, subtract, decorrelate and measure; returns the measured columns and products."""
+    (measured,) = subtract_group(sci, tmpl, config, [(sci.x, sci.y)])
+    if isinstance(measured, DiaError):
+        raise measured
+    return measured
+
+
+def subtract_group(
+    sci: Prepared,
+    tmpl: Prepared,
+    config: PipelineConfig,
+    positions: list[tuple[float, float]],
+) -> list[dict[str, Any] | DiaError]:
+    """One subtraction of the pair for every object at ``positions`` (pixels of the science
+    cutout), then each object measured on it: per position, its measured columns and products,
+    or the error that leaves it out (the template does not cover it). Raises when it covers
+    none. One position is :func:`subtract_pair`."""
     from orchestrator import dia  # heavy: imported in the worker only
 
     xs, ys = pixel_map(sci.wcs, tmpl.wcs, sci.data.shape)
     res = resample(tmpl.data, tmpl.variance, tmpl.mask, xs, ys)
     del xs, ys  # two image-sized maps: 268 MB on a whole 4088^2 frame
-    ix, iy = math.floor(sci.x + 0.5), math.floor(sci.y + 0.5)
-    if res.outside[iy, ix]:
-        raise NoOverlapError(
-            f"{tmpl.row.path}: the template does not cover the object on the science grid "
-            f"(coverage of the science cutout {res.coverage:.0%})"
+    cells = [(math.floor(x + 0.5), math.floor(y + 0.5)) for x, y in positions]
+    results: list[dict[str, Any] | DiaError] = []
+    for ix, iy in cells:
+        inside = 0 <= iy < res.outside.shape[0] and 0 <= ix < res.outside.shape[1]
+        if inside and not res.outside[iy, ix]:
+            results.append({})
+            continue
+        results.append(
+            NoOverlapError(
+                f"{tmpl.row.path}: the template does not cover the object on the science grid "
+                f"(coverage of the science cutout {res.coverage:.0%})"
+            )
         )
-    # the largest box around the object that the template covers: masked strips would only
+    covered = [i for i, r in enumerate(results) if not isinstance(r, DiaError)]
+    if not covered:
+        raise results[0]  # type: ignore[misc]
+    # the largest box around the objects that the template covers: masked strips would only
     # cost fit time (the core treats their footprints exactly) and carry no information
     h = config.psf_half_px
     need = config.kernel_half_width + h + 8
-    rows, cols = covered_box(res.outside, iy, ix, need)
+    iys, ixs = [cells[i][1] for i in covered], [cells[i][0] for i in covered]
+    rows, cols = covered_box(res.outside, (min(iys), max(iys)), (min(ixs), max(ixs)), need)
     sci = _crop(sci, rows, cols)
     t_image, t_power = res.image[rows, cols], res.noise_power[rows, cols]
     t_mask, t_outside = res.mask[rows, cols], res.outside[rows, cols]
     del res  # its per-pixel variance is not used (noise_power is): 134 MB on a whole frame
     shape = sci.data.shape
-    ix, iy = ix - cols.start, iy - rows.start
     jac = jacobian_at(sci.wcs, tmpl.wcs, sci.x, sci.y)
     psf_s = sci.psf.stamp(h)
     psf_t = tmpl.psf.stamp(h, jacobian=jac)
-    # keep the object out of the kernel fit: a bright transient would otherwise pull the kernel
+    # keep the objects out of the kernel fit: a bright transient would otherwise pull the kernel
     r_ex = config.kernel_half_width + h + 3
     exclude = np.zeros(shape, dtype=bool)
-    near = (slice(max(0, iy - r_ex), iy + r_ex + 1), slice(max(0, ix - r_ex), ix + r_ex + 1))
-    yy, xx = np.ogrid[near]
-    exclude[near] = (yy - sci.y) ** 2 + (xx - sci.x) ** 2 <= r_ex**2
+    for i in covered:
+        x, y = positions[i][0] - cols.start, positions[i][1] - rows.start
+        ix, iy = cells[i][0] - cols.start, cells[i][1] - rows.start
+        near = (slice(max(0, iy - r_ex), iy + r_ex + 1), slice(max(0, ix - r_ex), ix + r_ex + 1))
+        yy, xx = np.ogrid[near]
+        exclude[near] |= (yy - y) ** 2 + (xx - x) ** 2 <= r_ex**2
     # inpainted pixels (saturated cores, bad columns, hot pixels) are guesses: keep every fit
     # pixel whose footprint (kernel + cross-convolution stamp) reaches one out of the fit
     exclude |= _fit_exclusion(sci.mask | t_mask, t_outside, config)
@@ -154,8 +188,28 @@ def subtract_pair(sci: Prepared, tmpl: Prepared, config: PipelineConfig) -> dict
         fit_exclude=exclude,
         clip_sigma=FIT_CLIP_SIGMA,
     )
+    for i in covered:
+        at = (positions[i][0] - cols.start, positions[i][1] - rows.start)
+        results[i] = _measure(sub, sci, psf_t, t_mask, at, h)
+    return results
+
+
+def _measure(
+    sub: Any,
+    sci: Prepared,
+    psf_t: np.ndarray,
+    t_mask: np.ndarray,
+    at: tuple[float, float],
+    h: int,
+) -> dict[str, Any]:
+    """One object on a subtraction: decorrelated around it, its photometry PSF at its sub-pixel
+    position, forced photometry (the position refitted where the PSF was estimated)."""
+    from orchestrator import dia
+
+    x, y = at
+    ix, iy = math.floor(x + 0.5), math.floor(y + 0.5)
     # decorrelated in a box around the object only: the filter is the one for the kernel there
-    dec = sub.decorrelate(sci.x, sci.y, half=DECORRELATE_HALF_PX)
+    dec = sub.decorrelate(x, y, half=DECORRELATE_HALF_PX)
     b0, b1 = dec.origin
     rows_d = slice(b0, b0 + dec.image.shape[0])
     cols_d = slice(b1, b1 + dec.image.shape[1])
@@ -164,7 +218,7 @@ def subtract_pair(sci: Prepared, tmpl: Prepared, config: PipelineConfig) -> dict
     hp = h + 3
 
     def psf_for(ox: float, oy: float) -> np.ndarray:
-        psf_at = sci.psf.stamp(hp, sci.x - ix + ox, sci.y - iy + oy)
+        psf_at = sci.psf.stamp(hp, x - ix + ox, y - iy + oy)
         return photometry_psf(psf_at, psf_t, dec.filter, hp)
 
     psf_phot = psf_for(0.0, 0.0)

@@ -29,7 +29,7 @@ from orchestrator.dia.io import ExposureRow
 from orchestrator.dia.pipeline.calibrate import calibrated_flux
 from orchestrator.dia.pipeline.config import PipelineConfig
 from orchestrator.dia.pipeline.memory import tune_for_run
-from orchestrator.dia.pipeline.pair import process_pair, worker_init
+from orchestrator.dia.pipeline.pair import process_pair_rows, worker_init
 
 COLUMNS = (
     "oid",
@@ -107,22 +107,24 @@ def run_pairs(
     on_done: Callable[[dict[str, Any]], None] | None = None,
     keep_memory: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rows in the order of ``work``; ``nprocs > 1`` uses a spawn-context process pool.
+    """Rows in the order of ``work`` (one per object of ``config`` for each pair); ``nprocs >
+    1`` uses a spawn-context process pool.
 
     ``keep_memory``: the processes that run the pairs (this one, or the pool's workers) keep
     the memory they free and ask for no huge pages (a third of a whole-frame pair's time was
     the kernel handing out fresh pages; :mod:`orchestrator.dia.pipeline.memory`). Process-wide
     and never undone, so only a process that exists for the run asks for it (``photometry
     run``), not a caller that goes on with other work."""
-    rows: list[dict[str, Any] | None] = [None] * len(work)
+    rows: list[list[dict[str, Any]] | None] = [None] * len(work)
+    report = on_done or (lambda row: None)
     if nprocs <= 1 or len(work) <= 1:
         if keep_memory:
             tune_for_run()
         for i, (s, t) in enumerate(work):
-            rows[i] = process_pair(config, s, t)
-            if on_done:
-                on_done(rows[i])  # type: ignore[arg-type]
-        return [r for r in rows if r is not None]
+            rows[i] = process_pair_rows(config, s, t)
+            for row in rows[i] or []:
+                report(row)
+        return [r for pair_rows in rows if pair_rows for r in pair_rows]
     nthreads = threads_per_process(nprocs)
     # children read these at import time (numba fixes its pool size when first imported);
     # spawn children inherit the parent's environment, so set it before they start
@@ -138,29 +140,30 @@ def run_pairs(
             initializer=_start_worker,
             initargs=(nthreads, os.getpid(), keep_memory),
         ) as pool:
-            futures: dict[Future[dict[str, Any]], int] = {
-                pool.submit(process_pair, config, s, t): i for i, (s, t) in enumerate(work)
+            futures: dict[Future[list[dict[str, Any]]], int] = {
+                pool.submit(process_pair_rows, config, s, t): i for i, (s, t) in enumerate(work)
             }
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:
-                    row = fut.result()
+                    pair_rows = fut.result()
                 except Exception as exc:  # a worker died (killed for memory, crashed)
                     from orchestrator.dia.pipeline.pair import empty_row
 
                     s, t = work[i]
-                    row = empty_row(config, s, t)
-                    row["error"] = f"worker failed: {type(exc).__name__}: {exc}"
-                rows[i] = row
-                if on_done:
-                    on_done(row)
+                    pair_rows = [empty_row(config, s, t, oid) for oid, _, _ in config.objects]
+                    for row in pair_rows:
+                        row["error"] = f"worker failed: {type(exc).__name__}: {exc}"
+                rows[i] = pair_rows
+                for row in pair_rows:
+                    report(row)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return [r for r in rows if r is not None]
+    return [r for pair_rows in rows if pair_rows for r in pair_rows]
 
 
 # keys a row may lack (rows from before the quality flags, NEA and sky noise were measured)

@@ -19,16 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import atomic
-from orchestrator.tasks.photometry_batch.execute import (
-    DONE_DIR,
-    RESULT_FILE,
-    Index,
-    Layout,
-    TaskResult,
-    reused,
-)
+from orchestrator.tasks.photometry_batch.execute import DONE_DIR, RESULT_FILE, Index, reused
 from orchestrator.tasks.photometry_batch.objects import Problem
 from orchestrator.tasks.photometry_batch.plan import Task
+from orchestrator.tasks.photometry_batch.records import Layout, TaskResult
 
 STATES = ("measured", "skipped", "failed", "invalid")
 COLLECTED = "collected"
@@ -47,6 +41,7 @@ SUMMARY_COLUMNS = (
     "error",
     "lightcurve",
     "measured_in_run",
+    "measured_with",
 )
 GRID_COLUMNS = 4
 

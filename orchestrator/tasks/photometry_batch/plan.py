@@ -36,6 +36,7 @@ class Task:
     science: Path
     where: str
     fingerprint: str
+    images: str = ""  # digest of the band and every image of both lists: equal = same images
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "templates": str(self.templates), "science": str(self.science)}
@@ -47,21 +48,27 @@ class Task:
         )
 
 
-def write_plan(run_dir: Path, tasks: list[Task], problems: list[Problem]) -> Path:
-    """``plan.json`` in the run's output folder: the tasks in order (an array task's index is
-    its place here) and the problems, so that every process of the run sees one plan."""
+def write_plan(
+    run_dir: Path, tasks: list[Task], problems: list[Problem], groups: list[list[int]]
+) -> Path:
+    """``plan.json`` in the run's output folder: the tasks in order, the groups of tasks
+    measured together (an array task's index is its group's place), and the problems, so that
+    every process of the run sees one plan."""
     path = run_dir / PLAN_FILE
     data = {
         "tasks": [t.to_json() for t in tasks],
+        "groups": groups,
         "problems": [asdict(p) for p in problems],
     }
     atomic.write_json(path, data, 0o644, indent=1)
     return path
 
 
-def read_plan(run_dir: Path) -> tuple[list[Task], list[Problem]]:
+def read_plan(run_dir: Path) -> tuple[list[Task], list[Problem], list[list[int]]]:
     data = json.loads((run_dir / PLAN_FILE).read_text())
-    return [Task.from_json(t) for t in data["tasks"]], [Problem(**p) for p in data["problems"]]
+    tasks = [Task.from_json(t) for t in data["tasks"]]
+    groups = data.get("groups") or [[i] for i in range(len(tasks))]
+    return tasks, [Problem(**p) for p in data["problems"]], groups
 
 
 def plan(
@@ -73,7 +80,9 @@ def plan(
     # what a result depends on; the builtin pipeline's alone keeps the fingerprints of batches
     # written before phrosty could be chosen
     pipeline = spec.pipeline
-    settings = pipeline.model_dump() if pipeline.phrosty else pipeline.builtin.model_dump()
+    # grouping changes the cutout, not what a light curve means: not part of the fingerprint
+    builtin = pipeline.builtin.model_dump(exclude={"group"})
+    settings = {**pipeline.model_dump(), "builtin": builtin} if pipeline.phrosty else builtin
     for row in rows:
         for band in row.bands:
             try:
@@ -136,6 +145,7 @@ def _task(
         more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
         raise _TaskProblem(f"band {band}: missing image(s) {shown}{more}")
     fingerprint = _fingerprint(entry.ra, entry.dec, band, lists, images, settings)
+    same = hashlib.sha256("\0".join([band, *sorted({str(i) for i in images})]).encode())
     return Task(
         key=f"{entry.oid}_{band}",
         oid=entry.oid,
@@ -146,6 +156,7 @@ def _task(
         science=lists["science"],
         where=row.where,
         fingerprint=fingerprint,
+        images=same.hexdigest() if check_images else "",
     )
 
 

@@ -83,6 +83,12 @@ class BuiltinPipeline(StrictModel):
         None, description="default: photometry run's"
     )
     nprocs: int = Field(1, ge=1, description="image pairs in parallel inside one task (-p)")
+    group: bool = Field(
+        True,
+        description="objects whose lists name the same images are measured together: one "
+        "subtraction per image pair (whole frames, or one cutout covering objects within half "
+        "a cutout of each other)",
+    )
 
 
 class PhrostyPaths(StrictModel):

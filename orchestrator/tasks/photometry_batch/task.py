@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.tasks.photometry_batch.collect import collect, write_progress
-from orchestrator.tasks.photometry_batch.execute import (
-    Layout,
-    TaskResult,
-    run_task,
-    run_tasks,
-    usable_cpus,
+from orchestrator.tasks.photometry_batch.execute import run_group, run_tasks, usable_cpus
+from orchestrator.tasks.photometry_batch.grouping import group_tasks
+from orchestrator.tasks.photometry_batch.objects import (
+    BatchInputError,
+    Problem,
+    expand,
+    read_objects,
 )
-from orchestrator.tasks.photometry_batch.objects import BatchInputError, expand, read_objects
-from orchestrator.tasks.photometry_batch.plan import PLAN_FILE, plan, read_plan, write_plan
+from orchestrator.tasks.photometry_batch.plan import PLAN_FILE, Task, plan, read_plan, write_plan
+from orchestrator.tasks.photometry_batch.records import Layout, TaskResult
 from orchestrator.tasks.photometry_batch.spec import PhotometryBatchManifest
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
@@ -48,14 +49,14 @@ def run(manifest: PhotometryBatchManifest) -> tuple[int, dict[str, Any]]:
         return run_array_task(manifest, index)
     spec = manifest.spec
     try:
-        layout, tasks, problems = make_plan(manifest)
+        layout, tasks, problems, groups = make_plan(manifest)
     except BatchInputError as exc:
         print(f"ERROR: {exc}", flush=True)
         return EXIT_UNUSABLE, {"summary": f"batch not started: {exc}", "errors": [str(exc)]}
     write_progress(layout, [], len(tasks) + len(problems))
     print(
-        f"{len(tasks)} task(s), {len(problems)} left out; {spec.parallel} at a time; "
-        f"output {layout.run_dir}",
+        f"{len(tasks)} task(s) in {len(groups)} group(s) of the same images, "
+        f"{len(problems)} left out; {spec.parallel} at a time; output {layout.run_dir}",
         flush=True,
     )
     done_rows: list[dict[str, Any]] = []
@@ -68,7 +69,8 @@ def run(manifest: PhotometryBatchManifest) -> tuple[int, dict[str, Any]]:
             write_progress(layout, done_rows, len(tasks) + len(problems))
 
     try:
-        run_tasks(tasks, spec.pipeline, layout, spec.parallel, spec.recompute, done)
+        members = [[tasks[i] for i in group] for group in groups]
+        run_tasks(members, spec.pipeline, layout, spec.parallel, spec.recompute, done)
     finally:
         shutil.rmtree(layout.scratch_dir, ignore_errors=True)
     result = collect(layout, tasks, problems, claim=False, recompute=spec.recompute)
@@ -80,46 +82,42 @@ def plan_only(manifest: PhotometryBatchManifest) -> tuple[int, str]:
     """``--plan``: write the plan; the exit status and the array to submit (``none``: no task
     can run, the run then only reports its problems)."""
     try:
-        _, tasks, _ = make_plan(manifest)
+        _, tasks, _, groups = make_plan(manifest)
     except BatchInputError as exc:
         print(f"ERROR: {exc}", flush=True)
         return EXIT_UNUSABLE, "none"
     if not tasks:
         return EXIT_OK, "none"
-    return EXIT_OK, f"0-{len(tasks) - 1}%{manifest.spec.parallel}"
+    return EXIT_OK, f"0-{len(groups) - 1}%{manifest.spec.parallel}"
 
 
 def run_array_task(manifest: PhotometryBatchManifest, index: str) -> tuple[int, dict[str, Any]]:
-    """Task ``index`` of the plan; the batch's result when this task completed the batch, else
-    an empty result (the run's result file is then left to the task that collects)."""
+    """Group ``index`` of the plan (one object, or objects on the same images); the batch's
+    result when this array task completed the batch, else an empty result (the run's result
+    file is then left to the task that collects)."""
     layout = _layout(manifest)
     if not (layout.run_dir / PLAN_FILE).exists():
         # a retry of the array's failed tasks is a new run, with no plan step of its own: each
         # of its tasks plans (the same inputs give the same plan, written atomically)
-        layout, _, _ = make_plan(manifest)
-    tasks, problems = read_plan(layout.run_dir)
+        layout, *_ = make_plan(manifest)
+    tasks, problems, groups = read_plan(layout.run_dir)
     try:
-        task = tasks[int(index)]
+        members = [tasks[i] for i in groups[int(index)]]
     except (ValueError, IndexError):
-        message = f"array task {index!r}: the plan has tasks 0-{len(tasks) - 1}"
+        message = f"array task {index!r}: the plan has groups 0-{len(groups) - 1}"
         print(f"ERROR: {message}", flush=True)
         return EXIT_UNUSABLE, {"summary": message, "errors": [message]}
-    threads = usable_cpus()
     # on a stalled GPU queue's fallback resources (an executor's ORCH_FALLBACK=1): the CPU core
     fallback = os.environ.get(FALLBACK_ENV) == "1"
+    spec = manifest.spec
     try:
-        result = run_task(
-            task,
-            manifest.spec.pipeline,
-            layout,
-            threads,
-            manifest.spec.recompute,
-            fallback,
-        )
+        results = run_group(members, spec.pipeline, layout, usable_cpus(), spec.recompute, fallback)
     finally:
-        shutil.rmtree(layout.scratch_dir / task.key, ignore_errors=True)
-    _print_result(result)
-    code = EXIT_OK if result.state in ("measured", "skipped") else EXIT_FAILED
+        shutil.rmtree(layout.scratch_dir / members[0].key, ignore_errors=True)
+    for result in results:
+        _print_result(result)
+    ok = all(r.state in ("measured", "skipped") for r in results)
+    code = EXIT_OK if ok else EXIT_FAILED
     batch = collect(layout, tasks, problems, claim=True, recompute=manifest.spec.recompute)
     if batch is not None:
         print(f"batch complete: {batch['summary']}", flush=True)
@@ -128,16 +126,19 @@ def run_array_task(manifest: PhotometryBatchManifest, index: str) -> tuple[int, 
     return code, {}
 
 
-def make_plan(manifest: PhotometryBatchManifest) -> tuple[Layout, list[Any], list[Any]]:
-    """Read the table, plan, write ``plan.json``; print each problem (the run's log)."""
+def make_plan(
+    manifest: PhotometryBatchManifest,
+) -> tuple[Layout, list[Task], list[Problem], list[list[int]]]:
+    """Read the table, plan, group, write ``plan.json``; print each problem (the run's log)."""
     rows, problems, table = read_objects(manifest.spec)
     layout = _layout(manifest)
     tasks, task_problems = plan(rows, manifest.spec, table)
     problems += task_problems
     for problem in problems:
         print(f"not measured: {problem}", flush=True)
-    write_plan(layout.run_dir, tasks, problems)
-    return layout, tasks, problems
+    groups = group_tasks(tasks, manifest.spec)
+    write_plan(layout.run_dir, tasks, problems, groups)
+    return layout, tasks, problems, groups
 
 
 def _print_result(result: TaskResult) -> None:

@@ -92,8 +92,8 @@ def test_huge_page_advice_off_unless_the_user_chose_it() -> None:
 def test_only_a_run_sets_up_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """run_pairs asks for it only with keep_memory (photometry run's own process), for one pair
     as for several: a library caller's process keeps the libraries' defaults. The pairs
-    themselves are not the point here, so process_pair is replaced by a stand-in that returns
-    its arguments."""
+    themselves are not the point here, so process_pair_rows is replaced by a stand-in that
+    returns its arguments."""
     from orchestrator.dia.pipeline import runner
 
     calls: list[int] = []
@@ -103,7 +103,7 @@ def test_only_a_run_sets_up_memory(monkeypatch: pytest.MonkeyPatch) -> None:
         return True
 
     monkeypatch.setattr(runner, "tune_for_run", spy)
-    monkeypatch.setattr(runner, "process_pair", lambda config, s, t: {"pair": (s, t)})
+    monkeypatch.setattr(runner, "process_pair_rows", lambda config, s, t: [{"pair": (s, t)}])
     two = [("s1", "t1"), ("s2", "t1")]
     assert runner.run_pairs(None, two, 1) == [{"pair": p} for p in two]  # type: ignore[arg-type]
     assert calls == []

@@ -25,7 +25,7 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     and records which row it prepared."""
     calls: list[int] = []
 
-    def fake(row: ExposureRow, config: PipelineConfig, half: int) -> Prepared:
+    def fake(row: ExposureRow, config: PipelineConfig, half: int, grow: float) -> Prepared:
         calls.append(row.pointing)
         data = np.zeros((250, 250))  # 0.5 MB
         psf = PsfModel.gaussian(1.5, half_px=3)
