@@ -1,16 +1,17 @@
 """Batch throughput of a PhotometryBatch on the CPU at 4088^2: objects per hour per core.
 
-One simulated 4088^2 data set (``photometry simulate``: --epochs science images and one
-template, reused between invocations) stands for every object of the table: the objects differ
-by name only, so each is a full measurement of the same images, as objects that share detector
-images are today (grouping them is planned). The batch runs as the daemon runs it (``python -m
-orchestrator.tasks.photometry_batch``, the local pool), once with the default 512-pixel cutout
-and once on whole frames (``cutout: 0``), each with every task measured (``recompute``). Prints
-per mode: tasks, image pairs, wall time, objects per hour, objects per hour per core, the
-tasks' median wall time and largest peak memory. Then a rerun without ``recompute``: every
-object skipped, and what that costs.
+One simulated 4088^2 data set (``photometry simulate --companions 3``: four supernovae 50-70 px
+apart on the same images, --epochs science images and one template, reused between
+invocations) is the batch's table of four objects. The batch runs as the daemon runs it
+(``python -m orchestrator.tasks.photometry_batch``, the local pool), with the default 512-pixel
+cutout and on whole frames (``cutout: 0``), each with every object measured alone
+(``group: false``: one process and one subtraction per object and pair) and grouped (one
+process, one subtraction per pair for all four), every task measured (``recompute``). Prints
+per mode: objects, image pairs per object, wall time, objects per hour, objects per hour per
+core, the processes' median wall time and largest peak memory. Then a rerun without
+``recompute``: every object skipped, and what that costs.
 
-    .venv/bin/python benchmarks/batch_throughput.py [--size 4088] [--objects 4] [--epochs 3]
+    .venv/bin/python benchmarks/batch_throughput.py [--size 4088] [--epochs 3]
         [--parallel 2] [--data DIR]
 """
 
@@ -37,6 +38,7 @@ def ensure_data(data: Path, size: int, epochs: int) -> dict[str, Any]:
             [
                 *(sys.executable, "-m", "orchestrator.dia.cli", "simulate", "--out", str(data)),
                 *("--size", str(size), "--epochs", str(epochs), "--templates", "1"),
+                *("--companions", "3"),
             ],
             check=True,
             capture_output=True,
@@ -48,8 +50,8 @@ def run_batch(work: Path, data: Path, obj: dict[str, Any], args: Any, **spec: An
     table = work / "objects.csv"
     rows = ["oid,ra,dec,band,templates,science"]
     rows += [
-        f"sn{i:03d},{obj['ra']},{obj['dec']},{obj['band']},{data}/templates.txt,{data}/science.txt"
-        for i in range(args.objects)
+        f"{o['oid']},{o['ra']!r},{o['dec']!r},{obj['band']},{data}/templates.txt,{data}/science.txt"
+        for o in [obj, *obj["companions"]]
     ]
     table.write_text("\n".join(rows) + "\n")
     manifest = {
@@ -84,7 +86,7 @@ def run_batch(work: Path, data: Path, obj: dict[str, Any], args: Any, **spec: An
 
 
 def report(label: str, wall: float, result: dict[str, Any], pairs: int, cores: int) -> None:
-    tasks = result["tasks"]
+    tasks = result["objects"]
     measured = [t for t in tasks if t["state"] == "measured"]
     per_hour = len(measured) / wall * 3600
     task_wall = statistics.median(t["wall_s"] for t in measured) if measured else float("nan")
@@ -98,13 +100,12 @@ def report(label: str, wall: float, result: dict[str, Any], pairs: int, cores: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4088)
-    ap.add_argument("--objects", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--data", type=Path, default=None, help="data set folder (reused)")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
-    data = args.data or Path(f"/tmp/batch_throughput_{args.size}_{args.epochs}")
+    data = args.data or Path(f"/tmp/batch_throughput_{args.size}_{args.epochs}_c3")
     t0 = time.perf_counter()
     obj = ensure_data(data, args.size, args.epochs)
     print(
@@ -117,8 +118,13 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="batch_bench_") as tmp:
         work = Path(tmp)
-        for label, cutout in (("cutout 512", 512), ("whole frames", 0)):
-            pipeline = {"builtin": {"backend": "cpu", "cutout": cutout}}
+        for label, cutout, group in (
+            ("cutout 512, alone", 512, False),
+            ("cutout 512, grouped", 512, True),
+            ("whole frames, alone", 0, False),
+            ("whole frames, grouped", 0, True),
+        ):
+            pipeline = {"builtin": {"backend": "cpu", "cutout": cutout, "group": group}}
             wall, result = run_batch(work, data, obj, args, pipeline=pipeline, recompute=True)
             report(label, wall, result, args.epochs, cores)
         wall, result = run_batch(

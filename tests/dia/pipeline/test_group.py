@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from scipy import ndimage
 
@@ -55,13 +56,15 @@ def _pulls(out: Path, objects: list[dict[str, Any]], rows_by_oid: dict[str, list
     return pulls
 
 
-@pytest.mark.parametrize("cutout", [128, 0])
+@pytest.mark.parametrize(("cutout", "seed"), [(128, 1), (0, 2)])
 def test_one_subtraction_per_pair_measures_every_object(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cutout: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cutout: int, seed: int
 ) -> None:
-    """Four supernovae on the same 4 science x 1 template pairs: 4 subtractions, not 16; each
-    object's light curve in its own folder, its fluxes within 4 sigma of the truth."""
-    out, objects = _scene(tmp_path, seed=1)
+    """Four supernovae on the same 4 science x 1 template pairs: 4 subtractions, not 16, each
+    keeping every object out of the kernel fit; each object's light curve in its own folder,
+    its fluxes within 4 sigma of the truth and their pulls with the spread of the error bars
+    (std 0.4-1.6 over these 16; measured: 0.96 and 0.71 here, 0.65 on seed 3 with 128^2)."""
+    out, objects = _scene(tmp_path, seed=seed)
     calls: list[tuple[int, int]] = []
     discs: list[int] = []
     real = dia.subtract
@@ -69,8 +72,12 @@ def test_one_subtraction_per_pair_measures_every_object(
     def counting(science: Any, template: Any, **kw: Any) -> Any:
         calls.append(science.shape)
         # every object is kept out of the kernel fit: a disc of radius w + h + 3 = 24 px each
-        labels, n = ndimage.label(kw["fit_exclude"])
-        sizes = ndimage.sum_labels(kw["fit_exclude"], labels, range(1, n + 1))
+        # (opened with a 10 px disc: the thin masks of bad columns and pixels go, and with them
+        # any bridge a bad column makes between two objects' discs)
+        yy, xx = np.ogrid[-10:11, -10:11]
+        opened = ndimage.binary_opening(kw["fit_exclude"], structure=yy**2 + xx**2 <= 100)
+        labels, n = ndimage.label(opened)
+        sizes = ndimage.sum_labels(opened, labels, range(1, n + 1))
         discs.append(int((sizes > 0.8 * math.pi * 24**2).sum()))
         return real(science, template, **kw)
 
@@ -89,22 +96,7 @@ def test_one_subtraction_per_pair_measures_every_object(
     pulls = _pulls(out, objects, by_oid)
     assert len(pulls) == 16
     assert max(abs(p) for p in pulls) < 4, pulls
+    assert 0.4 < statistics.pstdev(pulls) < 1.6, pulls
+    assert abs(statistics.fmean(pulls)) < 0.8, pulls
     if cutout:  # the group's cutout covers them all, and is no larger than it must be
         assert max(max(shape) for shape in calls) < 2 * cutout + 40, calls
-
-
-def test_objects_measured_together_have_honest_error_bars(tmp_path: Path) -> None:
-    """Over two more scenes (32 epochs of 4 objects): the grouped fluxes' pulls against the
-    truth have the spread of their error bars (std 0.5-1.5, mean within 0.6, none over 4)."""
-    pulls: list[float] = []
-    for seed in (2, 3):
-        out, objects = _scene(tmp_path, seed)
-        grouped = run(
-            _config(out, objects, 128), out / "templates.txt", out / "science.txt", progress=False
-        )
-        by_oid = {r.rows[0]["oid"]: r.rows for r in (grouped, *grouped.others)}
-        pulls += _pulls(out, objects, by_oid)
-    assert len(pulls) == 32
-    assert 0.5 < statistics.pstdev(pulls) < 1.5, pulls
-    assert abs(statistics.fmean(pulls)) < 0.6, pulls
-    assert max(abs(p) for p in pulls) < 4, pulls
