@@ -282,6 +282,7 @@ def _add_run_commands() -> None:
 
     for command in (
         cli_runs.status,
+        cli_runs.check,
         cli_runs.history,
         cli_runs.logs,
         cli_runs.trigger,

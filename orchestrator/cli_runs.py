@@ -25,6 +25,7 @@ from orchestrator.errors import (
     DaemonNotRunningError,
     OrchestratorError,
 )
+from orchestrator.health import DOWN, Health, assess, not_answering
 from orchestrator.settings import Settings
 
 
@@ -34,7 +35,7 @@ def _offline_status(settings: Settings) -> dict[str, Any]:
     from orchestrator.manifests.loader import scan_directory
     from orchestrator.manifests.models import CronSchedule, EverySchedule
     from orchestrator.scheduling.triggers import next_fire_times
-    from orchestrator.status import JobView, job_row
+    from orchestrator.status import JobView, job_row, since_for
     from orchestrator.store.sqlite import SQLiteStore
 
     scan = scan_directory(settings.jobs_dir)
@@ -53,7 +54,8 @@ def _offline_status(settings: Settings) -> dict[str, Any]:
                 nxt = found[0] if found else None
             last = store.last_run(name) if store else None
             active = store.active_runs(name) if store else []
-            row = job_row(JobView(loaded.path, loaded), nxt, last, active)
+            since = since_for(store, name, m, anchors.get(name))
+            row = job_row(JobView(loaded.path, loaded), nxt, last, active, since)
             row["pending_retries"] = stored_retries(retries.get(name))
             rows.append(row)
         for path, err in sorted(scan.invalid.items()):
@@ -78,30 +80,61 @@ def _offline_status(settings: Settings) -> dict[str, Any]:
     }
 
 
-@click.command()
-@JOBS_DIR
-@STATE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None:
-    """Jobs, their validity, next and last runs (from the daemon, or the files when down)."""
+def _status_and_health(settings: Settings) -> tuple[dict[str, Any] | None, Health]:
+    """The daemon's status (the files' when none runs) and its health; no status when the
+    daemon does not answer."""
     from orchestrator.control import request
 
-    settings = settings_from(jobs_dir, state_dir)
     try:
         data = request(settings.control_socket, {"op": "status"})["status"]
     except DaemonNotRunningError:
         try:
             data = _offline_status(settings)
         except (OrchestratorError, OSError, sqlite3.Error) as exc:
-            fail(state_dir_problem(settings, exc))
+            fail(state_dir_problem(settings, exc), DOWN)
     except ControlError as exc:
-        fail(str(exc))
+        return None, not_answering(str(exc))
+    return data, assess(data)
+
+
+@click.command()
+@JOBS_DIR
+@STATE_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Jobs, their validity, next and last runs (from the daemon, or the files when down).
+
+    Exit status 0 all well, 1 degraded (an invalid manifest, a job whose last run did not
+    succeed, an overdue job, the run store or an executor's submission unavailable), 2 the
+    daemon is not running or not answering; the last line says why (`status --json`:
+    `health`)."""
+    data, health = _status_and_health(settings_from(jobs_dir, state_dir))
+    if data is None:
+        fail(health.line, health.code)
     if as_json:
-        print_json(data)
-        return
+        print_json({**data, "health": health.to_json()})
+        sys.exit(health.code)
     _echo_daemon(data["daemon"])
     for row in data["jobs"]:
         _echo_job(row)
+    click.echo(health.line)
+    sys.exit(health.code)
+
+
+@click.command()
+@JOBS_DIR
+@STATE_DIR
+def check(jobs_dir: Path | None, state_dir: Path | None) -> None:
+    """One line and an exit status for cron, Nagios or Icinga: 0 OK, 1 WARNING (degraded),
+    2 CRITICAL (the daemon is not running or not answering).
+
+    \b
+    Example, in a crontab (cron mails what a job prints: here, only what is not OK):
+      */15 * * * *  orchestrator check | grep -v '^ORCHESTRATOR OK'
+    """
+    _, health = _status_and_health(settings_from(jobs_dir, state_dir))
+    click.echo(health.line)
+    sys.exit(health.code)
 
 
 def _echo_daemon(d: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.clock import utcnow
 from orchestrator.errors import ManifestError
 from orchestrator.manifests.loader import LoadedManifest
 from orchestrator.manifests.models import ChangeSchedule, CronSchedule, EverySchedule
@@ -64,11 +65,43 @@ def last_run_summary(run: RunRecord | None) -> dict[str, Any] | None:
     }
 
 
+@dataclass(frozen=True)
+class Since:
+    """What ``expect.success_within`` is judged on: the job's last success, and when its
+    schedule started (the ``anchor``: the reference while it never succeeded)."""
+
+    last_success: datetime | None
+    schedule_started: datetime | None
+
+
+def overdue(manifest: Any, since: Since | None, now: datetime) -> str | None:
+    """Why the job is overdue (``expect.success_within`` passed without a success), or None.
+    A job that never succeeded is judged from when its schedule started; one without a
+    schedule, only once it has succeeded."""
+    expect = getattr(manifest, "expect", None)
+    if expect is None or since is None or manifest.suspend:
+        return None
+    from orchestrator.durations import format_duration
+
+    if since.last_success is not None:
+        reference, what = since.last_success, "last success {ago} ago"
+    elif since.schedule_started is not None:
+        reference, what = since.schedule_started, "no success in {ago}"
+    else:
+        return None
+    waited = (now - reference).total_seconds()
+    if waited <= expect.success_within:
+        return None
+    ago, within = format_duration(round(waited)), format_duration(expect.success_within)
+    return f"overdue: {what.format(ago=ago)} (expected within {within})"
+
+
 def job_row(
     view: JobView,
     next_run: datetime | None,
     last_run: RunRecord | None,
     active: list[RunRecord],
+    since: Since | None = None,
 ) -> dict[str, Any]:
     manifest = view.loaded.manifest if view.loaded else None
     return {
@@ -91,6 +124,7 @@ def job_row(
             r.run_id: fb for r in active if isinstance(fb := (r.result or {}).get("fallback"), dict)
         },
         "last_run": last_run_summary(last_run),
+        "overdue": overdue(manifest, since, utcnow()) if manifest is not None else None,
     }
 
 
@@ -109,3 +143,15 @@ def run_progress(run: RunRecord) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def since_for(store: Any, name: str, manifest: Any, anchor: str | None) -> Since | None:
+    """The :class:`Since` of a job with ``expect``, from the store (None without ``expect``:
+    no query)."""
+    if getattr(manifest, "expect", None) is None:
+        return None
+    from orchestrator.store.base import RunState
+
+    last = store.last_finished_run(name, RunState.SUCCEEDED) if store is not None else None
+    ended = last.finished_at if last is not None else None
+    return Since(ended, datetime.fromisoformat(anchor) if anchor else None)

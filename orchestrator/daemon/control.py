@@ -13,7 +13,7 @@ import structlog
 
 from orchestrator.errors import OrchestratorError, StoreUnavailableError
 from orchestrator.scheduling.scheduler import Scheduler
-from orchestrator.status import JobView, job_row
+from orchestrator.status import JobView, Since, job_row, since_for
 from orchestrator.store.base import RunRecord, Trigger
 
 from .events import Control, ControlTicket
@@ -138,6 +138,17 @@ class ControlHandler:
                 fresh.append(run)
         return fresh
 
+    def _since(self, name: str, view: JobView) -> Since | None:
+        """What the job's ``expect`` is judged on (None without one, or with no store)."""
+        if view.loaded is None:
+            return None
+        store = self.shared.store
+        try:
+            anchor = store.get_job_state(name, "anchor")
+            return since_for(store, name, view.loaded.manifest, anchor)
+        except StoreUnavailableError:
+            return None
+
     def status(self) -> dict[str, Any]:
         shared = self.shared
         rows = []
@@ -151,9 +162,11 @@ class ControlHandler:
                     # Status answers without the last runs rather than not at all.
                     store_read_error = str(exc)
             active = [r for r in shared.active.values() if r.job == name]
-            if active and store_read_error is None:
-                active = self._fresh(active)
-            row = job_row(view, self.scheduler.next_fire_time(name), last, active)
+            since = None
+            if store_read_error is None:
+                active = self._fresh(active) if active else active
+                since = self._since(name, view)
+            row = job_row(view, self.scheduler.next_fire_time(name), last, active, since)
             row["pending_retries"] = self.runs.followups.pending(name)
             rows.append(row)
         for path, err in sorted(shared.orphan_errors.items()):

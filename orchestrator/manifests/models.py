@@ -227,6 +227,23 @@ ExecutorChoice = Annotated[
 ]
 
 
+class Expect(StrictModel):
+    """What a job is expected to achieve; not achieving it makes the deployment degraded
+    (``status`` and ``check`` exit 1) and names the job."""
+
+    success_within: Duration = Field(
+        description="a successful run at least this often, e.g. '26h' for a nightly job: a "
+        "dead-man's switch (counted from the last success, else from when its schedule started)"
+    )
+
+    @field_validator("success_within")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("success_within must be longer than zero (e.g. '26h')")
+        return value
+
+
 # --------------------------------------------------------------------------- kinds
 
 
@@ -253,6 +270,7 @@ class ManifestBase(StrictModel):
         "local", description=f"{EXECUTOR_FORMS}; 'local' is the default"
     )
     suspend: StrictBool = False
+    expect: Expect | None = None
 
     @property
     def executor_name(self) -> str:

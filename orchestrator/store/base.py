@@ -237,8 +237,9 @@ class Store(Protocol):
         """The newest run of ``job`` in any state, or None."""
         ...
 
-    def last_finished_run(self, job: str) -> RunRecord | None:
-        """The newest terminal run of ``job`` other than ``missed``, or None."""
+    def last_finished_run(self, job: str, state: RunState | None = None) -> RunRecord | None:
+        """The newest terminal run of ``job`` other than ``missed`` (of ``state`` when given),
+        or None."""
         ...
 
     def count_runs(self, job: str | None = None, state: RunState | None = None) -> int:

@@ -321,12 +321,13 @@ class SQLiteStore:
         runs = self.history(job, limit=1)
         return runs[0] if runs else None
 
-    def last_finished_run(self, job: str) -> RunRecord | None:
-        """The newest terminal run that actually ran (``missed`` records are skipped)."""
+    def last_finished_run(self, job: str, state: RunState | None = None) -> RunRecord | None:
+        """The newest terminal run that actually ran (``missed`` skipped), of ``state``."""
+        only = "AND state = ? " if state else ""
         rows = self._query(
             f"SELECT {COLUMNS} FROM runs WHERE job = ? AND state IN {TERMINAL_SQL} "
-            "AND state != ? ORDER BY created_at DESC, run_id DESC LIMIT 1",
-            (job, RunState.MISSED.value),
+            f"AND state != ? {only}ORDER BY created_at DESC, run_id DESC LIMIT 1",
+            (job, RunState.MISSED.value, *([str(state)] if state else [])),
         )
         return record_from_row(rows[0]) if rows else None
 

@@ -100,7 +100,8 @@ def test_full_state_dir_with_history_is_one_line(tmp_path: Path, args: list[str]
 @pytest.mark.parametrize("options", ["ro,size=64k,mode=0700", "size=64k,mode=0700"])
 def test_empty_unusable_state_dir(tmp_path: Path, options: str) -> None:
     """An empty state directory that is read-only or full: `run` fails with one line naming
-    it, while `status` and `history` give their usual no-history answers (exit 0)."""
+    it, while `status` and `history` give their usual no-history answers (`status` exits 2:
+    no daemon runs)."""
     with _tmpfs(tmp_path / "state", options) as state:
         if "ro" not in options.split(","):
             _fill(state)
@@ -108,9 +109,10 @@ def test_empty_unusable_state_dir(tmp_path: Path, options: str) -> None:
         status = _orchestrator(tmp_path, state, ["status"])
         history = _orchestrator(tmp_path, state, ["history"])
     _assert_one_line(run, state, "read-only" if "ro" in options.split(",") else "full")
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 2, status.stderr
     assert "Traceback" not in status.stderr, status.stderr
     assert f"no run history in {state}" in status.stdout
+    assert status.stdout.splitlines()[-1].startswith("ORCHESTRATOR CRITICAL - the daemon is not")
     assert history.returncode == 0
     assert history.stdout == ""
     assert history.stderr == ""

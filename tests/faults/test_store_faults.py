@@ -63,8 +63,10 @@ def test_write_lock_held_longer_than_busy_timeout_is_waited_out(daemon: DaemonHa
             lambda: (daemon.status()["daemon"].get("store") or {}).get("ok") is False, 20
         )
         assert seen
-        text = daemon.cli("status").stdout
-        assert "run store unavailable" in text
+        shown = daemon.cli("status", check=False)
+        assert "run store unavailable" in shown.stdout
+        assert shown.returncode == 1  # degraded, and the last line says why
+        assert shown.stdout.splitlines()[-1].startswith("ORCHESTRATOR WARNING - ")
         assert holder.wait(20) == 0
     finally:
         if holder.poll() is None:
