@@ -238,6 +238,7 @@ class Runs:
             exit_code=outcome.exit_code,
             message=outcome.message,
             finished_at=outcome.finished_at,
+            result={"usage": outcome.usage} if outcome.usage else None,
         )
         shared.active.pop(run.run_id, None)
         if not changed:

@@ -67,6 +67,9 @@ class Outcome:
     exit_code: int | None
     message: str | None
     finished_at: datetime
+    # what the run used, where its executor measured it (``history --json``: result.usage):
+    # wall_s, cpu_s (user + system) and max_rss_mb (the largest process) of the process tree
+    usage: dict[str, float] | None = None
 
 
 @runtime_checkable

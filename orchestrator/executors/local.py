@@ -108,11 +108,15 @@ def read_outcome(run_dir: Path) -> Outcome | None:
         finished_at = datetime.now(UTC)
     exit_code = data.get("exit_code")
     message = data.get("message")
+    usage = data.get("usage")
     return Outcome(
         state=state,
         exit_code=exit_code if isinstance(exit_code, int) else None,
         message=message if isinstance(message, str) else None,
         finished_at=finished_at,
+        usage={k: float(v) for k, v in usage.items() if isinstance(v, int | float)}
+        if isinstance(usage, dict)
+        else None,
     )
 
 

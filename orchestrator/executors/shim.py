@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -98,6 +99,7 @@ class _Shim:
         self.child: subprocess.Popen[bytes] | None = None
         self.child_record: dict[str, Any] = {}
         self.escaped: dict[int, int] = {}  # pid -> start time of processes that left the session
+        self.started_mono = time.monotonic()
 
     # -------------------------------------------------------------- helpers
 
@@ -129,6 +131,18 @@ class _Shim:
             "finished_at": now_iso(),
             "child_pid": child_pid,
             "message": message,
+            "usage": self._usage() if child_pid is not None else None,
+        }
+
+    def _usage(self) -> dict[str, float]:
+        """What the job's process tree used: the shim is its subreaper and has waited for every
+        process of it, so ``RUSAGE_CHILDREN`` holds the tree's CPU time and its largest
+        process's peak RSS (the peak of one process, not of the tree's sum at one moment)."""
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "wall_s": round(time.monotonic() - self.started_mono, 3),
+            "cpu_s": round(used.ru_utime + used.ru_stime, 3),
+            "max_rss_mb": round(used.ru_maxrss / 1024.0, 1),  # Linux: kilobytes
         }
 
     @staticmethod
@@ -280,6 +294,7 @@ class _Shim:
         # The executor creates the log 0600 exactly; a shim started by hand gets at most that.
         self.log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         started_at = now_iso()
+        self.started_mono = time.monotonic()
         if no_subreaper:
             self._note(f"{no_subreaper}: processes the job detaches (setsid) may outlive the run")
         if not self.argv:
