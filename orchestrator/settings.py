@@ -55,6 +55,8 @@ class Settings:
     # An invalid manifest changed less than this long ago is not reported yet: it may still be
     # being written (a slow scp, NFS); the daemon looks again once it has been left alone.
     settle_s: float = 2.0
+    # Prometheus metrics in node-exporter's textfile format, rewritten at each heartbeat
+    metrics_textfile: Path | None = None
 
     @classmethod
     def resolve(
@@ -72,6 +74,9 @@ class Settings:
             heartbeat_s=env_float("ORCH_HEARTBEAT_S", 10.0),
             force_polling=os.environ.get("ORCH_FORCE_POLLING", "") not in ("", "0"),
             settle_s=env_float("ORCH_SETTLE_S", 2.0),
+            metrics_textfile=Path(textfile).expanduser().absolute()
+            if (textfile := os.environ.get("ORCH_METRICS_TEXTFILE"))
+            else None,
         )
         # Each executor reads its own ORCH_<NAME>_* settings when the registry builds it
         # (executors/registry.py), so that this module knows none of them.

@@ -290,11 +290,24 @@ class Daemon:
     def _heartbeat(self) -> None:
         """Renew the lease; a full or read-only disk under the lease file is logged and the
         next heartbeat tries again (the flock, not the file, is what excludes a second
-        daemon)."""
+        daemon). Then the metrics textfile, when one is asked for."""
         try:
             self.lease.heartbeat()
         except OSError as exc:
             log.warning("lease_heartbeat_failed", error=str(exc), lease=str(self.lease.lease_path))
+        if self.settings.metrics_textfile is not None:
+            self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        """The metrics textfile (``ORCH_METRICS_TEXTFILE``); a failure is logged, never more."""
+        from orchestrator.metrics import write_textfile
+
+        path = self.settings.metrics_textfile
+        assert path is not None
+        try:
+            write_textfile(path, self.control_handler.status(), self.shared.store.run_counts())
+        except (OSError, ImportError, StoreUnavailableError) as exc:
+            log.warning("metrics_write_failed", path=str(path), error=str(exc))
 
     def _reload(self) -> None:
         log.info("reloading")

@@ -242,6 +242,10 @@ class Store(Protocol):
         or None."""
         ...
 
+    def run_counts(self) -> dict[tuple[str, str], int]:
+        """How many runs each (job, state) has."""
+        ...
+
     def count_runs(self, job: str | None = None, state: RunState | None = None) -> int:
         """How many runs match ``job`` and ``state`` (None matches all)."""
         ...

@@ -31,6 +31,7 @@ from orchestrator.store.base import (
     RunState,
     Trigger,
 )
+from orchestrator.store.sqlite_jobstate import JobStateQueries
 from orchestrator.store.sqlite_rows import (
     ACTIVE_SQL,
     BUSY_TIMEOUT_MS,
@@ -46,7 +47,7 @@ from orchestrator.store.sqlite_rows import (
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 
-class SQLiteStore:
+class SQLiteStore(JobStateQueries):
     """The ``Store`` protocol on one SQLite file; see ``orchestrator.store.base.Store``.
 
     Opening creates the file and its schema when missing, and raises ``StoreError`` when the
@@ -344,6 +345,11 @@ class SQLiteStore:
         rows = self._query(f"SELECT COUNT(*) AS n FROM runs{where}", tuple(params))
         return int(rows[0]["n"])
 
+    def run_counts(self) -> dict[tuple[str, str], int]:
+        """How many runs each (job, state) has in the store, in one query."""
+        rows = self._query("SELECT job, state, COUNT(*) AS n FROM runs GROUP BY job, state")
+        return {(r["job"], r["state"]): int(r["n"]) for r in rows}
+
     def prune(self, job: str, keep: int) -> list[RunRecord]:
         """Delete the terminal runs of ``job`` beyond the newest ``keep``; return them."""
         if keep < 0:
@@ -365,26 +371,6 @@ class SQLiteStore:
                 shutil.rmtree(record.run_dir, ignore_errors=True)
         return pruned
 
-    # ------------------------------------------------------------------ job state
-
-    def get_job_state(self, job: str, key: str, default: Any = None) -> Any:
-        rows = self._query(
-            "SELECT value FROM job_state WHERE job = ? AND key = ?",
-            (job, key),
-        )
-        return json.loads(rows[0]["value"]) if rows else default
-
-    def set_job_state(self, job: str, key: str, value: Any) -> None:
-        self._execute(
-            "INSERT INTO job_state (job, key, value) VALUES (?, ?, ?) "
-            "ON CONFLICT (job, key) DO UPDATE SET value = excluded.value",
-            (job, key, json.dumps(value)),
-        )
-
-    def all_job_state(self, key: str) -> dict[str, Any]:
-        rows = self._query("SELECT job, value FROM job_state WHERE key = ?", (key,))
-        return {r["job"]: json.loads(r["value"]) for r in rows}
-
     def journal_mode(self) -> str:
         """The SQLite journal mode in force (``wal`` once opened)."""
         return str(self._query("PRAGMA journal_mode")[0][0])
@@ -400,6 +386,6 @@ class SQLiteStore:
         self.close()
 
 
-for _name, _method in list(vars(SQLiteStore).items()):
+for _name, _method in [*vars(JobStateQueries).items(), *vars(SQLiteStore).items()]:
     if callable(_method) and not _name.startswith("_") and _name not in ("close", "new_run_id"):
         setattr(SQLiteStore, _name, unavailable_on_sqlite_errors(_method))

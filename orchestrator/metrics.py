@@ -1,0 +1,99 @@
+"""The daemon's Prometheus metrics (``prometheus_client``), from what ``status`` reports.
+
+Written to a node-exporter textfile when ``ORCH_METRICS_TEXTFILE`` names one (for login nodes,
+where a listening port is unwelcome): the daemon rewrites it atomically at each heartbeat
+(``ORCH_HEARTBEAT_S``, 10 s), and node-exporter's textfile collector serves it. Each write is a
+snapshot of the daemon's state (gauges; the runs are those the run store keeps, so
+``orchestrator_runs`` can go down when old runs are pruned: use it for states, not rates).
+
+    orchestrator_up                                   1 while the daemon writes
+    orchestrator_health                               0 ok, 1 degraded, 2 down (as `check`)
+    orchestrator_manifest_errors                      manifests that do not validate
+    orchestrator_job_valid{job}                       1 valid, 0 not
+    orchestrator_job_last_run_succeeded{job}          1, 0 (failed, timed out, lost, ...)
+    orchestrator_job_last_run_duration_seconds{job}
+    orchestrator_job_last_finish_timestamp_seconds{job}
+    orchestrator_job_overdue{job}                     1 when expect.success_within passed
+    orchestrator_job_active_runs{job}
+    orchestrator_runs{job,state}                      runs of each state in the store
+    orchestrator_executor_tracked_runs{executor}      runs the executor follows (queue depth)
+    orchestrator_executor_breaker_open{executor}      1 while submission is paused
+    orchestrator_token_seconds_left{job}              an AliEnToken job's token, at its last run
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.clock import utcnow
+from orchestrator.health import assess
+
+TEXTFILE_ENV = "ORCH_METRICS_TEXTFILE"
+
+
+def registry(status: dict[str, Any], runs: Mapping[tuple[str, str], int]) -> Any:
+    """A fresh registry holding the metrics of one ``status`` answer and the store's counts
+    of runs by (job, state)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    reg = CollectorRegistry()
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+        return Gauge(name, doc, labels, registry=reg)
+
+    gauge("orchestrator_up", "1 while the daemon writes its metrics").set(1)
+    gauge("orchestrator_health", "0 ok, 1 degraded, 2 down").set(assess(status).code)
+    jobs = status["jobs"]
+    gauge("orchestrator_manifest_errors", "manifests that do not validate").set(
+        sum(1 for j in jobs if not j["valid"])
+    )
+    valid = gauge("orchestrator_job_valid", "1 when the job's manifest validates", ("job",))
+    ok = gauge("orchestrator_job_last_run_succeeded", "1 when the last run succeeded", ("job",))
+    took = gauge("orchestrator_job_last_run_duration_seconds", "the last run's duration", ("job",))
+    ended = gauge(
+        "orchestrator_job_last_finish_timestamp_seconds", "when the last run ended", ("job",)
+    )
+    late = gauge("orchestrator_job_overdue", "1 when expect.success_within passed", ("job",))
+    active = gauge("orchestrator_job_active_runs", "runs under way", ("job",))
+    token = gauge("orchestrator_token_seconds_left", "a token's lifetime left", ("job",))
+    now = utcnow()
+    for job in jobs:
+        name = job["name"]
+        valid.labels(name).set(1 if job["valid"] else 0)
+        late.labels(name).set(1 if job.get("overdue") else 0)
+        active.labels(name).set(len(job.get("active_runs") or []))
+        last = job.get("last_run")
+        if not last or not last.get("finished_at"):
+            continue
+        ok.labels(name).set(1 if last["state"] == "succeeded" else 0)
+        finish = datetime.fromisoformat(last["finished_at"])
+        ended.labels(name).set(finish.timestamp())
+        if last.get("started_at"):
+            start = datetime.fromisoformat(last["started_at"])
+            took.labels(name).set((finish - start).total_seconds())
+        valid_until = (last.get("result") or {}).get("valid_until")
+        if job.get("kind") == "AliEnToken" and isinstance(valid_until, str):
+            token.labels(name).set((datetime.fromisoformat(valid_until) - now).total_seconds())
+    counted = gauge("orchestrator_runs", "runs in the run store by state", ("job", "state"))
+    for (name, state), n in sorted(runs.items()):
+        counted.labels(name, state).set(n)
+    tracked = gauge("orchestrator_executor_tracked_runs", "runs followed", ("executor",))
+    breaker = gauge("orchestrator_executor_breaker_open", "1 while paused", ("executor",))
+    for name, health in sorted((status["daemon"].get("executors") or {}).items()):
+        tracked.labels(name).set(health.get("tracked_runs") or 0)
+        breaker.labels(name).set(1 if health.get("breaker") == "open" else 0)
+    return reg
+
+
+def write_textfile(path: Path, status: dict[str, Any], runs: Mapping[tuple[str, str], int]) -> None:
+    """The metrics in node-exporter's textfile format, replaced atomically (its collector
+    never reads half a file)."""
+    from prometheus_client import write_to_textfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry(status, runs))
+    os.chmod(path, 0o644)
