@@ -62,7 +62,7 @@ def test_tasks_pending_too_long_finish_on_the_fallback_partition_and_none_runs_t
         "fallback": {"after": "3s", "partition": "batch"},
     }
     h.write("gpujob.yaml", manifest("gpujob", script, slurm=slurm))
-    h.start()
+    h.start(extra_env={"ORCH_SLURM_POLL_MAX_S": "0.5"})  # the move: 3-3.5 s into task 0's 6 s
     run_id = trigger(h, "gpujob")
     wait_state(h, run_id, "running", 30)
     status_lines: list[str] = []
@@ -136,10 +136,12 @@ def test_a_daemon_killed_in_the_middle_of_a_move_finishes_it_after_restart(
     h = slurm_daemon
     ran = tmp_path / "ran.txt"
     marker = tmp_path / "scancel-called"
-    script = f'echo "task=$ORCH_ARRAY_TASK_ID fallback=${{ORCH_FALLBACK:-0}}" >> {ran}; sleep 4'
+    script = f'echo "task=$ORCH_ARRAY_TASK_ID fallback=${{ORCH_FALLBACK:-0}}" >> {ran}; sleep 6'
     slurm = {"partition": "gpu", "array": "0-2", "fallback": {"after": "2s", "partition": "batch"}}
     h.write("gpujob.yaml", manifest("gpujob", script, slurm=slurm))
-    h.start(extra_env={"ORCH_TEST_SCANCEL_SLEEP_S": "30", "ORCH_TEST_SCANCEL_MARKER": str(marker)})
+    slow_scancel = {"ORCH_TEST_SCANCEL_SLEEP_S": "30", "ORCH_TEST_SCANCEL_MARKER": str(marker)}
+    # polls every 0.5 s: the move comes 2-2.5 s after task 0 started, well before it ends
+    h.start(extra_env={**slow_scancel, "ORCH_SLURM_POLL_MAX_S": "0.5"})
     run_id = trigger(h, "gpujob")
     wait_for(marker.exists, 60)
     h.kill9()

@@ -155,17 +155,19 @@ def test_objects_stuck_in_the_gpu_queue_are_measured_on_the_cpu_partition_once(
     slurm_daemon: DaemonHarness, tmp_path: Path
 ) -> None:
     """The batch asks for the `gpu` queue (one task at a time, tests/slurm/cluster.sh) with a
-    fallback to `batch` after 2 s: the first object is measured where it started, the objects
+    fallback to `batch` after 1 s: the first object is measured where it started, the objects
     still waiting are measured on the fallback resources by the CPU core, each once, and the
-    batch's summary says which object was measured where."""
+    batch's summary says which object was measured where. (The daemon polls every 0.5 s here:
+    an object takes about 3 s, and a poll that first sees the next object started restarts the
+    fallback's clock: the queue moved.)"""
     h = slurm_daemon
     table = _simulate(tmp_path / "sne")
-    executor = {"slurm": {"partition": "gpu", "fallback": {"after": "2s", "partition": "batch"}}}
+    executor = {"slurm": {"partition": "gpu", "fallback": {"after": "1s", "partition": "batch"}}}
     doc = json.loads(_batch(table, tmp_path / "results", parallel=3))
     doc["executor"] = executor
     doc["spec"]["pipeline"]["builtin"]["backend"] = "auto"
     h.write("sne.yaml", json.dumps(doc))
-    h.start(extra_env={"NUMBA_NUM_THREADS": "1"})
+    h.start(extra_env={"NUMBA_NUM_THREADS": "1", "ORCH_SLURM_POLL_MAX_S": "0.5"})
     run = wait_end(h, trigger(h, "sne"), 300)
     assert run["state"] == "succeeded", run
     moved = run["result"]["fallback"]["tasks"]

@@ -279,3 +279,27 @@ def test_error_classes() -> None:
     )
     assert is_transient_error("Unable to contact slurm controller (connect failure)")
     assert not is_permanent_error("Unable to contact slurm controller (connect failure)")
+
+
+def test_slurm_commands_run_without_a_surrounding_allocations_variables() -> None:
+    """A daemon started inside a Slurm job: its allocation's SLURM_* and the SBATCH_* option
+    variables never reach the commands it runs (nor, through sbatch, the jobs); SLURM_CONF
+    (which cluster) does."""
+    from orchestrator.executors.slurm.commands import clean_environment
+
+    env = {
+        "PATH": "/usr/bin",
+        "SLURM_CONF": "/etc/slurm/slurm.conf",
+        "SLURM_JOB_ID": "77",
+        "SLURM_CPUS_PER_TASK": "32",
+        "SLURM_MEM_PER_CPU": "1000",
+        "SBATCH_PARTITION": "debug",
+        "SRUN_CPUS_PER_TASK": "32",
+        "SALLOC_ACCOUNT": "m1",
+        "MY_SLURM_NOTE": "kept",
+    }
+    assert clean_environment(env) == {
+        "PATH": "/usr/bin",
+        "SLURM_CONF": "/etc/slurm/slurm.conf",
+        "MY_SLURM_NOTE": "kept",
+    }

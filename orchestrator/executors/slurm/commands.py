@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +46,20 @@ class AccountingDisabledError(SlurmCommandError):
     cluster, a fact of this deployment."""
 
 
+# Variables Slurm's commands read as options (SBATCH_*, SALLOC_*, SRUN_*) or that describe the
+# allocation they run in (SLURM_*): a daemon started inside a Slurm job (a scrontab job) would
+# otherwise pass its own allocation's CPUs, memory and partition to every job it submits, and
+# sbatch exports them into the job (--export=ALL). SLURM_CONF says which cluster: kept.
+_SLURM_PREFIXES = ("SLURM_", "SBATCH_", "SALLOC_", "SRUN_")
+_KEPT = ("SLURM_CONF",)
+
+
+def clean_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the variables of a surrounding Slurm allocation or Slurm's option
+    variables (all but ``SLURM_CONF``): what the daemon's Slurm commands run with."""
+    return {k: v for k, v in env.items() if not k.startswith(_SLURM_PREFIXES) or k in _KEPT}
+
+
 @dataclass
 class SlurmClient:
     timeout_s: float = float(os.environ.get("ORCH_SLURM_CMD_TIMEOUT_S", "45"))
@@ -57,7 +71,12 @@ class SlurmClient:
     def _run(self, argv: list[str], command: str) -> str:
         try:
             done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.timeout_s, check=False
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+                check=False,
+                env=clean_environment(os.environ),
             )
         except subprocess.TimeoutExpired as exc:
             raise SlurmCommandError(
