@@ -12,6 +12,7 @@ work (a batch system's circuit breaker open: submission paused).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 OK, DEGRADED, DOWN = 0, 1, 2
@@ -46,7 +47,7 @@ def assess(status: dict[str, Any]) -> Health:
     reasons: list[str] = []
     invalid = [j for j in jobs if not j["valid"]]
     if invalid:
-        names = ", ".join(_path_name(j["path"]) for j in invalid[:5])
+        names = ", ".join(Path(j["path"]).name for j in invalid[:5])
         more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
         reasons.append(f"{len(invalid)} invalid manifest(s): {names}{more}")
     for job in jobs:
@@ -70,7 +71,3 @@ def assess(status: dict[str, Any]) -> Health:
 
 def not_answering(error: str) -> Health:
     return Health(DOWN, [f"the daemon does not answer: {error}"])
-
-
-def _path_name(path: str) -> str:
-    return path.rsplit("/", 1)[-1]

@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -68,7 +67,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from orchestrator.executors.shim_os import FILE_MODE, become_subreaper, now_iso, write_json_atomic
+from orchestrator.executors.shim_os import (
+    FILE_MODE,
+    become_subreaper,
+    now_iso,
+    tree_usage,
+    write_json_atomic,
+)
 from orchestrator.procinfo import ProcStat, descendants, process_start_time
 
 SHIM_FILE = "shim.json"
@@ -131,18 +136,7 @@ class _Shim:
             "finished_at": now_iso(),
             "child_pid": child_pid,
             "message": message,
-            "usage": self._usage() if child_pid is not None else None,
-        }
-
-    def _usage(self) -> dict[str, float]:
-        """What the job's process tree used: the shim is its subreaper and has waited for every
-        process of it, so ``RUSAGE_CHILDREN`` holds the tree's CPU time and its largest
-        process's peak RSS (the peak of one process, not of the tree's sum at one moment)."""
-        used = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return {
-            "wall_s": round(time.monotonic() - self.started_mono, 3),
-            "cpu_s": round(used.ru_utime + used.ru_stime, 3),
-            "max_rss_mb": round(used.ru_maxrss / 1024.0, 1),  # Linux: kilobytes
+            "usage": tree_usage(self.started_mono) if child_pid is not None else None,
         }
 
     @staticmethod

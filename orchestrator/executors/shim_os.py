@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,3 +45,15 @@ def become_subreaper() -> str | None:
     if failed:
         return f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(ctypes.get_errno())}"
     return None
+
+
+def tree_usage(started_mono: float) -> dict[str, float]:
+    """What the job's process tree used: the shim is its subreaper and has waited for every
+    process of it, so ``RUSAGE_CHILDREN`` holds the tree's CPU time and its largest process's
+    peak RSS (the peak of one process, not of the tree's sum at one moment)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "wall_s": round(time.monotonic() - started_mono, 3),
+        "cpu_s": round(used.ru_utime + used.ru_stime, 3),
+        "max_rss_mb": round(used.ru_maxrss / 1024.0, 1),  # Linux: kilobytes
+    }

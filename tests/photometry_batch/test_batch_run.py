@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.photometry_batch.batch_task import TASK_ARGV, task_env
+
 pytestmark = pytest.mark.slow
 
 OBJECTS = ("sn1", "sn2", "sn3")
@@ -76,17 +78,10 @@ def _start(
     extra_argv: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
     """The task as the daemon (or a batch system's array task) starts it."""
-    full = {
-        **os.environ,
-        "ORCH_TASK_MANIFEST": str(tmp_path / "manifest.json"),
-        "ORCH_TASK_RESULT": str(tmp_path / f"result-{run_id}.json"),
-        "ORCH_JOB": "sne",
-        "ORCH_RUN_ID": run_id,
-        "NUMBA_NUM_THREADS": "1",
-        **(env or {}),
-    }
+    manifest, result = tmp_path / "manifest.json", tmp_path / f"result-{run_id}.json"
+    full = task_env(manifest, result, run_id, **(env or {}))
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.tasks.photometry_batch", *extra_argv],
+        [*TASK_ARGV, *extra_argv],
         env=full,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -4,7 +4,6 @@ subtraction per image pair), each with its own result; the array has one task pe
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from orchestrator.tasks.photometry_batch.grouping import GROUP_MAX, group_tasks
 from orchestrator.tasks.photometry_batch.plan import Task
 from orchestrator.tasks.photometry_batch.spec import PhotometryBatchSpec
+from tests.photometry_batch.batch_task import TASK_ARGV, task_env
 
 ARCSEC = 1 / 3600
 
@@ -103,15 +103,8 @@ def test_a_batch_measures_objects_on_the_same_images_in_one_process(tmp_path: Pa
         },
     }
     (tmp_path / "m.json").write_text(json.dumps(manifest))
-    env = {
-        **os.environ,
-        "ORCH_TASK_MANIFEST": str(tmp_path / "m.json"),
-        "ORCH_TASK_RESULT": str(tmp_path / "result.json"),
-        "ORCH_JOB": "sne",
-        "ORCH_RUN_ID": "g1",
-        "NUMBA_NUM_THREADS": "1",
-    }
-    argv = [sys.executable, "-m", "orchestrator.tasks.photometry_batch"]
+    env = task_env(tmp_path / "m.json", tmp_path / "result.json", "g1")
+    argv = TASK_ARGV
     planned = subprocess.run([*argv, "--plan"], env=env, capture_output=True, text=True)
     assert planned.stdout.strip().splitlines()[-1] == "0-0%2", planned.stdout
     done = subprocess.run(

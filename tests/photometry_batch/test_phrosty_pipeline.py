@@ -8,7 +8,6 @@ instead, on the CPU."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from orchestrator.tasks.photometry_batch.phrosty import phrosty_command
 from orchestrator.tasks.photometry_batch.plan import Task
 from orchestrator.tasks.photometry_batch.spec import PhrostyPipeline
 from tests.conftest import require
+from tests.photometry_batch.batch_task import TASK_ARGV, task_env
+from tests.unit.test_containers import import_image
 
 pytestmark = pytest.mark.slow
 
@@ -109,13 +110,7 @@ def _standin_image(tmp_path: Path) -> str:
             info.type, info.linkname = kind, target
             info.mode = 0o1777 if name == "tmp" else 0o755
             tar.addfile(info)
-    subprocess.run(
-        ["podman", "--runtime", "runc", "import", str(tarball), IMAGE],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return IMAGE
+    return import_image(tarball, IMAGE)
 
 
 def _simulate(data: Path, oids: tuple[str, ...]) -> Path:
@@ -192,16 +187,8 @@ def _run(tmp_path: Path, manifest: dict[str, Any], run_id: str, **env: str) -> d
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     result_file = tmp_path / f"result-{run_id}.json"
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.tasks.photometry_batch"],
-        env={
-            **os.environ,
-            "ORCH_TASK_MANIFEST": str(tmp_path / "manifest.json"),
-            "ORCH_TASK_RESULT": str(result_file),
-            "ORCH_JOB": "sne",
-            "ORCH_RUN_ID": run_id,
-            "NUMBA_NUM_THREADS": "1",
-            **env,
-        },
+        TASK_ARGV,
+        env=task_env(tmp_path / "manifest.json", result_file, run_id, **env),
         capture_output=True,
         text=True,
         timeout=600,

@@ -163,7 +163,11 @@ def _busybox_image(tmp_path: Path) -> str:
             info.type = tarfile.SYMTYPE
             info.linkname = "busybox"
             tar.addfile(info)
-    name = "localhost/orch-test-busybox:latest"
+    return import_image(tarball, "localhost/orch-test-busybox:latest")
+
+
+def import_image(tarball: Path, name: str) -> str:
+    """A root file system tarball imported as the podman image ``name`` (returned)."""
     subprocess.run(
         ["podman", "--runtime", "runc", "import", str(tarball), name],
         check=True,

@@ -114,16 +114,10 @@ def _finish_builtin(
     )
     lightcurve = folder / task.oid / f"{task.oid}_{task.band}_lightcurve.csv"
     if result.exit_code in (0, EXIT_FAILED_ROWS) and lightcurve.is_file():
-        result.lightcurve = str(lightcurve)
-        result.epochs_measured, result.epochs_failed, result.backend = count_rows(lightcurve)
-        if result.epochs_measured:  # a bad image fails its rows, not the object
-            result.state = "measured"
-            result.measured_in_run = layout.run_id
+        if _take(result, lightcurve, layout):
             return result
         result.error = f"no epoch measured: {_first_row_error(lightcurve)}"
-    if not result.error:
-        result.error = _last_error(folder / "task.log", result.exit_code)
-    return result
+    return _explained(result, folder)
 
 
 def _finish_phrosty(task: Task, folder: Path, layout: Layout, result: TaskResult) -> TaskResult:
@@ -136,13 +130,25 @@ def _finish_phrosty(task: Task, folder: Path, layout: Layout, result: TaskResult
         except (OSError, ValueError) as exc:  # pyarrow's errors are ValueError/OSError
             result.error = f"cannot read phrosty's light curve {parquet}: {exc}"
             return result
-        result.lightcurve = str(lightcurve)
-        result.epochs_measured, result.epochs_failed, result.backend = count_rows(lightcurve)
-        if result.epochs_measured:
-            result.state = "measured"
-            result.measured_in_run = layout.run_id
+        if _take(result, lightcurve, layout):
             return result
         result.error = "no epoch measured: phrosty's light curve has no successful row"
+    return _explained(result, folder)
+
+
+def _take(result: TaskResult, lightcurve: Path, layout: Layout) -> bool:
+    """The light curve's counts into ``result``; True (measured) when an epoch succeeded (a
+    bad image fails its rows, not the object)."""
+    result.lightcurve = str(lightcurve)
+    result.epochs_measured, result.epochs_failed, result.backend = count_rows(lightcurve)
+    if result.epochs_measured:
+        result.state = "measured"
+        result.measured_in_run = layout.run_id
+    return bool(result.epochs_measured)
+
+
+def _explained(result: TaskResult, folder: Path) -> TaskResult:
+    """A failed result with a reason: its own, else the last error of the task's log."""
     if not result.error:
         result.error = _last_error(folder / "task.log", result.exit_code)
     return result
