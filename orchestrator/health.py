@@ -54,10 +54,16 @@ def assess(status: dict[str, Any]) -> Health:
         last = job.get("last_run")
         if job["valid"] and not job.get("suspended") and last and last["state"] in NOT_SUCCEEDED:
             reasons.append(f"{job['name']}: last run {last['state']} ({last['run_id']})")
+        elif job["valid"] and last and (last.get("result") or {}).get("alert") is True:
+            warning = (last.get("result") or {}).get("warning") or "the task raised an alert"
+            reasons.append(f"{job['name']}: alert: {warning}")
         if job.get("overdue"):
             reasons.append(f"{job['name']}: {job['overdue']}")
     if daemon.get("jobs_dir_error"):
         reasons.append(str(daemon["jobs_dir_error"]))
+    config_error = (daemon.get("config") or {}).get("error")
+    if config_error:
+        reasons.append(f"configuration file not applied: {str(config_error).splitlines()[0]}")
     store = daemon.get("store") or {}
     if store.get("ok") is False:
         reasons.append(f"run store unavailable: {store.get('error')}")

@@ -51,6 +51,7 @@ from .events import (
     Scanned,
     Signal,
 )
+from .operations import Operations
 from .reconcile import Reconciler
 from .state import Shared
 from .supervision import Runs
@@ -96,6 +97,8 @@ class Daemon:
             self.shared, self.runs, self.scheduler, self._reload, self._describe
         )
         self.control = ControlServer(settings.control_socket, self.control_handler.on_request)
+        self.operations = Operations(self.shared, self.control_handler.status, self._retry_pending)
+        self.shared.run_ended = self.operations.run_ended
 
     @property
     def events(self) -> queue.Queue[Event]:
@@ -138,6 +141,7 @@ class Daemon:
             self.scheduler.start()
             self.reconciler.reconcile(startup=True)
             self.runs.followups.recover(self.runs.record_result)
+            self.operations.start()
             self.scanner.start()
             mode = self.watcher.start()
             log.info("watching", jobs_dir=str(s.jobs_dir), mode=mode)
@@ -290,29 +294,18 @@ class Daemon:
     def _heartbeat(self) -> None:
         """Renew the lease; a full or read-only disk under the lease file is logged and the
         next heartbeat tries again (the flock, not the file, is what excludes a second
-        daemon). Then the metrics textfile, when one is asked for."""
+        daemon). Then notifications due without a run (overdue) and the metrics textfile."""
         try:
             self.lease.heartbeat()
         except OSError as exc:
             log.warning("lease_heartbeat_failed", error=str(exc), lease=str(self.lease.lease_path))
-        if self.settings.metrics_textfile is not None:
-            self._write_metrics()
-
-    def _write_metrics(self) -> None:
-        """The metrics textfile (``ORCH_METRICS_TEXTFILE``); a failure is logged, never more."""
-        from orchestrator.metrics import write_textfile
-
-        path = self.settings.metrics_textfile
-        assert path is not None
-        try:
-            write_textfile(path, self.control_handler.status(), self.shared.store.run_counts())
-        except (OSError, ImportError, StoreUnavailableError) as exc:
-            log.warning("metrics_write_failed", path=str(path), error=str(exc))
+        self.operations.heartbeat()
 
     def _reload(self) -> None:
         log.info("reloading")
         self.notifier.reloading()
         self.reconciler.reconcile()
+        self.operations.refresh_config()
         self.notifier.ready()
         self._notify_status()
 
@@ -356,7 +349,12 @@ class Daemon:
             )
 
     def _shutdown(self) -> None:
-        for stop in (self.control.stop, self.scheduler.shutdown, self.watcher.stop):
+        for stop in (
+            self.control.stop,
+            self.scheduler.shutdown,
+            self.watcher.stop,
+            self.operations.stop,
+        ):
             with contextlib.suppress(Exception):
                 stop()
         with contextlib.suppress(Exception):
@@ -372,7 +370,17 @@ class Daemon:
     # ------------------------------------------------------------------ status
 
     def _describe(self) -> dict[str, Any]:
-        return {"started_at": self.started_at.isoformat(), "watch_mode": self.watcher.mode}
+        return {
+            "started_at": self.started_at.isoformat(),
+            "watch_mode": self.watcher.mode,
+            **self.operations.status(),
+        }
+
+    def _retry_pending(self, job: str, run_id: str) -> bool:
+        """A retry of the run is to come or under way: its outcome is the job's, not this."""
+        return any(r.retry_of == run_id for r in self.runs.followups.retries) or any(
+            r.retry_of == run_id for r in self.shared.active.values()
+        )
 
     def _notify_status(self) -> None:
         shared = self.shared

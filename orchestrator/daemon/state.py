@@ -43,6 +43,7 @@ class Shared:
     outage: Outage = field(default_factory=lambda: Outage("run store"))
     deferred: list[Event] = field(default_factory=list)
     notify_status: Callable[[], None] = lambda: None
+    run_ended: Callable[[str], None] = lambda job: None  # notifications (daemon/operations.py)
 
     @property
     def store(self) -> Store:

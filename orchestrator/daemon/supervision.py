@@ -268,6 +268,8 @@ class Runs:
             self.followups.clear(run.job, run.run_id)
         # else: found ended at start-up; the mark stays until the manifests are loaded.
         shared.step("prune", self.prune, run.job)
+        if allow_followups or shared.draining:
+            shared.run_ended(run.job)
         shared.notify_status()
 
     def record_result(self, run: RunRecord) -> None:

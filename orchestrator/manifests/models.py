@@ -39,6 +39,7 @@ from orchestrator.manifests.fields import (  # noqa: F401 - re-exported for call
     Mount,
     StrictModel,
 )
+from orchestrator.notify.model import Notify
 
 # --------------------------------------------------------------------------- schedules
 
@@ -271,6 +272,11 @@ class ManifestBase(StrictModel):
     )
     suspend: StrictBool = False
     expect: Expect | None = None
+    notify: Notify | None = Field(
+        None,
+        description="messages on failure, recovery, alert and overdue (Apprise URLs); fields "
+        "left out are the daemon's (orchestrator.toml [notify])",
+    )
 
     @property
     def executor_name(self) -> str:

@@ -44,7 +44,9 @@ def build_invocation(
         assert kind.task is not None
         if run_dir is None:
             raise ValueError(f"kind {manifest.kind} needs a run directory")
-        argv, task_env = task_invocation(kind.task, manifest.model_dump_json(), run_dir)
+        argv, task_env = task_invocation(
+            kind.task, manifest.model_dump_json(exclude={"notify"}), run_dir
+        )
         if state_dir is not None:
             task_env["ORCH_STATE_DIR"] = str(state_dir)
         command = TaskCommand(argv, task_env)

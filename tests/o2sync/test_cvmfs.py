@@ -200,3 +200,35 @@ def test_rollback_refuses_while_a_run_holds_the_job(
     assert out.exit_code == 1
     assert "is in use by pid" in out.output
     assert _env_tag(tmp_path) == B
+
+
+def test_a_pointer_that_has_not_moved_for_stale_after_raises_an_alert(
+    cvmfs_tree: CvmfsTree, probe_script: Path, tmp_path: Path
+) -> None:
+    """The run succeeds (nothing is broken here) but its result carries an alert: the users'
+    jobs have read the same build for longer than stale_after; a newer tag ends it."""
+    cvmfs_tree.publish(A)
+    spec = _spec(cvmfs_tree, probe_script, tmp_path, stale_after="7d")
+    run = run_task(tmp_path, "o2cv", spec)
+    assert run.returncode == 0
+    assert "alert" not in run.result
+    assert 0 <= run.result["pointer_age_s"] < 60
+    (state_file,) = tmp_path.rglob("o2sync/o2cv/state.json")
+    state = json.loads(state_file.read_text())
+    state["promoted"][-1]["at"] = "2025-05-12T04:00:00+00:00"  # long ago
+    state_file.write_text(json.dumps(state))
+    run = run_task(tmp_path, "o2cv", spec)
+    assert run.returncode == 0, run.stderr
+    assert run.result["alert"] is True
+    assert run.result["warning"].startswith(
+        f"the pointer has named {A} since 2025-05-12T04:00:00+00:00 ("
+    )
+    assert "longer than stale_after (7d)" in run.result["warning"]
+    assert run.result["summary"].startswith("STALE: up to date")
+    quiet = run_task(tmp_path, "o2cv", _spec(cvmfs_tree, probe_script, tmp_path, stale_after=None))
+    assert "alert" not in quiet.result
+    assert quiet.result["pointer_age_s"] > 86400
+    cvmfs_tree.publish(B)
+    run = run_task(tmp_path, "o2cv", spec)
+    assert run.result["promoted"] == B
+    assert "alert" not in run.result

@@ -8,10 +8,12 @@ first, then the state, so a crash in between re-probes and re-promotes the same 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from orchestrator.containers import render_command
+from orchestrator.durations import format_duration
 from orchestrator.tasks.o2sync import proc
 from orchestrator.tasks.o2sync.context import Context, command_env, say
 from orchestrator.tasks.o2sync.errors import O2SyncError
@@ -90,7 +92,7 @@ def sync_cvmfs(spec: O2SyncSpec, ctx: Context) -> dict[str, Any]:
                 if any(s != current for s in skipped)
                 else ""
             )
-            return result
+            return staleness(spec, state, result)
 
         for tag in todo[: spec.max_probes]:
             done = run_probe(spec, root, tag.text)
@@ -127,4 +129,28 @@ def sync_cvmfs(spec: O2SyncSpec, ctx: Context) -> dict[str, Any]:
         result["summary"] = f"promoted {result['promoted']} (previous {current or 'none'})" + (
             f"; rejected {', '.join(rejected_tags)}" if rejected_tags else ""
         )
-        return result
+        return staleness(spec, state, result)
+
+
+def staleness(spec: O2SyncSpec, state: JobState, result: dict[str, Any]) -> dict[str, Any]:
+    """The pointer's age (since this job promoted the tag it names) into the result, and an
+    alert when it is older than ``stale_after``: users' jobs have been reading the same build
+    for a week, and nothing failed loudly (no tag newer was published, or each was rejected)."""
+    current = result.get("current")
+    promoted_at = next(
+        (p.get("at") for p in reversed(state.promoted) if p.get("tag") == current), None
+    )
+    if not current or not isinstance(promoted_at, str):
+        return result  # a pointer this job did not set: its age is unknown
+    age_s = (datetime.now(UTC) - datetime.fromisoformat(promoted_at)).total_seconds()
+    result.update(pointer_since=promoted_at, pointer_age_s=int(age_s))
+    if spec.stale_after is not None and age_s > spec.stale_after:
+        result["alert"] = True
+        result["warning"] = (
+            f"the pointer has named {current} since {promoted_at} ({format_duration(int(age_s))}), "
+            f"longer than stale_after ({format_duration(spec.stale_after)}): newest published "
+            f"{result.get('newest') or 'unknown'}"
+        )
+        result["summary"] = f"STALE: {result['summary']}"
+        say(f"WARNING: {result['warning']}")
+    return result

@@ -77,7 +77,16 @@ def _fast_forward_from_string(value: Any) -> Any:
     return {"path": value} if isinstance(value, str) else value
 
 
-CVMFS_FIELDS = ("cvmfs_root", "arch", "pointer", "keep", "probe", "probe_timeout", "max_probes")
+CVMFS_FIELDS = (
+    "cvmfs_root",
+    "arch",
+    "pointer",
+    "keep",
+    "probe",
+    "probe_timeout",
+    "max_probes",
+    "stale_after",
+)
 SOURCE_FIELDS = (
     "workdir",
     "branch",
@@ -138,6 +147,11 @@ class O2SyncSpec(StrictModel):
     probe_timeout: Duration = Field(600.0, description="a probe that runs longer fails")
     max_probes: int = Field(
         3, ge=1, le=20, description="candidate tags probed per run, newest first"
+    )
+    stale_after: Duration | None = Field(
+        7 * 86400.0,
+        description="raise an alert when the pointer has named the same tag for longer (daily "
+        "tags stopped being published, or each failed its probe); null: never",
     )
 
     # ------------------------------------------------------------------ mode: source

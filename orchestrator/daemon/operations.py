@@ -1,0 +1,99 @@
+"""What the daemon tells people without being asked: notifications of job transitions
+(:mod:`orchestrator.notify`), the metrics textfile (:mod:`orchestrator.metrics`), and the
+daemon-wide configuration file they read (:mod:`orchestrator.config`). The loop calls it at
+start, after each run ends, at each heartbeat, on reload and at shutdown; each step logs its
+own trouble and never stops the loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from orchestrator.config import ConfigFile, config_path
+from orchestrator.errors import StoreUnavailableError
+from orchestrator.notify.deliver import Outbox
+from orchestrator.notify.watch import Notifications
+from orchestrator.settings import env_float
+
+from .state import Shared
+
+log = structlog.get_logger("orchestrator.daemon")
+
+OUTBOX_NAME = "notify-outbox.json"
+
+
+class Operations:
+    def __init__(
+        self,
+        shared: Shared,
+        status: Callable[[], dict[str, Any]],
+        retry_pending: Callable[[str, str], bool],
+    ) -> None:
+        self.shared = shared
+        self._status = status
+        settings = shared.settings
+        self.config = ConfigFile(config_path(settings.jobs_dir))
+        self.outbox = Outbox(
+            settings.state_dir / OUTBOX_NAME,
+            backoff_s=env_float("ORCH_NOTIFY_BACKOFF_S", 10.0),
+        )
+        self.notifications = Notifications(
+            self.outbox,
+            lambda: shared.store,
+            lambda: self.config.current.notify,
+            retry_pending,
+        )
+        self._config_error: str | None = None
+
+    def start(self) -> None:
+        self.refresh_config()
+        self.outbox.start()
+        self.check()
+
+    def stop(self) -> None:
+        self.outbox.stop()
+
+    def run_ended(self, job: str) -> None:
+        if not self.shared.outage.active:
+            self.shared.step("notify", self.notifications.check, self.shared.jobs, job)
+
+    def check(self) -> None:
+        if not self.shared.outage.active:
+            self.shared.step("notify", self.notifications.check, self.shared.jobs)
+
+    def heartbeat(self) -> None:
+        self.refresh_config()
+        self.check()
+        if self.shared.settings.metrics_textfile is not None:
+            self.write_metrics()
+
+    def refresh_config(self) -> None:
+        """Re-read the configuration file if it changed; a new problem with it is logged once."""
+        if self.config.refresh():
+            log.info("config_loaded", path=str(self.config.path))
+        if self.config.error != self._config_error:
+            self._config_error = self.config.error
+            if self.config.error:
+                log.error("config_invalid", path=str(self.config.path), error=self.config.error)
+            self.shared.notify_status()
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's part of ``status`` for these (never a URL: the outbox's errors name
+        URLs redacted)."""
+        return {
+            "config": {"path": str(self.config.path), "error": self.config.error},
+            "notifications": self.outbox.status(),
+        }
+
+    def write_metrics(self) -> None:
+        """The metrics textfile (``ORCH_METRICS_TEXTFILE``); a failure is logged, never more."""
+        from orchestrator.metrics import write_textfile
+
+        path = self.shared.settings.metrics_textfile
+        assert path is not None
+        try:
+            write_textfile(path, self._status(), self.shared.store.run_counts())
+        except (OSError, ImportError, StoreUnavailableError) as exc:
+            log.warning("metrics_write_failed", path=str(path), error=str(exc))
