@@ -1,6 +1,8 @@
 # The README's two commands: `make run` and `make test`. Each sets up what it needs.
 PYTHON ?= python3
 VENV   ?= .venv
+# `make run`'s status page and /metrics: loopback, a free port (its URL is logged at start)
+HTTP   ?= 127.0.0.1:0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STATE  ?= .state
@@ -25,7 +27,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	chmod go-w jobs.d jobs.d/*.yaml
 	mkdir -p -m 700 $(STATE) && chmod 700 $(STATE)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/orchestrator run --jobs-dir jobs.d --state-dir $(STATE)
+	@echo "make run: the status page and /metrics are served on loopback: see 'http_listening url=' below (HTTP=HOST:PORT to choose)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/orchestrator run --jobs-dir jobs.d --state-dir $(STATE) --http-address $(HTTP)
 
 sysdeps:
 	bash scripts/system-deps.sh

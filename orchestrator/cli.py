@@ -97,13 +97,32 @@ def main() -> None:
 @JOBS_DIR
 @STATE_DIR
 @click.option("--log-level", default=None, help="debug, info, warning, error [env ORCH_LOG_LEVEL].")
-def run(jobs_dir: Path | None, state_dir: Path | None, log_level: str | None) -> None:
+@click.option(
+    "--http-address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve /metrics and the read-only status page here, e.g. 127.0.0.1:8765 (off by "
+    "default; an address other than loopback needs a token) [env ORCH_HTTP_ADDRESS].",
+)
+def run(
+    jobs_dir: Path | None, state_dir: Path | None, log_level: str | None, http_address: str | None
+) -> None:
     """Run the daemon in the foreground (SIGTERM/SIGINT drain, SIGHUP reloads)."""
+    import dataclasses
+
     from orchestrator.daemon import Daemon
     from orchestrator.logs import configure_logging
+    from orchestrator.web.access import parse_address
 
     configure_logging(level=log_level or "info")
     settings = settings_from(jobs_dir, state_dir)
+    if http_address:
+        settings = dataclasses.replace(settings, http_address=http_address)
+    if settings.http_address:
+        try:
+            parse_address(settings.http_address)
+        except OrchestratorError as exc:
+            fail(str(exc))
     if not settings.jobs_dir.is_dir():
         fail(f"{settings.jobs_dir}: jobs directory does not exist (create it or pass --jobs-dir)")
     try:

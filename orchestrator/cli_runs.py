@@ -146,6 +146,17 @@ def _echo_daemon(d: dict[str, Any]) -> None:
         )
     else:
         click.echo("daemon: not running")
+    if d.get("http"):
+        click.echo(f"  status page and /metrics: {d['http']['url']}")
+    notes = d.get("notifications") or {}
+    if notes.get("retrying") or notes.get("abandoned"):
+        click.echo(
+            f"  notifications: {notes.get('pending', 0)} waiting ({notes.get('retrying', 0)} "
+            f"being retried), {notes.get('abandoned', 0)} given up; last error: "
+            f"{notes.get('last_error')}"
+        )
+    if (d.get("config") or {}).get("error"):
+        click.echo(f"  configuration file not applied: {d['config']['error']}")
     for health in (d.get("executors") or {}).values():
         if health.get("note"):  # an executor says what is wrong (a paused submission)
             click.echo(f"  {health['note']}")

@@ -19,12 +19,18 @@ snapshot of the daemon's state (gauges; the runs are those the run store keeps, 
     orchestrator_executor_tracked_runs{executor}      runs the executor follows (queue depth)
     orchestrator_executor_breaker_open{executor}      1 while submission is paused
     orchestrator_token_seconds_left{job}              an AliEnToken job's token, at its last run
+    orchestrator_o2_pointer_age_seconds{job}          since an O2Sync job's pointer last moved
+    orchestrator_run_duration_seconds{job}            histogram of the kept finished runs
+    orchestrator_notifications_pending                messages waiting to be sent
+    orchestrator_notifications_abandoned              messages given up since the daemon started
+
+Served at ``/metrics`` when the daemon listens (``--http-address``, orchestrator.web), and
+written to the textfile; both are the same snapshot.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,10 +41,17 @@ from orchestrator.health import assess
 TEXTFILE_ENV = "ORCH_METRICS_TEXTFILE"
 
 
-def registry(status: dict[str, Any], runs: Mapping[tuple[str, str], int]) -> Any:
-    """A fresh registry holding the metrics of one ``status`` answer and the store's counts
-    of runs by (job, state)."""
-    from prometheus_client import CollectorRegistry, Gauge
+DURATION_BUCKETS_S = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200)
+
+
+def registry(
+    status: dict[str, Any],
+    runs: Mapping[tuple[str, str], int],
+    durations: Iterable[tuple[str, str, float]] = (),
+) -> Any:
+    """A fresh registry holding the metrics of one ``status`` answer, the store's counts of
+    runs by (job, state) and the durations of its finished runs."""
+    from prometheus_client import CollectorRegistry, Gauge, Histogram
 
     reg = CollectorRegistry()
 
@@ -60,6 +73,9 @@ def registry(status: dict[str, Any], runs: Mapping[tuple[str, str], int]) -> Any
     late = gauge("orchestrator_job_overdue", "1 when expect.success_within passed", ("job",))
     active = gauge("orchestrator_job_active_runs", "runs under way", ("job",))
     token = gauge("orchestrator_token_seconds_left", "a token's lifetime left", ("job",))
+    pointer = gauge(
+        "orchestrator_o2_pointer_age_seconds", "since the O2 pointer last moved", ("job",)
+    )
     now = utcnow()
     for job in jobs:
         name = job["name"]
@@ -75,9 +91,13 @@ def registry(status: dict[str, Any], runs: Mapping[tuple[str, str], int]) -> Any
         if last.get("started_at"):
             start = datetime.fromisoformat(last["started_at"])
             took.labels(name).set((finish - start).total_seconds())
-        valid_until = (last.get("result") or {}).get("valid_until")
+        result = last.get("result") or {}
+        valid_until = result.get("valid_until")
         if job.get("kind") == "AliEnToken" and isinstance(valid_until, str):
             token.labels(name).set((datetime.fromisoformat(valid_until) - now).total_seconds())
+        since = result.get("pointer_since")
+        if job.get("kind") == "O2Sync" and isinstance(since, str):
+            pointer.labels(name).set((now - datetime.fromisoformat(since)).total_seconds())
     counted = gauge("orchestrator_runs", "runs in the run store by state", ("job", "state"))
     for (name, state), n in sorted(runs.items()):
         counted.labels(name, state).set(n)
@@ -86,14 +106,36 @@ def registry(status: dict[str, Any], runs: Mapping[tuple[str, str], int]) -> Any
     for name, health in sorted((status["daemon"].get("executors") or {}).items()):
         tracked.labels(name).set(health.get("tracked_runs") or 0)
         breaker.labels(name).set(1 if health.get("breaker") == "open" else 0)
+    took_all = Histogram(
+        "orchestrator_run_duration_seconds",
+        "finished runs kept in the run store, by duration",
+        ("job",),
+        buckets=DURATION_BUCKETS_S,
+        registry=reg,
+    )
+    for name, _state, seconds in durations:
+        took_all.labels(name).observe(seconds)
+    notes = status["daemon"].get("notifications") or {}
+    gauge("orchestrator_notifications_pending", "messages waiting to be sent").set(
+        notes.get("pending") or 0
+    )
+    gauge("orchestrator_notifications_abandoned", "messages given up").set(
+        notes.get("abandoned") or 0
+    )
     return reg
 
 
-def write_textfile(path: Path, status: dict[str, Any], runs: Mapping[tuple[str, str], int]) -> None:
+def snapshot(status: dict[str, Any], store: Any) -> bytes:
+    """The metrics in Prometheus' text format, as ``/metrics`` serves them."""
+    from prometheus_client import generate_latest
+
+    return bytes(generate_latest(registry(status, store.run_counts(), store.finished_durations())))
+
+
+def write_textfile(path: Path, status: dict[str, Any], store: Any) -> None:
     """The metrics in node-exporter's textfile format, replaced atomically (its collector
     never reads half a file)."""
-    from prometheus_client import write_to_textfile
+    from orchestrator.atomic import write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry(status, runs))
-    os.chmod(path, 0o644)
+    write_bytes(path, snapshot(status, store), 0o644)

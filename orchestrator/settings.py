@@ -57,6 +57,8 @@ class Settings:
     settle_s: float = 2.0
     # Prometheus metrics in node-exporter's textfile format, rewritten at each heartbeat
     metrics_textfile: Path | None = None
+    # HOST:PORT of the HTTP listener (/metrics and the status page); None: no listener
+    http_address: str | None = None
 
     @classmethod
     def resolve(
@@ -77,6 +79,7 @@ class Settings:
             metrics_textfile=Path(textfile).expanduser().absolute()
             if (textfile := os.environ.get("ORCH_METRICS_TEXTFILE"))
             else None,
+            http_address=os.environ.get("ORCH_HTTP_ADDRESS") or None,
         )
         # Each executor reads its own ORCH_<NAME>_* settings when the registry builds it
         # (executors/registry.py), so that this module knows none of them.

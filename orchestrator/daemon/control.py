@@ -92,6 +92,13 @@ class ControlHandler:
         if op == "reload":
             self.reload()
             return {"ok": True}
+        if op == "metrics":  # /metrics (orchestrator.web): the same snapshot as the textfile
+            from orchestrator.metrics import snapshot
+
+            return {"ok": True, "text": snapshot(self.status(), self.shared.store).decode()}
+        if op == "run":  # read-only: one run's record
+            record = self.shared.store.get_run(str(request.get("run_id", "")))
+            return {"ok": True, "run": record.to_json() if record is not None else None}
         if op == "trigger":
             return self._trigger(str(request.get("job", "")))
         if op == "cancel":

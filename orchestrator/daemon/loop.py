@@ -97,7 +97,7 @@ class Daemon:
             self.shared, self.runs, self.scheduler, self._reload, self._describe
         )
         self.control = ControlServer(settings.control_socket, self.control_handler.on_request)
-        self.operations = Operations(self.shared, self.control_handler.status, self._retry_pending)
+        self.operations = Operations(self.shared, self.control_handler, self._retry_pending)
         self.shared.run_ended = self.operations.run_ended
 
     @property

@@ -12,11 +12,12 @@ from typing import Any
 import structlog
 
 from orchestrator.config import ConfigFile, config_path
-from orchestrator.errors import StoreUnavailableError
+from orchestrator.errors import OrchestratorError, StoreUnavailableError
 from orchestrator.notify.deliver import Outbox
 from orchestrator.notify.watch import Notifications
 from orchestrator.settings import env_float
 
+from .control import ControlHandler
 from .state import Shared
 
 log = structlog.get_logger("orchestrator.daemon")
@@ -28,11 +29,13 @@ class Operations:
     def __init__(
         self,
         shared: Shared,
-        status: Callable[[], dict[str, Any]],
+        control: ControlHandler,
         retry_pending: Callable[[str, str], bool],
     ) -> None:
         self.shared = shared
-        self._status = status
+        self._status = control.status
+        self._ask = control.on_request
+        self.web: Any = None
         settings = shared.settings
         self.config = ConfigFile(config_path(settings.jobs_dir))
         self.outbox = Outbox(
@@ -51,8 +54,29 @@ class Operations:
         self.refresh_config()
         self.outbox.start()
         self.check()
+        if self.shared.settings.http_address:
+            self.start_web(self.shared.settings.http_address)
+
+    def start_web(self, text: str) -> None:
+        """The HTTP listener (orchestrator.web). One that cannot listen (the port is taken)
+        stops the start with one line: it was asked for, and running without it would hide
+        the daemon from whoever relies on the page or on /metrics."""
+        from orchestrator.web.access import parse_address, token_for
+        from orchestrator.web.server import WebServer
+
+        address = parse_address(text)
+        token = token_for(address, self.shared.settings.state_dir)
+        self.web = WebServer(address, self._ask, token)
+        try:
+            self.web.start()
+        except OSError as exc:
+            raise OrchestratorError(
+                f"--http-address {text}: cannot listen there: {exc.strerror or exc}"
+            ) from exc
 
     def stop(self) -> None:
+        if self.web is not None:
+            self.web.stop()
         self.outbox.stop()
 
     def run_ended(self, job: str) -> None:
@@ -85,6 +109,9 @@ class Operations:
         return {
             "config": {"path": str(self.config.path), "error": self.config.error},
             "notifications": self.outbox.status(),
+            "http": {"url": self.web.url, "token_required": self.web.token is not None}
+            if self.web is not None and self.web.running
+            else None,
         }
 
     def write_metrics(self) -> None:
@@ -94,6 +121,6 @@ class Operations:
         path = self.shared.settings.metrics_textfile
         assert path is not None
         try:
-            write_textfile(path, self._status(), self.shared.store.run_counts())
+            write_textfile(path, self._status(), self.shared.store)
         except (OSError, ImportError, StoreUnavailableError) as exc:
             log.warning("metrics_write_failed", path=str(path), error=str(exc))

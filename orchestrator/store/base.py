@@ -246,6 +246,10 @@ class Store(Protocol):
         """How many runs each (job, state) has."""
         ...
 
+    def finished_durations(self) -> list[tuple[str, str, float]]:
+        """(job, state, seconds from start to finish) of every finished run kept."""
+        ...
+
     def count_runs(self, job: str | None = None, state: RunState | None = None) -> int:
         """How many runs match ``job`` and ``state`` (None matches all)."""
         ...

@@ -32,6 +32,7 @@ from orchestrator.store.base import (
     Trigger,
 )
 from orchestrator.store.sqlite_jobstate import JobStateQueries
+from orchestrator.store.sqlite_reports import ReportQueries
 from orchestrator.store.sqlite_rows import (
     ACTIVE_SQL,
     BUSY_TIMEOUT_MS,
@@ -47,7 +48,7 @@ from orchestrator.store.sqlite_rows import (
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 
-class SQLiteStore(JobStateQueries):
+class SQLiteStore(JobStateQueries, ReportQueries):
     """The ``Store`` protocol on one SQLite file; see ``orchestrator.store.base.Store``.
 
     Opening creates the file and its schema when missing, and raises ``StoreError`` when the
@@ -344,11 +345,6 @@ class SQLiteStore(JobStateQueries):
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = self._query(f"SELECT COUNT(*) AS n FROM runs{where}", tuple(params))
         return int(rows[0]["n"])
-
-    def run_counts(self) -> dict[tuple[str, str], int]:
-        """How many runs each (job, state) has in the store, in one query."""
-        rows = self._query("SELECT job, state, COUNT(*) AS n FROM runs GROUP BY job, state")
-        return {(r["job"], r["state"]): int(r["n"]) for r in rows}
 
     def prune(self, job: str, keep: int) -> list[RunRecord]:
         """Delete the terminal runs of ``job`` beyond the newest ``keep``; return them."""

@@ -1,0 +1,27 @@
+"""The run store's summaries for metrics and reports: counts by state, durations of finished
+runs; :class:`~orchestrator.store.sqlite.SQLiteStore` inherits them."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+
+class ReportQueries:
+    """Aggregate reads over ``runs``; the store provides ``_query``."""
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        raise NotImplementedError
+
+    def run_counts(self) -> dict[tuple[str, str], int]:
+        """How many runs each (job, state) has in the store, in one query."""
+        rows = self._query("SELECT job, state, COUNT(*) AS n FROM runs GROUP BY job, state")
+        return {(r["job"], r["state"]): int(r["n"]) for r in rows}
+
+    def finished_durations(self) -> list[tuple[str, str, float]]:
+        """(job, state, seconds from start to finish) of every finished run the store keeps."""
+        rows = self._query(
+            "SELECT job, state, (julianday(finished_at) - julianday(started_at)) * 86400.0 AS s "
+            "FROM runs WHERE finished_at IS NOT NULL AND started_at IS NOT NULL"
+        )
+        return [(r["job"], r["state"], max(0.0, float(r["s"]))) for r in rows if r["s"] is not None]
