@@ -297,7 +297,7 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
 
 
 def _add_run_commands() -> None:
-    from orchestrator import cli_runs
+    from orchestrator import cli_runs, cli_usage
 
     for command in (
         cli_runs.status,
@@ -307,6 +307,7 @@ def _add_run_commands() -> None:
         cli_runs.trigger,
         cli_runs.cancel,
         cli_runs.reload,
+        cli_usage.usage,
     ):
         main.add_command(command)
 

@@ -146,6 +146,8 @@ def _echo_daemon(d: dict[str, Any]) -> None:
         )
     else:
         click.echo("daemon: not running")
+    if d.get("waiting_for_slot"):
+        click.echo(f"  {d['waiting_for_slot']} run(s) waiting for a free slot (see below)")
     if d.get("http"):
         click.echo(f"  status page and /metrics: {d['http']['url']}")
     notes = d.get("notifications") or {}
@@ -207,6 +209,12 @@ def _echo_job(row: dict[str, Any]) -> None:
         for line in row["error"].splitlines():
             click.echo(f"    {line}")
     echo_retries(row.get("pending_retries") or [])
+    waiting = row.get("waiting_for_slot")
+    if waiting:
+        click.echo(
+            f"    waiting for a free {waiting['executor']} slot since {waiting['since']} "
+            f"({waiting['trigger']}; ORCH_MAX_LOCAL_RUNS caps runs at once)"
+        )
 
 
 @click.command()
@@ -233,7 +241,28 @@ def history(
             f"{r.run_id}  {r.job:<24} {r.state!s:<10} exit={r.exit_code!s:<4} "
             f"{r.trigger!s:<9} attempt={r.attempt} {when.isoformat() if when else ''}"
             + (f"  {r.message}" if r.message else "")
+            + _usage_text((r.result or {}).get("usage"))
         )
+
+
+def _usage_text(usage: Any) -> str:
+    """``  [used: 1m5s wall, 12.3 s CPU, 45 MiB; 0.04 CPU-h, 1.00 GPU-h]`` or ''."""
+    if not isinstance(usage, dict):
+        return ""
+    from orchestrator.durations import format_duration
+
+    parts = [f"{format_duration(round(float(usage.get('wall_s') or 0)))} wall"]
+    parts.append(f"{float(usage.get('cpu_s') or 0):.1f} s CPU")
+    if usage.get("max_rss_mb") is not None:
+        parts.append(f"{float(usage['max_rss_mb']):.0f} MiB")
+    text = ", ".join(parts)
+    if "cpu_hours" in usage:
+        text += f"; {float(usage['cpu_hours']):.2f} CPU-h"
+        if usage.get("gpu_hours"):
+            text += f", {float(usage['gpu_hours']):.2f} GPU-h"
+        if usage.get("nodes"):
+            text += f" on {usage['nodes']}"
+    return f"  [used: {text}]"
 
 
 def _history(settings: Settings, job: str | None, limit: int) -> list[Any]:

@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.errors import UnsafePermissionsError
+from orchestrator.errors import OrchestratorError, UnsafePermissionsError
 from orchestrator.logs import get_logger
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
+    "StateDirError",
     "create_private_file",
     "ensure_private_dir",
     "make_run_dir",
@@ -42,6 +43,10 @@ PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 log = get_logger(component="statedir")
+
+
+class StateDirError(OrchestratorError):
+    """The state directory cannot hold the run store safely."""
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -81,9 +86,31 @@ def ensure_private_dir(path: Path) -> Path:
 
 def prepare_state_dir(settings: Settings) -> None:
     """The daemon's start: the state directory and ``runs/`` exist, ours, 0700 (raises as
-    ``ensure_private_dir``)."""
+    ``ensure_private_dir``), on a file system whose POSIX locks work (orchestrator.locks;
+    raises ``StateDirError`` unless ``ORCH_STATE_DIR_FORCE=1``)."""
+    from orchestrator import locks
+    from orchestrator.fsinfo import filesystem_type
+
     ensure_private_dir(settings.state_dir)
     ensure_private_dir(settings.runs_dir)
+    problem = locks.probe(settings.state_dir)
+    if problem is None:
+        return
+    fstype = filesystem_type(settings.state_dir)
+    if locks.forced():
+        log.warning(
+            "state_dir_without_locks_forced",
+            state_dir=str(settings.state_dir),
+            fstype=fstype,
+            problem=problem,
+        )
+        return
+    raise StateDirError(
+        f"{settings.state_dir} ({fstype}): {problem}. The run store (SQLite) needs working "
+        "POSIX locks, or two writers can corrupt it: keep the state directory on a local disk "
+        "or on a file system that keeps them (systemd/README.md), or set "
+        f"{locks.FORCE_ENV}=1 to run there anyway"
+    )
 
 
 def make_run_dir(run_dir: Path) -> Path:

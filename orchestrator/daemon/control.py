@@ -175,6 +175,9 @@ class ControlHandler:
                 since = self._since(name, view)
             row = job_row(view, self.scheduler.next_fire_time(name), last, active, since)
             row["pending_retries"] = self.runs.followups.pending(name)
+            row["waiting_for_slot"] = next(
+                (w for w in self.runs.slots.status() if w["job"] == name), None
+            )
             rows.append(row)
         for path, err in sorted(shared.orphan_errors.items()):
             rows.append(job_row(JobView(path, None, err), None, None, []))
@@ -187,6 +190,7 @@ class ControlHandler:
             "state_dir": str(shared.settings.state_dir),
             "jobs_dir_error": shared.dir_error,
             "active_runs": len(shared.active),
+            "waiting_for_slot": len(self.runs.slots.queue),
             "executors": {name: ex.health() for name, ex in shared.executors.items()},
             "store": {
                 **shared.outage.as_dict(),

@@ -51,7 +51,7 @@ from .events import (
     Scanned,
     Signal,
 )
-from .operations import Operations
+from .operations import Operations, systemd_status
 from .reconcile import Reconciler
 from .state import Shared
 from .supervision import Runs
@@ -125,7 +125,8 @@ class Daemon:
                 "state_dir_on_network_filesystem",
                 state_dir=str(s.state_dir),
                 fstype=filesystem_type(s.state_dir),
-                advice="SQLite locking is unreliable there; use a local state directory",
+                advice="POSIX locks work here (checked), the run store uses a rollback journal "
+                "(no WAL); one daemon at a time (the lease). See systemd/README.md",
             )
         self._install_signals()  # before the store: a stop while waiting for it is honoured
         store = self._open_store()
@@ -138,6 +139,7 @@ class Daemon:
             for executor in self.shared.executors.values():
                 executor.open(store)
             self.runs.followups.load()
+            self.runs.slots.load()
             self.scheduler.start()
             self.reconciler.reconcile(startup=True)
             self.runs.followups.recover(self.runs.record_result)
@@ -224,6 +226,7 @@ class Daemon:
             if not shared.outage.active:
                 shared.step("poll_runs", self.runs.poll)
                 shared.step("dispatch_retries", self.runs.followups.dispatch_due)
+                shared.step("dispatch_waiting", self.runs.slots.release, self.runs.dispatch)
             if now - last_rescan >= s.rescan_interval_s:
                 last_rescan = now
                 self.scanner.request()
@@ -383,22 +386,4 @@ class Daemon:
         )
 
     def _notify_status(self) -> None:
-        shared = self.shared
-        invalid = sum(1 for v in shared.jobs.values() if v.error) + len(shared.orphan_errors)
-        text = f"{len(shared.jobs)} jobs, {len(shared.active)} running, {invalid} invalid manifests"
-        for executor in shared.executors.values():
-            note = executor.status_note()
-            if note:
-                text += f"; {note}"
-        store_problem = shared.outage.summary()
-        if store_problem:
-            text = f"{store_problem}; {text}"
-        if shared.dir_error:
-            text = f"jobs directory refused: {shared.dir_error}"
-        elif invalid:
-            first = next(
-                (str(v.error) for v in shared.jobs.values() if v.error),
-                str(next(iter(shared.orphan_errors.values()), "")),
-            )
-            text += f"; {first.splitlines()[0]}"
-        self.notifier.status(text)
+        self.notifier.status(systemd_status(self.shared, len(self.runs.slots.queue)))

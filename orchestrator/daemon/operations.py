@@ -124,3 +124,27 @@ class Operations:
             write_textfile(path, self._status(), self.shared.store)
         except (OSError, ImportError, StoreUnavailableError) as exc:
             log.warning("metrics_write_failed", path=str(path), error=str(exc))
+
+
+def systemd_status(shared: Shared, waiting: int) -> str:
+    """The one line systemd shows as the daemon's STATUS (``systemctl status``)."""
+    invalid = sum(1 for v in shared.jobs.values() if v.error) + len(shared.orphan_errors)
+    text = f"{len(shared.jobs)} jobs, {len(shared.active)} running, {invalid} invalid manifests"
+    if waiting:
+        text += f", {waiting} waiting for a free slot"
+    for executor in shared.executors.values():
+        note = executor.status_note()
+        if note:
+            text += f"; {note}"
+    store_problem = shared.outage.summary()
+    if store_problem:
+        text = f"{store_problem}; {text}"
+    if shared.dir_error:
+        return f"jobs directory refused: {shared.dir_error}"
+    if invalid:
+        first = next(
+            (str(v.error) for v in shared.jobs.values() if v.error),
+            str(next(iter(shared.orphan_errors.values()), "")),
+        )
+        text += f"; {first.splitlines()[0]}"
+    return text

@@ -22,7 +22,7 @@ from orchestrator.store.base import RunRecord, RunState, Trigger
 from orchestrator.tasks.base import build_invocation
 from orchestrator.tasks.python_task import read_task_result
 
-from . import admission
+from . import admission, slots
 from .events import Result
 from .followups import FollowUps
 from .state import Shared
@@ -38,6 +38,7 @@ class Runs:
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self.followups = FollowUps(shared, self.dispatch)
+        self.slots = slots.Slots(shared)  # runs waiting for a capped executor's free slot
         # Local runs the drain cancelled: recorded 'interrupted' (retried by the next daemon
         # per policy), not 'cancelled' (which means a person or a policy asked for it).
         self.drain_cancelled: set[str] = set()
@@ -78,6 +79,19 @@ class Runs:
         )
         if not isinstance(decision, admission.Start):
             self._not_started(job, trigger, decision, bound)
+            return None
+        if not decision.replace and slots.full(shared, executor):
+            queued = self.slots.wait(
+                job, executor, trigger, scheduled_for, attempt, retry_of, array, after_token
+            )
+            if trigger == Trigger.MANUAL:
+                cap = getattr(executor, "capacity", None)
+                raise DeferredError(
+                    f"job {job!r} waits for a free {executor.name} slot ({cap} runs at most at "
+                    "once); it starts when one ends"
+                    if queued
+                    else f"job {job!r} already waits for a free {executor.name} slot"
+                )
             return None
         for run in decision.replace:
             bound.info("run_replaced", replaced_run=run.run_id)

@@ -68,8 +68,9 @@ class Outcome:
     message: str | None
     finished_at: datetime
     # what the run used, where its executor measured it (``history --json``: result.usage):
-    # wall_s, cpu_s (user + system) and max_rss_mb (the largest process) of the process tree
-    usage: dict[str, float] | None = None
+    # wall_s, cpu_s (user + system) and max_rss_mb (the largest process) of the process tree;
+    # a batch executor adds its allocation (cpu_hours, gpu_hours, alloc_cpus, alloc_gpus)
+    usage: dict[str, Any] | None = None
 
 
 @runtime_checkable
@@ -142,6 +143,10 @@ class Executor(Protocol):
         """The most active runs of one job that ``options`` allow, and the setting that says
         so (for messages); None: no limit."""
         ...
+
+    # The most runs of all jobs this executor runs at once; a due run beyond it waits in the
+    # daemon's queue (daemon/slots.py) until one ends. None (or absent): no cap.
+    capacity: int | None
 
     def log_name(self, options: Any, array: str | None) -> str:
         """The name of the run's log in its directory (an array run has one per task)."""

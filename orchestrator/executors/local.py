@@ -120,9 +120,18 @@ def read_outcome(run_dir: Path) -> Outcome | None:
     )
 
 
+# Login-node etiquette: at most this many local runs at once, whatever the jobs' policies
+# (NERSC asks for light use of login nodes; the token refresh and the CVMFS probes are light,
+# a burst of them is not). ORCH_MAX_LOCAL_RUNS changes it; 0 lifts the cap.
+DEFAULT_MAX_LOCAL_RUNS = 4
+
+
 def from_settings(settings: Settings) -> LocalExecutor:
     """The daemon's local executor (its runs go under the state directory's ``runs/``)."""
-    return LocalExecutor()
+    from orchestrator.settings import env_float
+
+    cap = int(env_float("ORCH_MAX_LOCAL_RUNS", DEFAULT_MAX_LOCAL_RUNS))
+    return LocalExecutor(capacity=cap or None)
 
 
 class LocalExecutor:
@@ -135,8 +144,9 @@ class LocalExecutor:
     name = "local"
     outlives_daemon = False  # the daemon drains its local runs when it stops
 
-    def __init__(self, runs_root: Path | None = None) -> None:
+    def __init__(self, runs_root: Path | None = None, capacity: int | None = None) -> None:
         self.runs_root = runs_root
+        self.capacity = capacity  # runs of all jobs at once (None: no cap)
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 

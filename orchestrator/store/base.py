@@ -250,6 +250,10 @@ class Store(Protocol):
         """(job, state, seconds from start to finish) of every finished run kept."""
         ...
 
+    def usage_rows(self, since: datetime) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(job, executor, finished_at, result.usage) of runs finished since ``since``."""
+        ...
+
     def count_runs(self, job: str | None = None, state: RunState | None = None) -> int:
         """How many runs match ``job`` and ``state`` (None matches all)."""
         ...

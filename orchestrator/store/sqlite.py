@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator.clock import utcnow
 from orchestrator.errors import StoreError
+from orchestrator.fsinfo import is_network_filesystem
 from orchestrator.statedir import create_private_file, tighten_file
 from orchestrator.store.base import (
     TERMINAL_STATES,
@@ -77,8 +78,15 @@ class SQLiteStore(JobStateQueries, ReportQueries):
         self._conn.row_factory = sqlite3.Row
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
+            # WAL's index is shared memory, which only processes of one host share: on a file
+            # system shared between nodes (a `history` on another login node) a rollback
+            # journal, which needs nothing but the POSIX locks (orchestrator/locks.py).
+            if is_network_filesystem(self.path.parent):
+                self._conn.execute("PRAGMA journal_mode = DELETE")
+                self._conn.execute("PRAGMA synchronous = FULL")
+            else:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._init_schema()
         except sqlite3.DatabaseError as exc:
@@ -368,7 +376,7 @@ class SQLiteStore(JobStateQueries, ReportQueries):
         return pruned
 
     def journal_mode(self) -> str:
-        """The SQLite journal mode in force (``wal`` once opened)."""
+        """The SQLite journal mode in force (``wal``; ``delete`` on a network file system)."""
         return str(self._query("PRAGMA journal_mode")[0][0])
 
     def close(self) -> None:

@@ -3,8 +3,12 @@ runs; :class:`~orchestrator.store.sqlite.SQLiteStore` inherits them."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from datetime import datetime
 from typing import Any
+
+from orchestrator.store.sqlite_rows import to_db
 
 
 class ReportQueries:
@@ -25,3 +29,21 @@ class ReportQueries:
             "FROM runs WHERE finished_at IS NOT NULL AND started_at IS NOT NULL"
         )
         return [(r["job"], r["state"], max(0.0, float(r["s"]))) for r in rows if r["s"] is not None]
+
+    def usage_rows(self, since: datetime) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(job, executor, finished_at, result.usage) of the runs finished since ``since`` that
+        recorded what they used."""
+        rows = self._query(
+            "SELECT job, executor, finished_at, result FROM runs "
+            "WHERE finished_at >= ? AND result LIKE '%\"usage\"%' ORDER BY finished_at",
+            (to_db(since),),
+        )
+        out = []
+        for r in rows:
+            try:
+                usage = (json.loads(r["result"] or "{}") or {}).get("usage")
+            except ValueError:
+                continue
+            if isinstance(usage, dict):
+                out.append((r["job"], r["executor"] or "local", r["finished_at"], usage))
+        return out

@@ -27,6 +27,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 NODE_CPUS=${ORCH_SLURM_CPUS:-8}   # more than the 2 real cores so that several jobs run at once
+NODE_GPUS=4   # stand-in GPUs for gres/gpu accounting (AllocTRES, sacct)
 UP_TIMEOUT_S=${ORCH_SLURM_UP_TIMEOUT_S:-60}
 STOP_TIMEOUT_S=30
 CLUSTER_NAME=orchtest
@@ -213,7 +214,12 @@ CredType=cred/munge
 # No cgroups and no systemd here (notes/slurm.md): track job processes through /proc.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+# What runs used (sacct's TotalCPU and MaxRSS, issue 12), sampled each second so that short
+# test jobs have a peak; proctrack/linuxproc is what the linux plugin reads from.
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+# Stand-in GPUs (gres.conf): AllocTRES and sacct carry gres/gpu as on a GPU node.
+GresTypes=gpu
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
@@ -247,10 +253,17 @@ AccountingStoragePort=$DBD_PORT
 # "REQUEST_PERSIST_INIT has authentication error" (notes/slurm.md).
 AccountingStoragePass=$SOCK
 AccountingStorageEnforce=associations,limits,qos
+AccountingStorageTRES=gres/gpu
 EOF
   fi
+  # slurmd drops a file-less GPU from its list (the node goes INVAL): one stand-in file per GPU.
+  # Nothing opens them (TaskPlugin=task/none: no device cgroup); they give each GPU an index.
+  mkdir -p "$DIR/gpus"
+  local i
+  for ((i = 0; i < NODE_GPUS; i++)); do : >"$DIR/gpus/nvidia$i"; done
+  printf 'NodeName=%s Name=gpu File=%s/gpus/nvidia[0-%s]\n' "$NODE" "$DIR" "$((NODE_GPUS - 1))" >"$DIR/gres.conf"
   cat >>"$DIR/slurm.conf" <<EOF
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=${real_mem:-1000} State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=${real_mem:-1000} Gres=gpu:$NODE_GPUS State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=batch Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
 # Stands for a GPU queue in the fallback tests: one CPU of the node, so a second job waits

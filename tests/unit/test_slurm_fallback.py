@@ -77,6 +77,7 @@ def _options(**fallback: object) -> SlurmOptions:
         {
             "partition": "gpu",
             "constraint": "gpu",
+            "ntasks": 1,
             "gpus_per_task": 1,
             "cpus_per_task": 32,
             "extra_args": ["--exclusive"],

@@ -303,3 +303,12 @@ def test_slurm_commands_run_without_a_surrounding_allocations_variables() -> Non
         "SLURM_CONF": "/etc/slurm/slurm.conf",
         "MY_SLURM_NOTE": "kept",
     }
+
+
+def test_gpus_per_task_without_ntasks_is_refused_at_validation() -> None:
+    """sbatch refuses --gpus-per-task without -n/--ntasks (seen on the test cluster): the
+    manifest says so when it is validated, with the fix."""
+    with pytest.raises(ValidationError, match=r"gpus_per_task needs ntasks.*add 'ntasks: 1'"):
+        SlurmOptions.model_validate({"gpus_per_task": 1})
+    assert SlurmOptions.model_validate({"gpus_per_task": 1, "ntasks": 1}).ntasks == 1
+    assert SlurmOptions.model_validate({"gpus_per_task": 0}).gpus_per_task == 0

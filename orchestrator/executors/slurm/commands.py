@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.executors.slurm.parse import (
@@ -132,6 +133,18 @@ class SlurmClient:
         argv = ["sacct", "-X", "-n", "-P", f"--format={SACCT_FORMAT}"]
         argv += ["-S", start.strftime("%Y-%m-%dT%H:%M:%S"), *selection]
         return parse_sacct(self._run(argv, "sacct"))
+
+    def sacct_with_usage(
+        self, job_ids: Sequence[str], start: datetime
+    ) -> tuple[list[JobRow], dict[tuple[str, str], dict[str, Any]]]:
+        """Final states and exit codes, and what each job used (its steps included: a step
+        has the peak memory), in one call (executors.slurm.usage)."""
+        from orchestrator.executors.slurm.usage import USAGE_FIELDS, parse_usage
+
+        argv = ["sacct", "-n", "-P", f"--format={SACCT_FORMAT},{USAGE_FIELDS}"]
+        argv += ["-S", start.strftime("%Y-%m-%dT%H:%M:%S"), "-j", ",".join(job_ids)]
+        text = self._run(argv, "sacct")
+        return parse_sacct(text), parse_usage(text)
 
     def scancel(self, job_ids: Sequence[str] = (), name: str | None = None) -> None:
         argv = ["scancel"]

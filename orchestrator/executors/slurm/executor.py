@@ -82,6 +82,7 @@ class SlurmExecutor(Submission):
 
     name = "slurm"
     outlives_daemon = True  # batch jobs go on in the cluster; the next daemon adopts them
+    capacity = None  # Slurm queues what it cannot run yet
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, StrictBool, field_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
 from orchestrator.executors.slurm.timelimit import SlurmTimeLimit
 from orchestrator.manifests.fields import Duration, StrictModel
@@ -178,6 +178,17 @@ class SlurmOptions(StrictModel):
     @classmethod
     def _not_owned(cls, value: list[str]) -> list[str]:
         return _check_extra_args(value)
+
+    @model_validator(mode="after")
+    def _gpus_need_tasks(self) -> SlurmOptions:
+        # sbatch: "--gpus-per-task used without either --gpus or -n/--ntasks is not allowed"
+        # (Slurm 22.05 and later): said here, at validate, not at 3 am by sbatch.
+        if self.gpus_per_task and self.ntasks is None:
+            raise ValueError(
+                "gpus_per_task needs ntasks (sbatch refuses --gpus-per-task without "
+                "-n/--ntasks): add 'ntasks: 1' for one task with its GPU"
+            )
+        return self
 
     def fallback_options(self) -> SlurmOptions:
         """The options of the fallback job: these, with the fallback block's fields put in."""

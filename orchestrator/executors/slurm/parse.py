@@ -108,8 +108,8 @@ def parse_sacct(text: str) -> list[JobRow]:
         if len(parts) < 5:
             continue
         _raw, job_id, name, state, exit_code = parts[:5]
-        if "[" in job_id:
-            continue
+        if "[" in job_id or "." in job_id:
+            continue  # a pending array's placeholder, or a step (with usage, no -X)
         base, _, task = job_id.partition("_")
         complete = len(parts) < 6 or parts[5].strip() not in ("Unknown", "None", "")
         rows.append(

@@ -8,11 +8,12 @@ backoff while nothing changes. Runs on the executor's worker thread only
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import threading
 import time
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -26,6 +27,7 @@ from orchestrator.executors.slurm.parse import Action, JobRow, classify_state
 from orchestrator.executors.slurm.render import NO_TASK, job_tag
 from orchestrator.executors.slurm.tracked import CircuitBreaker, TrackedRun, run_outcome
 from orchestrator.executors.slurm.tracking import Phase, Tracked, track_task
+from orchestrator.executors.slurm.usage import of_run, total
 from orchestrator.store.base import RunState, Store
 
 log = structlog.get_logger("orchestrator.slurm")
@@ -46,6 +48,8 @@ class Polling:
     _lock: threading.Lock
     _tracked: dict[str, TrackedRun]
     _outcomes: dict[str, Outcome]
+    # usage by (job id, task) from this poll cycle's sacct (executors.slurm.usage)
+    _cycle_usage: dict[tuple[str, str], dict[str, Any]] = {}
 
     @property
     def store(self) -> Store:
@@ -128,11 +132,13 @@ class Polling:
             )
         ]
         final_rows: dict[str, dict[str, JobRow]] = {}
+        self._cycle_usage = {}
         if need_final and self.accounting is not False:
             start = min(t.created_at for t in need_final) - timedelta(hours=1)
             job_ids = sorted({j for t in need_final for j in _job_ids(t)})
             try:
-                for row in self.client.sacct(job_ids, start):
+                found, self._cycle_usage = self.client.sacct_with_usage(job_ids, start)
+                for row in found:
                     final_rows.setdefault(row.base_id, {})[row.task or NO_TASK] = row
                 self.accounting = True
             except AccountingDisabledError:
@@ -264,9 +270,25 @@ class Polling:
         )
 
     def _finish(self, t: TrackedRun, outcome: Outcome) -> None:
+        usage = self._usage(t)
+        if usage is not None:
+            outcome = dataclasses.replace(outcome, usage=usage)
         with self._lock:
             self._outcomes[t.run_id] = outcome
             t.needs_submit = False
+
+    def _usage(self, t: TrackedRun) -> dict[str, Any] | None:
+        """What the run used, from this cycle's sacct rows (executors.slurm.usage); an
+        array's tasks' own in its result's ``tasks``. None without accounting."""
+        per_task = of_run(self._cycle_usage, _job_ids(t))
+        if not per_task:
+            return None
+        if t.tasks != [NO_TASK]:
+            for task, used in per_task.items():
+                if task in t.task_results:
+                    t.task_results[task]["usage"] = {k: v for k, v in used.items() if k != "job"}
+            self.store.update_result(t.run_id, {"tasks": t.task_results})
+        return total(list(per_task.values()))
 
 
 def _job_ids(t: TrackedRun) -> list[str]:

@@ -1,0 +1,83 @@
+"""A state directory whose file system does not keep POSIX locks is refused at start (SQLite's
+only guard against two writers), unless forced; on a local disk the probe passes, and a
+second process really is refused the lock."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.locks import probe
+from tests.conftest import DaemonHarness, wait_for
+from tests.manifests import job
+
+pytestmark = pytest.mark.faults
+
+
+def test_on_a_local_disk_locks_work_and_exclude(tmp_path: Path) -> None:
+    assert probe(tmp_path) is None
+    assert not (tmp_path / ".lock-probe").exists()
+
+
+def _no_locks(fd: int, op: int) -> None:
+    """lockf as on a file system without POSIX locks (an NFS mount without lockd answers
+    ENOLCK). Such a file system cannot be mounted here: this stands in for its answer."""
+    raise OSError(errno.ENOLCK, "No locks available")
+
+
+def _lock_for_everyone(fd: int, op: int) -> None:
+    """lockf that grants every lock and holds none, as a file system that ignores locks."""
+    return None
+
+
+def test_a_file_system_without_locks_is_named(tmp_path: Path) -> None:
+    assert probe(tmp_path, _no_locks) == (
+        "a POSIX lock cannot be taken there (ENOLCK: No locks available)"
+    )
+    assert probe(tmp_path, _lock_for_everyone) == (
+        "a second process was given a lock this one holds: locks do not exclude"
+    )
+
+
+RUN_WITHOUT_LOCKS = """
+import sys
+from orchestrator import locks
+from orchestrator.cli import main
+def no_locks(fd, op):
+    raise OSError(38, "Function not implemented")
+real = locks.probe
+locks.probe = lambda d, lockf=None: real(d, no_locks)
+sys.argv = ["orchestrator", "run"]
+main()
+"""
+
+
+def test_the_daemon_refuses_such_a_state_dir_unless_forced(daemon: DaemonHarness) -> None:
+    daemon.write("a.yaml", job("a", '["true"]'))
+    env = daemon.env()
+    refused = subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT_LOCKS], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    said = refused.stderr.strip().splitlines()[-1]
+    assert str(daemon.state_dir) in said
+    assert "a POSIX lock cannot be taken there (ENOSYS" in said
+    assert "ORCH_STATE_DIR_FORCE=1" in said
+    assert not (daemon.state_dir / "runs.sqlite").exists()  # nothing was written
+    forced = subprocess.Popen(
+        [sys.executable, "-c", RUN_WITHOUT_LOCKS],
+        env={**env, "ORCH_STATE_DIR_FORCE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=open(daemon.root / "forced.log", "w"),  # noqa: SIM115
+    )
+    try:
+        wait_for(lambda: daemon.cli("status", "--json", check=False).returncode in (0, 1), 20)
+    finally:
+        forced.terminate()
+        forced.wait(30)
+    assert "state_dir_without_locks_forced" in (daemon.root / "forced.log").read_text()
