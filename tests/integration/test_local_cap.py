@@ -24,7 +24,7 @@ def _spans(daemon: DaemonHarness) -> list[tuple[datetime, datetime]]:
 
 def test_runs_beyond_the_cap_wait_for_a_slot(daemon: DaemonHarness) -> None:
     for name in ("a", "b", "c"):
-        daemon.write(f"{name}.yaml", job(name, '[sleep, "2"]'))
+        daemon.write(f"{name}.yaml", job(name, '[sleep, "1.5"]'))
     daemon.start(extra_env={"ORCH_MAX_LOCAL_RUNS": "2"})
     assert daemon.cli("trigger", "a").returncode == 0
     assert daemon.cli("trigger", "b").returncode == 0
@@ -45,7 +45,7 @@ def test_runs_beyond_the_cap_wait_for_a_slot(daemon: DaemonHarness) -> None:
 
 
 def test_a_waiting_run_survives_a_restart(daemon: DaemonHarness) -> None:
-    daemon.write("long.yaml", job("long", '[sleep, "3"]'))
+    daemon.write("long.yaml", job("long", '[sleep, "2"]'))
     daemon.write("next.yaml", job("next", '["true"]'))
     daemon.start(extra_env={"ORCH_MAX_LOCAL_RUNS": "1"})
     daemon.cli("trigger", "long")

@@ -17,7 +17,7 @@ from tests.slurm.test_executor import (
 
 __all__ = ["slurm_daemon"]  # the fixture, imported for pytest
 
-TASKS = 50
+TASKS = 30
 THROTTLE = 5
 FAILING_TASK = "7"
 
@@ -58,7 +58,7 @@ def max_overlap(spans: list[tuple[float, float]]) -> int:
 def test_array_throttle_results_and_retry_of_failed_task(
     slurm_daemon: DaemonHarness, slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
-    """An array of 50 tasks with %5 never runs more than 5 at once, records every task's result,
+    """An array of 30 tasks with %5 never runs more than 5 at once, records every task's result,
     and its retry (retries: 1) submits an array of the one failed task only, which alone runs
     again and succeeds."""
     h = slurm_daemon

@@ -275,12 +275,12 @@ def test_restart_readopts_running_job(
 def test_status_polls_make_at_most_two_calls_per_cycle(
     slurm_daemon: DaemonHarness, slurm_cluster: SlurmCluster
 ) -> None:
-    """With 20 Slurm runs active at once, each status cycle makes one squeue call and at most
-    one sacct call (for all jobs together), never one call per job."""
+    """With 12 Slurm runs active at once, each status cycle makes one squeue call and at most
+    one sacct call (for all jobs together, their usage included), never one call per job."""
     h = slurm_daemon
-    count = 20
+    count = 12
     for i in range(count):
-        h.write(f"many{i}.yaml", manifest(f"many{i}", "sleep 4"))
+        h.write(f"many{i}.yaml", manifest(f"many{i}", "sleep 3"))
     h.start()
     run_ids = [trigger(h, f"many{i}") for i in range(count)]
     runs = [wait_end(h, run_id, 120) for run_id in run_ids]
