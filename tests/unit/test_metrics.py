@@ -12,8 +12,10 @@ from orchestrator.clock import utcnow
 from orchestrator.metrics import registry
 
 
-def _samples(status: dict[str, Any], runs: dict[tuple[str, str], int]) -> dict[tuple, float]:
-    text = generate_latest(registry(status, runs)).decode()
+def _samples(
+    status: dict[str, Any], runs: dict[tuple[str, str], int], **more: Any
+) -> dict[tuple, float]:
+    text = generate_latest(registry(status, runs, **more)).decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -64,3 +66,51 @@ def test_jobs_runs_tokens_and_executors_become_metrics() -> None:
     assert got[("orchestrator_runs", (("job", "nightly"), ("state", "failed")))] == 4
     assert got[("orchestrator_executor_breaker_open", (("executor", "slurm"),))] == 1
     assert got[("orchestrator_executor_tracked_runs", (("executor", "slurm"),))] == 3
+
+
+def test_usage_pointer_age_calls_slots_and_durations_become_metrics() -> None:
+    now = utcnow()
+    o2_run = {
+        "run_id": "o1",
+        "state": "succeeded",
+        "started_at": (now - timedelta(seconds=90)).isoformat(),
+        "finished_at": (now - timedelta(seconds=60)).isoformat(),
+        "result": {
+            "pointer_since": (now - timedelta(days=8)).isoformat(),
+            "usage": {"cpu_s": 12.5, "max_rss_mb": 300.0, "gpu_hours": 0.25},
+        },
+    }
+    status = {
+        "daemon": {
+            "running": True,
+            "waiting_for_slot": 2,
+            "executors": {
+                "slurm": {
+                    "breaker": "closed",
+                    "tracked_runs": 1,
+                    "calls": {"sbatch": 3, "squeue": 40},
+                    "errors": {"squeue": 2},
+                }
+            },
+        },
+        "jobs": [{"name": "o2", "kind": "O2Sync", "valid": True, "last_run": o2_run}],
+    }
+    got = _samples(
+        status,
+        {("o2", "succeeded"): 3},
+        durations=[("o2", "succeeded", 30.0), ("o2", "succeeded", 4000.0)],
+        last_success={"o2": 1_800_000_000.0},
+    )
+    job = (("job", "o2"),)
+    assert 8 * 86400 <= got[("orchestrator_o2_pointer_age_seconds", job)] < 8 * 86400 + 5
+    assert got[("orchestrator_job_last_run_cpu_seconds", job)] == 12.5
+    assert got[("orchestrator_job_last_run_max_rss_bytes", job)] == 300 * 2**20
+    assert got[("orchestrator_job_last_run_gpu_hours", job)] == 0.25
+    assert got[("orchestrator_job_last_success_timestamp_seconds", job)] == 1_800_000_000.0
+    assert got[("orchestrator_runs_waiting_for_slot", ())] == 2
+    calls = (("command", "squeue"), ("executor", "slurm"))
+    assert got[("orchestrator_executor_calls", calls)] == 40
+    assert got[("orchestrator_executor_call_errors", calls)] == 2
+    assert got[("orchestrator_run_duration_seconds_count", job)] == 2
+    assert got[("orchestrator_run_duration_seconds_bucket", (*job, ("le", "60.0")))] == 1
+    assert got[("orchestrator_run_duration_seconds_sum", job)] == 4030.0

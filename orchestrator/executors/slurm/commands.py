@@ -12,8 +12,9 @@ from __future__ import annotations
 import getpass
 import os
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,15 +62,35 @@ def clean_environment(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith(_SLURM_PREFIXES) or k in _KEPT}
 
 
+_COUNT_LOCK = threading.Lock()
+
+
 @dataclass
 class SlurmClient:
     timeout_s: float = float(os.environ.get("ORCH_SLURM_CMD_TIMEOUT_S", "45"))
     user: str = ""
+    _calls: dict[str, int] = field(default_factory=dict)
+    _errors: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.user = self.user or getpass.getuser()
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Calls of each Slurm command since start, and those that failed (for metrics)."""
+        with _COUNT_LOCK:
+            return {"calls": dict(self._calls), "errors": dict(self._errors)}
+
     def _run(self, argv: list[str], command: str) -> str:
+        with _COUNT_LOCK:
+            self._calls[command] = self._calls.get(command, 0) + 1
+        try:
+            return self._call(argv, command)
+        except SlurmCommandError:
+            with _COUNT_LOCK:
+                self._errors[command] = self._errors.get(command, 0) + 1
+            raise
+
+    def _call(self, argv: list[str], command: str) -> str:
         try:
             done = subprocess.run(
                 argv,

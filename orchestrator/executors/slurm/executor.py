@@ -258,6 +258,7 @@ class SlurmExecutor(Submission):
             "poll_interval_s": self.poll_interval_s,
             "tracked_runs": tracked,
             "awaiting_submission": queued,
+            **self.client.counts(),  # calls and errors per command since start (metrics)
             "note": (
                 f"Slurm submission paused since {self.breaker.opened_at.isoformat()}: "
                 f"{self.breaker.last_error} (probing; resumes by itself)"
