@@ -133,6 +133,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSshd]:
         "PermitRootLogin prohibit-password\n"
         f"AllowUsers {user}\n"
         "MaxStartups 64:30:128\n"
+        # sftp for sshfs (a network file system for the state-directory tests)
+        "Subsystem sftp internal-sftp\n"
         "LogLevel VERBOSE\n"
     )
     check = subprocess.run(
