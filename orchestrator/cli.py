@@ -184,7 +184,17 @@ def validate(
             unchecked = unchecked or bool(check.failures)
     for problem in problems:
         click.echo(str(problem))
-    if problems or missing or unchecked:
+    config_bad = False
+    if not paths:  # the jobs directory: its configuration file too (orchestrator.config)
+        from orchestrator.config import ConfigError, config_path, load
+
+        settings = settings_from(jobs_dir, state_dir)
+        try:
+            load(config_path(settings.jobs_dir))
+        except ConfigError as exc:
+            click.echo(str(exc))
+            config_bad = True
+    if problems or missing or unchecked or config_bad:
         sys.exit(1)
     click.echo(f"{len(loaded)} manifest(s) valid", err=True)
 

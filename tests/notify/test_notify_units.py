@@ -258,3 +258,19 @@ def test_the_manifest_a_task_gets_has_no_notify_block(tmp_path: Path) -> None:
     written = (tmp_path / "manifest.json").read_text()
     assert json.loads(written)["spec"]["mode"] == "cvmfs"
     assert "Pw-in-manifest" not in written
+
+
+def test_validate_checks_the_configuration_file_beside_the_jobs_directory(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    jobs = tmp_path / "jobs.d"
+    jobs.mkdir(mode=0o755)
+    (tmp_path / "orchestrator.toml").write_text('[notify]\non = ["failure", "sometimes"]\n')
+    argv = [sys.executable, "-m", "orchestrator", "validate", "--jobs-dir", str(jobs)]
+    bad = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 1
+    assert bad.stdout.startswith(f"{tmp_path / 'orchestrator.toml'}:2: notify.on.1: ")
+    (tmp_path / "orchestrator.toml").write_text('[notify]\non = ["failure"]\n')
+    good = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert good.returncode == 0, good.stdout + good.stderr
