@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	chmod go-w jobs.d jobs.d/*.yaml
 	mkdir -p -m 700 $(STATE) && chmod 700 $(STATE)
-	@echo "make run: the status page and /metrics are served on loopback: see 'http_listening url=' below (HTTP=HOST:PORT to choose)"
+	@echo "make run: in another terminal here, .venv/bin/orchestrator status (orchestrator.toml names jobs.d and $(STATE)); the status page and /metrics: the 'http_listening url=' line below"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/orchestrator run --jobs-dir jobs.d --state-dir $(STATE) --http-address $(HTTP)
 
 sysdeps:

@@ -28,7 +28,7 @@ from orchestrator.cli_common import (
     state_dir_problem,
     stored_retries,
 )
-from orchestrator.cli_options import JOBS_DIR, STATE_DIR
+from orchestrator.cli_options import GLOBAL_JOBS_DIR, GLOBAL_STATE_DIR, JOBS_DIR, STATE_DIR
 from orchestrator.errors import (
     OrchestratorError,
     StoreError,
@@ -89,8 +89,16 @@ def _missing_extra(name: str, module: str) -> click.Command:
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="orchestrator")
-def main() -> None:
-    """Run jobs from YAML manifests: scheduled, supervised, recorded."""
+@GLOBAL_JOBS_DIR
+@GLOBAL_STATE_DIR
+def main(jobs_dir: Path | None, state_dir: Path | None) -> None:
+    """Run jobs from YAML manifests: scheduled, supervised, recorded.
+
+    Where the jobs and the state are: --jobs-dir/--state-dir (before the command), else
+    ORCH_JOBS_DIR/ORCH_STATE_DIR, else orchestrator.toml (./orchestrator.toml, then
+    ~/.config/orchestrator/orchestrator.toml: jobs_dir, state_dir), else the defaults.
+    """
+    del jobs_dir, state_dir  # read by each command (cli_common.settings_from)
 
 
 @main.command()

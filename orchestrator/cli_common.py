@@ -14,6 +14,13 @@ from orchestrator.settings import Settings, SettingsError
 
 
 def settings_from(jobs_dir: Path | None, state_dir: Path | None) -> Settings:
+    """A command's settings: its own flags, else the global ones (``orchestrator --state-dir X
+    CMD``), else the environment, the configuration file and the defaults (Settings.resolve)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        root = ctx.find_root().params
+        jobs_dir = jobs_dir or root.get("jobs_dir")
+        state_dir = state_dir or root.get("state_dir")
     try:
         return Settings.resolve(jobs_dir, state_dir)
     except SettingsError as exc:

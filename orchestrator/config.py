@@ -1,6 +1,12 @@
-"""The daemon-wide configuration file, ``orchestrator.toml`` beside the jobs directory (so
-``~/.config/orchestrator/orchestrator.toml`` for the default ``~/.config/orchestrator/jobs.d``;
-``ORCH_CONFIG`` names another). Optional: without it every default holds.
+"""The configuration file, ``orchestrator.toml``. Optional: without it every default holds.
+
+Where the command line looks for it (first found): ``ORCH_CONFIG``, ``./orchestrator.toml``,
+``~/.config/orchestrator/orchestrator.toml``; the daemon reads the one beside its jobs
+directory (the same file when ``jobs_dir`` points next to it, as in the checkout and in
+``~/.config/orchestrator``).
+
+    jobs_dir = "jobs.d"      # relative to this file; a flag or ORCH_JOBS_DIR wins
+    state_dir = ".state"     # relative to this file; a flag or ORCH_STATE_DIR wins
 
     [notify]                 # the default notify: block of every job (orchestrator.notify)
     on = ["failure", "recovery", "alert", "overdue"]
@@ -33,13 +39,41 @@ class ConfigError(OrchestratorError):
 
 
 class DaemonConfig(StrictModel):
+    jobs_dir: str | None = Field(None, description="the jobs directory, relative to this file")
+    state_dir: str | None = Field(None, description="the state directory, relative to this file")
     notify: Notify | None = Field(None, description="every job's notify: defaults")
 
 
 def config_path(jobs_dir: Path) -> Path:
-    """``ORCH_CONFIG``, else ``orchestrator.toml`` in the jobs directory's parent."""
+    """The daemon's: ``ORCH_CONFIG``, else ``orchestrator.toml`` in the jobs directory's parent."""
     named = os.environ.get("ORCH_CONFIG")
     return Path(named).expanduser().absolute() if named else jobs_dir.parent / CONFIG_NAME
+
+
+def find_config() -> Path | None:
+    """The command line's: ``ORCH_CONFIG``, ``./orchestrator.toml``, then the one in
+    ``$XDG_CONFIG_HOME/orchestrator`` (``~/.config/orchestrator``); None when none exists."""
+    named = os.environ.get("ORCH_CONFIG")
+    if named:
+        return Path(named).expanduser().absolute()
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    for candidate in (Path.cwd() / CONFIG_NAME, Path(xdg) / "orchestrator" / CONFIG_NAME):
+        if candidate.is_file():
+            return candidate.absolute()
+    return None
+
+
+def paths_from(path: Path) -> tuple[Path | None, Path | None]:
+    """The jobs and state directories a configuration file names (relative to its folder)."""
+    loaded = load(path)
+
+    def resolve(value: str | None) -> Path | None:
+        if not value:
+            return None
+        given = Path(os.path.expandvars(value)).expanduser()
+        return given if given.is_absolute() else path.parent / given
+
+    return resolve(loaded.jobs_dir), resolve(loaded.state_dir)
 
 
 def _line_of(text: str, loc: tuple[object, ...]) -> int | None:

@@ -64,9 +64,24 @@ class Settings:
     def resolve(
         cls, jobs_dir: Path | str | None = None, state_dir: Path | str | None = None
     ) -> Settings:
-        """Flags win over ORCH_JOBS_DIR / ORCH_STATE_DIR, which win over the XDG defaults."""
-        jobs = jobs_dir or os.environ.get("ORCH_JOBS_DIR") or default_jobs_dir()
-        state = state_dir or os.environ.get("ORCH_STATE_DIR") or default_state_dir()
+        """Flags win over ORCH_JOBS_DIR / ORCH_STATE_DIR, which win over the configuration
+        file (orchestrator.config.find_config: ./orchestrator.toml, ...), which wins over the
+        XDG defaults."""
+        jobs = jobs_dir or os.environ.get("ORCH_JOBS_DIR") or None
+        state = state_dir or os.environ.get("ORCH_STATE_DIR") or None
+        if jobs is None or state is None:
+            from orchestrator.config import ConfigError, find_config, paths_from
+
+            found = find_config()
+            if found is not None:
+                try:
+                    named_jobs, named_state = paths_from(found)
+                except ConfigError as exc:
+                    raise SettingsError(str(exc)) from exc
+                jobs = jobs or named_jobs
+                state = state or named_state
+        jobs = jobs or default_jobs_dir()
+        state = state or default_state_dir()
         return cls(
             jobs_dir=Path(jobs).expanduser().absolute(),
             state_dir=Path(state).expanduser().absolute(),
