@@ -219,12 +219,27 @@ def validate(
     help="Directory to write manifest.schema.json into.",
 )
 @click.option("--check", is_flag=True, help="Exit 1 if the file on disk is stale; write nothing.")
-def schema(jobs_dir: Path | None, state_dir: Path | None, out_dir: Path, check: bool) -> None:
-    """Write the manifest JSON Schema (for editors and CI) into schemas/."""
+@click.option(
+    "--print",
+    "to_stdout",
+    is_flag=True,
+    help="Print the schema instead (an installed package has no schemas/ folder).",
+)
+def schema(
+    jobs_dir: Path | None, state_dir: Path | None, out_dir: Path, check: bool, to_stdout: bool
+) -> None:
+    """Write the manifest JSON Schema (for editors and CI) into schemas/.
+
+    Example, for an editor with an installed package:
+    orchestrator schema --print > ~/.config/orchestrator/manifest.schema.json
+    """
     del jobs_dir, state_dir  # accepted like every command's; the schema depends on neither
     from orchestrator.manifests.models import manifest_json_schema
 
     text = json.dumps(manifest_json_schema(), indent=2, sort_keys=True) + "\n"
+    if to_stdout:
+        click.echo(text, nl=False)
+        return
     target = out_dir / "manifest.schema.json"
     if check:
         current = target.read_text() if target.exists() else ""
@@ -315,16 +330,16 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
 
 
 def _add_run_commands() -> None:
-    from orchestrator import cli_runs, cli_usage
+    from orchestrator import cli_control, cli_logs, cli_runs, cli_usage
 
     for command in (
         cli_runs.status,
         cli_runs.check,
         cli_runs.history,
-        cli_runs.logs,
-        cli_runs.trigger,
-        cli_runs.cancel,
-        cli_runs.reload,
+        cli_logs.logs,
+        cli_control.trigger,
+        cli_control.cancel,
+        cli_control.reload,
         cli_usage.usage,
     ):
         main.add_command(command)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from orchestrator.cli_common import (
     stored_retries,
 )
 from orchestrator.cli_options import JOBS_DIR, STATE_DIR
+from orchestrator.clock import utcnow
 from orchestrator.errors import (
     ControlError,
     DaemonNotRunningError,
@@ -27,6 +28,7 @@ from orchestrator.errors import (
 )
 from orchestrator.health import DOWN, Health, assess, not_answering
 from orchestrator.settings import Settings
+from orchestrator.store.base import RunState
 
 
 def _offline_status(settings: Settings) -> dict[str, Any]:
@@ -221,20 +223,49 @@ def _echo_job(row: dict[str, Any]) -> None:
 @click.argument("job", required=False)
 @JOBS_DIR
 @STATE_DIR
-@click.option("-n", "limit", default=20, show_default=True, help="How many runs.")
+@click.option("-n", "--limit", "limit", default=20, show_default=True, help="How many runs.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([str(s) for s in RunState]),
+    help="Only runs in this state (repeat for several).",
+)
+@click.option("--since", default=None, help="Only runs created within this long: 7d, 12h.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def history(
-    job: str | None, jobs_dir: Path | None, state_dir: Path | None, limit: int, as_json: bool
+    job: str | None,
+    jobs_dir: Path | None,
+    state_dir: Path | None,
+    limit: int,
+    states: tuple[str, ...],
+    since: str | None,
+    as_json: bool,
 ) -> None:
-    """Finished and active runs, newest first."""
+    """Finished and active runs, newest first.
+
+    Example: orchestrator history o2physics-nightly --state failed --since 7d
+    """
     settings = settings_from(jobs_dir, state_dir)
+    start = None
+    if since is not None:
+        from orchestrator.durations import parse_duration_s
+
+        try:
+            start = utcnow() - timedelta(seconds=parse_duration_s(since))
+        except OrchestratorError as exc:
+            fail(f"--since: {exc}")
     try:
-        runs = _history(settings, job, limit)
+        runs = _history(settings, job, limit, list(states), start)
     except (OrchestratorError, OSError, sqlite3.Error) as exc:
         fail(state_dir_problem(settings, exc))
+    if job is not None and not runs and not _job_known(settings, job):
+        fail(f"no job named {job!r} in {settings.jobs_dir} or in the run history")
     if as_json:
         print_json([r.to_json() for r in runs])
         return
+    if not runs:
+        click.echo("no runs" + (f" of {job}" if job else "") + " match", err=True)
     for r in runs:
         when = r.started_at or r.scheduled_for or r.created_at
         click.echo(
@@ -243,6 +274,17 @@ def history(
             + (f"  {r.message}" if r.message else "")
             + _usage_text((r.result or {}).get("usage"))
         )
+
+
+def _job_known(settings: Settings, job: str) -> bool:
+    """Whether a manifest in the jobs directory names ``job`` (or a file is called so)."""
+    from orchestrator.manifests.loader import validate_paths
+
+    if not settings.jobs_dir.is_dir():
+        return False
+    loaded, _ = validate_paths([settings.jobs_dir])
+    names = {lm.name for lm in loaded}
+    return job in names or any(p.stem == job for p in settings.jobs_dir.glob("*.y*ml"))
 
 
 def _usage_text(usage: Any) -> str:
@@ -265,113 +307,19 @@ def _usage_text(usage: Any) -> str:
     return f"  [used: {text}]"
 
 
-def _history(settings: Settings, job: str | None, limit: int) -> list[Any]:
+def _history(
+    settings: Settings,
+    job: str | None,
+    limit: int,
+    states: list[str] | None = None,
+    since: datetime | None = None,
+) -> list[Any]:
     if not settings.db_path.exists():
         return []
     from orchestrator.store.sqlite import SQLiteStore
 
     store = SQLiteStore(settings.db_path)
     try:
-        return store.history(job, limit=limit)
+        return list(store.search(job, states or None, since, limit))
     finally:
         store.close()
-
-
-@click.command()
-@click.argument("run_id")
-@JOBS_DIR
-@STATE_DIR
-def logs(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
-    """Print a run's output."""
-    from orchestrator.store.sqlite import SQLiteStore
-
-    settings = settings_from(jobs_dir, state_dir)
-    if not settings.db_path.exists():
-        fail(f"no run history in {settings.state_dir}")
-    store = SQLiteStore(settings.db_path)
-    try:
-        run = store.get_run(run_id)
-    finally:
-        store.close()
-    if run is None:
-        fail(f"no run with id {run_id!r}")
-    assert run is not None
-    log_path = run.log_path
-    paths = _log_files(log_path)
-    if not paths:
-        fail(f"run {run_id} has no log file (state {run.state})")
-        return
-    for path in paths:
-        if len(paths) > 1:
-            sys.stdout.write(f"==> {path.name} <==\n")
-            sys.stdout.flush()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(65536):
-                sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
-    sys.stdout.flush()
-
-
-@click.command()
-@click.argument("job")
-@JOBS_DIR
-@STATE_DIR
-def trigger(job: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
-    """Run JOB now, through the running daemon; prints the run id."""
-    _control(settings_from(jobs_dir, state_dir), {"op": "trigger", "job": job}, "run_id")
-
-
-@click.command()
-@click.argument("run_id")
-@JOBS_DIR
-@STATE_DIR
-def cancel(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
-    """Cancel an active run (its whole process group: TERM, grace, KILL), or drop the pending
-    retry of a failed run (RUN_ID is the failed run; `status` lists pending retries)."""
-    _control(settings_from(jobs_dir, state_dir), {"op": "cancel", "run_id": run_id}, "run_id")
-
-
-@click.command()
-@JOBS_DIR
-@STATE_DIR
-def reload(jobs_dir: Path | None, state_dir: Path | None) -> None:
-    """Re-read the jobs directory now (the same as SIGHUP)."""
-    _control(settings_from(jobs_dir, state_dir), {"op": "reload"}, None)
-
-
-def _log_files(log_path: str | None) -> list[Path]:
-    """A run's output files: one, or one per task for an array run (``output-%a.log``)."""
-    if not log_path:
-        return []
-    path = Path(log_path)
-    if "%a" not in path.name:
-        return [path] if path.exists() else []
-    prefix, _, suffix = path.name.partition("%a")
-    tasks = []
-    for candidate in path.parent.glob(f"{prefix}*{suffix}"):
-        task = candidate.name[len(prefix) : len(candidate.name) - len(suffix)]
-        if task.isdigit():
-            tasks.append((int(task), candidate))
-    return [p for _, p in sorted(tasks)]
-
-
-def _control(settings: Settings, payload: dict[str, Any], key: str | None) -> None:
-    from orchestrator.control import request
-
-    try:
-        reply = request(settings.control_socket, payload)
-    except (DaemonNotRunningError, ControlError) as exc:
-        fail(str(exc))
-        return
-    if reply.get("deferred"):
-        click.echo(f"deferred: {reply['deferred']}", err=True)
-        return
-    if reply.get("retry_dropped"):
-        dropped = reply["retry_dropped"]
-        click.echo(
-            f"dropped the pending retry (attempt {dropped['attempt']}) of job "
-            f"{dropped['job']!r} after run {reply['run_id']}"
-        )
-        return
-    if key:
-        click.echo(reply[key])

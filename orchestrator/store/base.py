@@ -250,6 +250,16 @@ class Store(Protocol):
         """(job, state, seconds from start to finish) of every finished run kept."""
         ...
 
+    def search(
+        self,
+        job: str | None = None,
+        states: list[str] | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Runs newest first, of ``job``, in one of ``states``, created since ``since``."""
+        ...
+
     def usage_rows(self, since: datetime) -> list[tuple[str, str, str, dict[str, Any]]]:
         """(job, executor, finished_at, result.usage) of runs finished since ``since``."""
         ...

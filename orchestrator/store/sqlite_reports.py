@@ -8,11 +8,37 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from orchestrator.store.sqlite_rows import to_db
+from orchestrator.store.sqlite_rows import COLUMNS, record_from_row, to_db
 
 
 class ReportQueries:
-    """Aggregate reads over ``runs``; the store provides ``_query``."""
+    """Aggregate and filtered reads over ``runs``; the store provides ``_query``."""
+
+    def search(
+        self,
+        job: str | None = None,
+        states: list[str] | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[Any]:
+        """Runs newest first, of ``job``, in one of ``states``, created since ``since``."""
+        where: list[str] = []
+        params: list[Any] = []
+        if job is not None:
+            where.append("job = ?")
+            params.append(job)
+        if states:
+            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            params += states
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(to_db(since))
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._query(
+            f"SELECT {COLUMNS} FROM runs {clause}ORDER BY created_at DESC, run_id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [record_from_row(r) for r in rows]
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         raise NotImplementedError

@@ -72,6 +72,14 @@ def test_schema_command_writes_what_check_accepts(tmp_path: Path) -> None:
     assert run_cli("schema", "--check", "--out", str(tmp_path), cwd=tmp_path).returncode == 0
 
 
+def test_schema_print_needs_no_checkout(tmp_path: Path) -> None:
+    """`schema --print` writes the schema to stdout and no file (an installed package)."""
+    shown = run_cli("schema", "--print", cwd=tmp_path)
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout) == manifest_json_schema()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_there_are_shipped_manifests() -> None:
     """jobs.d ships at least one manifest (else the tests below check nothing)."""
     assert SHIPPED, f"no manifests in {JOBS_DIR}"
