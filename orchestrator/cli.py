@@ -159,14 +159,23 @@ def run(
     help="Also check the names in each job's executor options (partitions, QOS, accounts) "
     "against the system the executor reaches (exit 1 when it cannot be asked).",
 )
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
 def validate(
-    paths: tuple[Path, ...], jobs_dir: Path | None, state_dir: Path | None, cluster: bool
+    paths: tuple[Path, ...],
+    jobs_dir: Path | None,
+    state_dir: Path | None,
+    cluster: bool,
+    strict: bool,
 ) -> None:
     """Check manifests (files or directories; default: the jobs directory).
 
     Exit 0 when all are valid; else exit 1 with one `path:line:col: message` line per problem.
-    Only regular files are read, each within a deadline: a FIFO, a device, a dangling link or
-    a file that does not answer (hung file system) is a problem line, never a hang.
+    Warnings (`path:line:col: warning: ...`: a placeholder left in, a setting that does
+    nothing) do not change the exit code unless --strict. Only regular files are read, each
+    within a deadline: a FIFO, a device, a dangling link or a file that does not answer (hung
+    file system) is a problem line, never a hang.
+
+    Example: orchestrator validate jobs.d --strict
     """
     import os
 
@@ -192,7 +201,12 @@ def validate(
             unchecked = unchecked or bool(check.failures)
     for problem in problems:
         click.echo(str(problem))
-    config_bad = False
+    from orchestrator.manifests.warnings import format_warning, warnings_for
+
+    warned = [w for lm in loaded for w in warnings_for(lm)]
+    for warning in warned:
+        click.echo(format_warning(warning))
+    config_bad = bool(warned and strict)
     if not paths:  # the jobs directory: its configuration file too (orchestrator.config)
         from orchestrator.config import ConfigError, config_path, load
 

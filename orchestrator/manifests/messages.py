@@ -127,6 +127,11 @@ def _message(err: Any, fld_parts: list[str]) -> str:
         valid = _valid_fields(err["loc"][:-1])
         hint = f"; valid fields here: {', '.join(valid)}" if valid else ""
         return f"unknown field '{name}'{hint}"
+    if kind == "model_type" and "mounts" in fld_parts:
+        return (
+            "a mount is 'source:target' (or 'source:target:ro') or {source, target, "
+            f"readonly}}, not {type(err['input']).__name__} {str(err['input'])[:40]!r}"
+        )
     if kind == "model_type":
         return "expected a mapping of fields, got " + type(err["input"]).__name__
     if kind == "string_pattern_mismatch" and "env" in fld_parts[:-1]:

@@ -69,10 +69,51 @@ def problems(stdout: str) -> list[tuple[str, int, int, str]]:
 
 
 def test_bundled_jobs_dir_is_valid(tmp_path: Path) -> None:
-    """The manifests shipped in jobs.d validate: exit 0 and no problem lines."""
+    """The manifests shipped in jobs.d validate: exit 0, no problem lines; the suspended
+    examples' placeholders are warnings (CHANGE-ME, for the user to fill in)."""
     result = validate(str(JOBS_DIR), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == ""
+    found = problems(result.stdout)
+    assert found
+    assert all(" placeholder " in message and "warning: " in message for *_, message in found)
+
+
+WARNED = """\
+apiVersion: orchestrator/v1
+kind: Command
+name: warned
+expect: {success_within: 26h}
+policy:
+  retries: 0
+  retry_backoff: 5m
+spec:
+  command: [fetch, --token, CHANGE-ME]
+"""
+
+
+def test_warnings_keep_exit_zero_unless_strict(tmp_path: Path) -> None:
+    path = write(tmp_path / "warned.yaml", WARNED)
+    result = validate(str(path), cwd=tmp_path)
+    assert result.returncode == 0
+    assert [line.split(": ", 1)[1] for line in result.stdout.splitlines()] == [
+        "warning: expect: on a job with neither schedule nor 'after': it can only be overdue "
+        "once a run started by hand has succeeded",
+        "warning: policy.retry_backoff: given while policy.retries is 0: no retry ever waits "
+        "(set retries, or drop it)",
+        "warning: spec.command.2: placeholder 'CHANGE-ME' left in: replace it before enabling "
+        "the job",
+    ]
+    assert result.stdout.splitlines()[2].startswith(f"{path}:9:29: ")
+    assert validate(str(path), "--strict", cwd=tmp_path).returncode == 1
+
+
+def test_a_mount_of_the_wrong_form_is_told_the_forms(tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.yaml", BAD)
+    found = problems(validate(str(bad), cwd=tmp_path).stdout)
+    assert found[0][3] == (
+        "spec.container.mounts.1: a mount is 'source:target' (or 'source:target:ro') or "
+        "{source, target, readonly}, not int '5'"
+    )
 
 
 def test_deep_type_errors_are_reported_one_line_each_with_positions(tmp_path: Path) -> None:
