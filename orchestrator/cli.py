@@ -354,6 +354,8 @@ def _add_run_commands() -> None:
         cli_control.trigger,
         cli_control.cancel,
         cli_control.reload,
+        cli_control.suspend,
+        cli_control.resume,
         cli_usage.usage,
     ):
         main.add_command(command)

@@ -98,6 +98,34 @@ def cancel(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
 
 
 @click.command()
+@click.argument("job")
+@JOBS_DIR
+@STATE_DIR
+def suspend(job: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
+    """Suspend JOB now, without editing its manifest: no scheduled run, retry or `after` run
+    starts until `resume` (a run under way goes on; `trigger` still runs it by hand). Kept over
+    restarts of the daemon; `status` shows it.
+
+    Example: orchestrator suspend o2physics-nightly
+    """
+    reply = _control(settings_from(jobs_dir, state_dir), {"op": "suspend", "job": job}, None)
+    click.echo(f"{job}: suspended" if reply.get("changed") else f"{job}: already suspended")
+
+
+@click.command()
+@click.argument("job")
+@JOBS_DIR
+@STATE_DIR
+def resume(job: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
+    """Resume JOB after `suspend` (its schedule counts from now: nothing missed is replayed).
+
+    Example: orchestrator resume o2physics-nightly
+    """
+    reply = _control(settings_from(jobs_dir, state_dir), {"op": "resume", "job": job}, None)
+    click.echo(f"{job}: resumed" if reply.get("changed") else f"{job}: was not suspended")
+
+
+@click.command()
 @JOBS_DIR
 @STATE_DIR
 def reload(jobs_dir: Path | None, state_dir: Path | None) -> None:

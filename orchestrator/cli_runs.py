@@ -211,6 +211,9 @@ def _echo_job(row: dict[str, Any]) -> None:
         for line in row["error"].splitlines():
             click.echo(f"    {line}")
     echo_retries(row.get("pending_retries") or [])
+    paused = row.get("suspended_at_runtime")
+    if paused:
+        click.echo(f"    suspended since {paused['since']} (`orchestrator resume {row['name']}`)")
     waiting = row.get("waiting_for_slot")
     if waiting:
         click.echo(

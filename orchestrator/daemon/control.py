@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from orchestrator.clock import utcnow
 from orchestrator.errors import OrchestratorError, StoreUnavailableError
 from orchestrator.scheduling.scheduler import Scheduler
 from orchestrator.status import JobView, Since, job_row, since_for
@@ -101,6 +102,8 @@ class ControlHandler:
             return {"ok": True, "run": record.to_json() if record is not None else None}
         if op == "trigger":
             return self._trigger(str(request.get("job", "")))
+        if op in ("suspend", "resume"):
+            return self._pause(str(request.get("job", "")), op == "suspend")
         if op == "cancel":
             return self._cancel(str(request.get("run_id", "")))
         raise OrchestratorError(f"unknown request {op!r}")
@@ -115,6 +118,34 @@ class ControlHandler:
             return {"ok": True, "run_id": None, "deferred": str(exc)}
         assert record is not None  # a manual trigger that does not start raises
         return {"ok": True, "run_id": record.run_id, "state": str(record.state)}
+
+    def _pause(self, job: str, suspend: bool) -> dict[str, Any]:
+        """Suspend a job at runtime (kept in the store over restarts), or resume it. A job
+        suspended by its manifest stays so: the file says so."""
+        shared = self.shared
+        view = shared.jobs.get(job)
+        if view is None or view.loaded is None:
+            known = ", ".join(sorted(shared.jobs)) or "none"
+            raise OrchestratorError(f"no job named {job!r}; known jobs: {known}")
+        if not suspend and job not in shared.paused:
+            if view.loaded.manifest.suspend:
+                raise OrchestratorError(
+                    f"job {job!r} is suspended by its manifest ({view.path}: suspend: true); "
+                    "edit the file to resume it"
+                )
+            return {"ok": True, "job": job, "changed": False}
+        if suspend and job in shared.paused:
+            return {"ok": True, "job": job, "changed": False}
+        if suspend:
+            entry = {"since": utcnow().isoformat(timespec="seconds")}
+            shared.require_store().set_job_state(job, "paused", entry)
+            shared.paused[job] = entry
+        else:
+            shared.require_store().set_job_state(job, "paused", None)
+            shared.paused.pop(job, None)
+        log.info("job_suspended_at_runtime" if suspend else "job_resumed", job=job)
+        self.reload()  # the reconcile applies (or lifts) the suspension
+        return {"ok": True, "job": job, "changed": True}
 
     def _cancel(self, run_id: str) -> dict[str, Any]:
         run = self.shared.active.get(run_id)
@@ -175,6 +206,7 @@ class ControlHandler:
                 since = self._since(name, view)
             row = job_row(view, self.scheduler.next_fire_time(name), last, active, since)
             row["pending_retries"] = self.runs.followups.pending(name)
+            row["suspended_at_runtime"] = shared.paused.get(name)
             row["waiting_for_slot"] = next(
                 (w for w in self.runs.slots.status() if w["job"] == name), None
             )

@@ -140,6 +140,9 @@ class Daemon:
                 executor.open(store)
             self.runs.followups.load()
             self.runs.slots.load()
+            self.shared.paused = {
+                job: v for job, v in store.all_job_state("paused").items() if isinstance(v, dict)
+            }
             self.scheduler.start()
             self.reconciler.reconcile(startup=True)
             self.runs.followups.recover(self.runs.record_result)

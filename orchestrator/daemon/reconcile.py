@@ -6,6 +6,7 @@ missed), a fire that came late, and ``on: change`` runs.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime
 
@@ -54,6 +55,15 @@ def desired_jobs(current: dict[str, JobView], scan: DirectoryScan) -> dict[str, 
     return desired
 
 
+def paused_view(view: JobView, paused: bool) -> JobView:
+    """The view with its manifest suspended while a person has suspended the job at runtime
+    (`orchestrator suspend JOB`): every part of the daemon honours `suspend` already."""
+    if not paused or view.loaded is None or view.loaded.manifest.suspend:
+        return view
+    manifest = view.loaded.manifest.model_copy(update={"suspend": True})
+    return dataclasses.replace(view, loaded=dataclasses.replace(view.loaded, manifest=manifest))
+
+
 class Reconciler:
     def __init__(self, shared: Shared, runs: Runs, scheduler: Scheduler, scanner: Scanner):
         self.shared = shared
@@ -86,7 +96,10 @@ class Reconciler:
             return
         shared.dir_error = None
         scan = outcome.scan
-        desired = desired_jobs(shared.jobs, scan)
+        desired = {
+            n: paused_view(v, n in shared.paused)
+            for n, v in desired_jobs(shared.jobs, scan).items()
+        }
         old = shared.jobs
         # The new desired state is in effect before any run starts, so that a catch-up or
         # on-change run dispatched below finds its job.
@@ -113,7 +126,10 @@ class Reconciler:
             log.error("manifest_invalid_keeping_last_good", job=name, error=str(view.error))
         if before is None or before.loaded is None or name in self.unapplied:
             applied = self.shared.guarded(self.add_job, view, startup)
-        elif view.loaded is not None and before.loaded.content_hash != view.loaded.content_hash:
+        elif view.loaded is not None and (
+            before.loaded.content_hash != view.loaded.content_hash
+            or before.loaded.manifest.suspend != view.loaded.manifest.suspend  # suspend/resume
+        ):
             applied = self.shared.guarded(self.change_job, before, view)
         else:
             return
@@ -148,6 +164,8 @@ class Reconciler:
         self.scheduler.unschedule(name)
         if self.shared.store_ is not None:
             self.runs.followups.forget_job(name)  # a removed job's retry must not come back
+            if self.shared.paused.pop(name, None) is not None:  # nor its runtime suspension
+                self.shared.store_.set_job_state(name, "paused", None)
         policy = view.loaded.manifest.policy if view.loaded else None
         active = [r for r in self.shared.active.values() if r.job == name]
         log.info("job_removed", job=name, active_runs=len(active))

@@ -43,6 +43,8 @@ class Shared:
     outage: Outage = field(default_factory=lambda: Outage("run store"))
     deferred: list[Event] = field(default_factory=list)
     notify_status: Callable[[], None] = lambda: None
+    # jobs a person suspended at runtime (`orchestrator suspend`): name -> {"since": iso}
+    paused: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_ended: Callable[[str], None] = lambda job: None  # notifications (daemon/operations.py)
 
     @property
