@@ -344,7 +344,7 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
 
 
 def _add_run_commands() -> None:
-    from orchestrator import cli_control, cli_logs, cli_runs, cli_usage
+    from orchestrator import cli_control, cli_inspect, cli_logs, cli_runs, cli_usage
 
     for command in (
         cli_runs.status,
@@ -356,6 +356,8 @@ def _add_run_commands() -> None:
         cli_control.reload,
         cli_control.suspend,
         cli_control.resume,
+        cli_inspect.describe,
+        cli_inspect.render,
         cli_usage.usage,
     ):
         main.add_command(command)

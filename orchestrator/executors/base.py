@@ -144,6 +144,11 @@ class Executor(Protocol):
         so (for messages); None: no limit."""
         ...
 
+    def preview(self, spec: RunSpec) -> list[tuple[str, str]]:
+        """What starting ``spec`` would hand to the system, as (title, text) sections (a batch
+        script), without starting or writing anything; [] when the argv says it all."""
+        ...
+
     # The most runs of all jobs this executor runs at once; a due run beyond it waits in the
     # daemon's queue (daemon/slots.py) until one ends. None (or absent): no cap.
     capacity: int | None

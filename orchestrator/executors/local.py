@@ -164,6 +164,9 @@ class LocalExecutor:
     def log_name(self, options: Any, array: str | None) -> str:
         return "output.log"
 
+    def preview(self, spec: RunSpec) -> list[tuple[str, str]]:
+        return []  # the argv, under the run shim (its own session, killed as a group)
+
     def retry_array(self, options: Any, result: dict[str, Any] | None) -> str | None:
         return None
 

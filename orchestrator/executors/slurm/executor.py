@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -170,19 +171,22 @@ class SlurmExecutor(Submission):
             return
         self._render_and_queue(spec, spec.array)
 
+    def preview(self, spec: RunSpec) -> list[tuple[str, str]]:
+        """The batch script (and a fallback's) a run would be submitted with."""
+        assert isinstance(spec.options, SlurmOptions)
+        req = _request(spec, spec.array)
+        out = [("Slurm batch script", render_batch_script(req, spec.env_overrides))]
+        if spec.options.fallback is not None:
+            fallback_req = dataclasses.replace(req, options=spec.options.fallback_options())
+            env = {**spec.env_overrides, "ORCH_FALLBACK": "1"}
+            out.append(("its fallback's batch script", render_batch_script(fallback_req, env)))
+        if spec.plan_argv and spec.array is None and spec.options.array is None:
+            out.append(("array", "planned at submission by: " + shlex.join(spec.plan_argv)))
+        return out
+
     def _render_and_queue(self, spec: RunSpec, array_override: str | None) -> None:
         assert isinstance(spec.options, SlurmOptions)
-        req = BatchRequest(
-            run_id=spec.run_id,
-            job=spec.job,
-            attempt=spec.attempt,
-            argv=spec.argv,
-            env=spec.env,
-            workdir=spec.workdir,
-            run_dir=spec.run_dir,
-            options=spec.options,
-            array=array_override,
-        )
+        req = _request(spec, array_override)
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         script = spec.run_dir / SCRIPT_NAME
         script.write_text(render_batch_script(req, spec.env_overrides))
@@ -266,6 +270,21 @@ class SlurmExecutor(Submission):
                 else None
             ),
         }
+
+
+def _request(spec: RunSpec, array: str | None) -> BatchRequest:
+    assert isinstance(spec.options, SlurmOptions)
+    return BatchRequest(
+        run_id=spec.run_id,
+        job=spec.job,
+        attempt=spec.attempt,
+        argv=spec.argv,
+        env=spec.env,
+        workdir=spec.workdir,
+        run_dir=spec.run_dir,
+        options=spec.options,
+        array=array,
+    )
 
 
 def _tracked(spec: RunSpec, script: Path | None, tasks: list[str]) -> TrackedRun:
