@@ -358,6 +358,7 @@ def _add_run_commands() -> None:
         cli_control.resume,
         cli_inspect.describe,
         cli_inspect.render,
+        cli_inspect.diff,
         cli_usage.usage,
     ):
         main.add_command(command)

@@ -189,3 +189,82 @@ def describe(job: str, jobs_dir: Path | None, state_dir: Path | None, runs: int)
             f"{r.message or ''}".rstrip()
         )
     sys.stdout.flush()
+
+
+def _changed_fields(in_effect: dict[str, Any], manifest: Any) -> list[tuple[str, str, str]]:
+    """(field, old, new) between the daemon's version of a job and the file's."""
+    from orchestrator.notify.model import notify_digest
+
+    now = manifest.model_dump(mode="json", exclude={"notify"})
+    fields = [(w, json_text(a), json_text(b)) for w, a, b in _changes(in_effect["manifest"], now)]
+    if notify_digest(manifest.notify) != in_effect.get("notify"):
+        fields.append(("notify", "(URLs not shown)", "changed"))
+    return fields
+
+
+def _changes(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(field, old, new) for each leaf that differs between two manifests' dumps."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            where = f"{path}.{key}" if path else str(key)
+            out += _changes(old.get(key), new.get(key), where)
+        return out
+    return [] if old == new else [(path, old, new)]
+
+
+@click.command()
+@JOBS_DIR
+@STATE_DIR
+def diff(jobs_dir: Path | None, state_dir: Path | None) -> None:
+    """What a reload would change: jobs added, removed, changed (field by field), and files
+    that do not validate (their job keeps its last good version). Exit 0 when nothing would
+    change, 1 when something would (as diff(1)).
+
+    Example: orchestrator diff && echo "nothing to reload"
+    """
+    from orchestrator.control import request
+    from orchestrator.errors import ControlError, DaemonNotRunningError
+    from orchestrator.manifests.loader import validate_paths
+
+    settings = settings_from(jobs_dir, state_dir)
+    try:
+        effect = request(settings.control_socket, {"op": "manifests"})["manifests"]
+    except DaemonNotRunningError:
+        fail(f"the daemon is not running (state directory {settings.state_dir}): nothing to diff")
+    except ControlError as exc:
+        fail(str(exc))
+    loaded, problems = validate_paths([settings.jobs_dir])
+    files = {lm.name: lm for lm in loaded}
+    changed = False
+    for name in sorted(set(files) - set(effect)):
+        click.echo(f"+ {name}  (new: {files[name].path})")
+        changed = True
+    for name in sorted(set(effect) - set(files)):
+        bad = any(Path(p.path) == Path(effect[name]["path"]) for p in problems)
+        if bad:
+            continue  # reported below: the job keeps its last good version
+        click.echo(f"- {name}  (removed: {effect[name]['path']})")
+        changed = True
+    for name in sorted(set(files) & set(effect)):
+        if files[name].content_hash == effect[name]["hash"]:
+            continue
+        fields = _changed_fields(effect[name], files[name].manifest)
+        if not fields:
+            continue  # comments or layout only: a reload changes nothing
+        click.echo(f"~ {name}  ({files[name].path})")
+        for where, before, after in fields:
+            click.echo(f"    {where}: {before} -> {after}")
+        changed = True
+    for problem in problems:
+        click.echo(f"! {problem}  (not applied: the job keeps its last good version)")
+        changed = True
+    if not changed:
+        click.echo("no changes", err=True)
+    sys.exit(1 if changed else 0)
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return "(none)" if value is None else json.dumps(value)

@@ -13,6 +13,7 @@ import structlog
 
 from orchestrator.clock import utcnow
 from orchestrator.errors import OrchestratorError, StoreUnavailableError
+from orchestrator.notify.model import notify_digest
 from orchestrator.scheduling.scheduler import Scheduler
 from orchestrator.status import JobView, Since, job_row, since_for
 from orchestrator.store.base import RunRecord, Trigger
@@ -102,6 +103,8 @@ class ControlHandler:
             return {"ok": True, "run": record.to_json() if record is not None else None}
         if op == "trigger":
             return self._trigger(str(request.get("job", "")))
+        if op == "manifests":  # read-only: what is in effect (`orchestrator diff`)
+            return {"ok": True, "manifests": self._manifests()}
         if op in ("suspend", "resume"):
             return self._pause(str(request.get("job", "")), op == "suspend")
         if op == "cancel":
@@ -118,6 +121,24 @@ class ControlHandler:
             return {"ok": True, "run_id": None, "deferred": str(exc)}
         assert record is not None  # a manual trigger that does not start raises
         return {"ok": True, "run_id": record.run_id, "state": str(record.state)}
+
+    def _manifests(self) -> dict[str, Any]:
+        """The manifests in effect as files have them (a runtime suspension left out), without
+        their notify URLs (secrets)."""
+        out = {}
+        for name, view in self.shared.jobs.items():
+            if view.loaded is None:
+                continue
+            dumped = view.loaded.manifest.model_dump(mode="json", exclude={"notify"})
+            if name in self.shared.paused:
+                dumped["suspend"] = False  # the overlay, not the file
+            out[name] = {
+                "path": str(view.path),
+                "hash": view.loaded.content_hash,
+                "manifest": dumped,
+                "notify": notify_digest(getattr(view.loaded.manifest, "notify", None)),
+            }
+        return out
 
     def _pause(self, job: str, suspend: bool) -> dict[str, Any]:
         """Suspend a job at runtime (kept in the store over restarts), or resume it. A job

@@ -173,3 +173,12 @@ def scrub(text: str, urls: tuple[str, ...] | list[str]) -> str:
         for secret in secrets_of(url):
             text = text.replace(secret, "***")
     return text
+
+
+def notify_digest(block: Notify | None) -> str:
+    """A digest of a notify block: tells that it changed without showing its URLs."""
+    import hashlib
+    import json
+
+    text = json.dumps(block.model_dump(mode="json") if block else None, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -65,3 +65,34 @@ def test_describe_shows_zone_local_fires_and_last_runs(daemon: DaemonHarness) ->
     assert {zone for _, zone in fires} <= {"CET", "CEST"}
     assert "Now:         idle" in shown
     assert re.search(rf"{run_id}  succeeded ", shown), shown
+
+
+def test_diff_says_what_a_reload_would_change(daemon: DaemonHarness) -> None:
+    """With changes the daemon has not read yet (a long debounce stands for edits on another
+    node, which inotify does not see), `diff` lists them, field by field, and a reload
+    applies them; secrets in notify URLs are not shown."""
+    daemon.write("keep.yaml", job("keep", '["true"]'))
+    daemon.write("edit.yaml", job("edit", '["true"]', "schedule: {every: 1h}"))
+    daemon.write("gone.yaml", job("gone", '["true"]'))
+    daemon.start(extra_env={"ORCH_DEBOUNCE_S": "60", "ORCH_RESCAN_INTERVAL_S": "3600"})
+    assert daemon.cli("diff").returncode == 0
+    daemon.write(
+        "edit.yaml",
+        job("edit", '["false"]', "schedule: {every: 2h}\nnotify: {urls: ['json://h/Secret77']}"),
+    )
+    daemon.write("new.yaml", job("new", '["true"]'))
+    (daemon.jobs_dir / "gone.yaml").unlink()
+    daemon.write("keep.yaml", "# a comment only\n" + job("keep", '["true"]'))
+    shown = daemon.cli("diff", check=False)
+    assert shown.returncode == 1
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("+ new  (new: ")
+    assert lines[1].startswith("- gone  (removed: ")
+    assert lines[2].startswith("~ edit  (")
+    assert '    schedule.every: "1h" -> "2h"' in lines
+    assert '    spec.command: ["true"] -> ["false"]' in lines
+    assert "    notify: (URLs not shown) -> changed" in lines
+    assert not any("keep" in line for line in lines)  # a comment changes nothing
+    assert "Secret77" not in shown.stdout
+    daemon.cli("reload")
+    assert daemon.cli("diff").returncode == 0
