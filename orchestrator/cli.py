@@ -22,7 +22,6 @@ from orchestrator import __version__
 from orchestrator.cli_common import (
     echo_retries,
     fail,
-    print_json,
     read_job_state,
     settings_from,
     state_dir_problem,
@@ -33,6 +32,7 @@ from orchestrator.errors import (
     OrchestratorError,
     StoreError,
 )
+from orchestrator.tables import OUTPUT, echo_data
 
 
 class _LazyGroup(click.Group):
@@ -273,9 +273,15 @@ def schema(
 @JOBS_DIR
 @STATE_DIR
 @click.option("-n", "count", default=3, show_default=True, help="Fire times per job.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: bool) -> None:
-    """Each job, whether it is valid, and its next fire times."""
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same as -o json).")
+@OUTPUT
+def plan(
+    jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: bool, output: str
+) -> None:
+    """Each job, whether it is valid, and its next fire times in its own time zone.
+
+    Example: orchestrator plan -n 5
+    """
     from orchestrator.manifests.loader import scan_directory
     from orchestrator.manifests.models import CronSchedule, EverySchedule
     from orchestrator.scheduling.triggers import next_fire_times
@@ -305,6 +311,7 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
                 "suspended": m.suspend,
                 "after": list(m.after),
                 "next_runs": times,
+                "timezone": getattr(m.schedule, "timezone", None),
                 "pending_retries": stored_retries(retries.get(name)),
                 "error": None,
             }
@@ -324,23 +331,43 @@ def plan(jobs_dir: Path | None, state_dir: Path | None, count: int, as_json: boo
                 "error": str(err),
             }
         )
-    if as_json:
-        print_json(rows)
-        return
-    for row in rows:
-        if not row["valid"]:
-            click.echo(f"INVALID  {row['path']}")
-            for line in row["error"].splitlines():
-                click.echo(f"    {line}")
-            continue
-        what = row["schedule"] or ("after " + ", ".join(row["after"]) if row["after"] else "manual")
-        flag = "  (suspended)" if row["suspended"] else ""
-        click.echo(f"{row['name']:<30} {row['kind']:<10} {what}{flag}")
-        for t in row["next_runs"]:
-            click.echo(f"    {t}")
-        echo_retries(row["pending_retries"])
+    if as_json or output in ("json", "yaml"):
+        echo_data(rows, "json" if as_json else output)
+    else:
+        _echo_plan(rows, now)
     if any(not r["valid"] for r in rows):
         sys.exit(1)
+
+
+def _echo_plan(rows: list[dict[str, Any]], now: datetime) -> None:
+    """One row per job, its next fires in its own time zone; errors and retries under it."""
+    from zoneinfo import ZoneInfo
+
+    from orchestrator.humanize import ago, clock
+    from orchestrator.tables import coloured, render
+
+    cells = []
+    for row in rows:
+        if not row["valid"]:
+            cells.append([Path(row["path"]).name, coloured("INVALID"), "-", "-"])
+            continue
+        what = row["schedule"] or (
+            "after " + ", ".join(row["after"]) if row["after"] else "by hand"
+        )
+        zone = ZoneInfo(row["timezone"]) if row.get("timezone") else None
+        fires = [datetime.fromisoformat(t) for t in row["next_runs"]]
+        nxt = ", ".join(clock(t, zone, now) for t in fires)
+        if fires:
+            nxt = f"{ago(fires[0], now)}: {nxt}"
+        state = "suspended" if row["suspended"] else "ok"
+        cells.append([row["name"], coloured(state), what, nxt or "-"])
+    lines = render(["JOB", "STATE", "SCHEDULE", "NEXT FIRES"], cells)
+    click.echo(lines[0])
+    for row, line in zip(rows, lines[1:], strict=True):
+        click.echo(line)
+        for err in (row["error"] or "").splitlines():
+            click.echo(f"    {err}")
+        echo_retries(row["pending_retries"])
 
 
 def _add_run_commands() -> None:

@@ -44,8 +44,8 @@ def _loaded(settings: Settings, job: str) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def render(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """Show what a run of JOB would get, without running anything: its argv (with the container
-    line), the environment the manifest adds, its working directory, and the batch script an
-    executor such as Slurm would submit.
+    line), the environment the manifest adds, its working directory, and the batch script a batch
+    executor would submit.
 
     Example: orchestrator render o2physics-source
     """

@@ -12,9 +12,7 @@ from typing import Any
 import click
 
 from orchestrator.cli_common import (
-    echo_retries,
     fail,
-    print_json,
     settings_from,
     state_dir_problem,
     stored_retries,
@@ -29,6 +27,7 @@ from orchestrator.errors import (
 from orchestrator.health import DOWN, Health, assess, not_answering
 from orchestrator.settings import Settings
 from orchestrator.store.base import RunState
+from orchestrator.tables import OUTPUT, echo_data
 
 
 def _offline_status(settings: Settings) -> dict[str, Any]:
@@ -102,23 +101,28 @@ def _status_and_health(settings: Settings) -> tuple[dict[str, Any] | None, Healt
 @click.command()
 @JOBS_DIR
 @STATE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same as -o json).")
+@OUTPUT
+def status(jobs_dir: Path | None, state_dir: Path | None, as_json: bool, output: str) -> None:
     """Jobs, their validity, next and last runs (from the daemon, or the files when down).
 
     Exit status 0 all well, 1 degraded (an invalid manifest, a job whose last run did not
     succeed, an overdue job, the run store or an executor's submission unavailable), 2 the
     daemon is not running or not answering; the last line says why (`status --json`:
-    `health`)."""
+    `health`). Times are the job's own time zone's (and relative); NEXT says why a job has no
+    next fire.
+
+    Example: orchestrator status -o wide
+    """
+    from orchestrator.status_text import echo_status
+
     data, health = _status_and_health(settings_from(jobs_dir, state_dir))
     if data is None:
         fail(health.line, health.code)
-    if as_json:
-        print_json({**data, "health": health.to_json()})
+    if as_json or output in ("json", "yaml"):
+        echo_data({**data, "health": health.to_json()}, "json" if as_json else output)
         sys.exit(health.code)
-    _echo_daemon(data["daemon"])
-    for row in data["jobs"]:
-        _echo_job(row)
+    echo_status(data, wide=output == "wide")
     click.echo(health.line)
     sys.exit(health.code)
 
@@ -139,89 +143,6 @@ def check(jobs_dir: Path | None, state_dir: Path | None) -> None:
     sys.exit(health.code)
 
 
-def _echo_daemon(d: dict[str, Any]) -> None:
-    """The daemon's line, then what is wrong with it, one indented line each."""
-    if d["running"]:
-        click.echo(
-            f"daemon: running, pid {d['pid']} on {d['host']} since {d['started_at']}"
-            f" ({d['watch_mode']})"
-        )
-    else:
-        click.echo("daemon: not running")
-    if d.get("waiting_for_slot"):
-        click.echo(f"  {d['waiting_for_slot']} run(s) waiting for a free slot (see below)")
-    if d.get("http"):
-        click.echo(f"  status page and /metrics: {d['http']['url']}")
-    notes = d.get("notifications") or {}
-    if notes.get("retrying") or notes.get("abandoned"):
-        click.echo(
-            f"  notifications: {notes.get('pending', 0)} waiting ({notes.get('retrying', 0)} "
-            f"being retried), {notes.get('abandoned', 0)} given up; last error: "
-            f"{notes.get('last_error')}"
-        )
-    if (d.get("config") or {}).get("error"):
-        click.echo(f"  configuration file not applied: {d['config']['error']}")
-    for health in (d.get("executors") or {}).values():
-        if health.get("note"):  # an executor says what is wrong (a paused submission)
-            click.echo(f"  {health['note']}")
-    store_health = d.get("store") or {}
-    if store_health.get("ok") is False:
-        click.echo(
-            f"  run store unavailable since {store_health.get('since')}: "
-            f"{store_health.get('error')} (retrying in {store_health.get('next_retry_in_s')} s; "
-            f"{store_health.get('deferred_events', 0)} events kept until it answers)"
-        )
-    if d.get("state_dir_note"):
-        click.echo(f"  {d['state_dir_note']}")
-    if d.get("jobs_dir_error"):
-        click.echo(f"  jobs directory: {d['jobs_dir_error']}")
-
-
-def _progress_text(progress: dict[str, Any]) -> str:
-    """``done/total`` and the count of each state, when the job publishes them."""
-    text = ""
-    if isinstance(progress.get("done"), int) and isinstance(progress.get("total"), int):
-        text = f"{progress['done']}/{progress['total']} done"
-    states = progress.get("states")
-    if isinstance(states, dict) and states:
-        text += " (" + ", ".join(f"{n} {s}" for s, n in states.items()) + ")"
-    return text or "running"
-
-
-def _echo_job(row: dict[str, Any]) -> None:
-    last = row["last_run"]
-    last_text = (
-        f"last {last['state']} ({last['exit_code']}) "
-        f"{last['finished_at'] or last['started_at'] or ''}"
-        if last
-        else "never run"
-    )
-    state = "ok" if row["valid"] else "INVALID"
-    if row["suspended"]:
-        state += ",suspended"
-    click.echo(f"{row['name']:<30} {state:<12} next {row['next_run'] or '-':<27} {last_text}")
-    for run_id, progress in (row.get("progress") or {}).items():
-        click.echo(f"  running {run_id}: {_progress_text(progress)}")
-    for run_id, moved in (row.get("fallback") or {}).items():
-        click.echo(
-            f"  running {run_id}: {moved.get('what')} moved to the fallback resources: "
-            f"{moved.get('reason')}"
-        )
-    if row["error"]:
-        for line in row["error"].splitlines():
-            click.echo(f"    {line}")
-    echo_retries(row.get("pending_retries") or [])
-    paused = row.get("suspended_at_runtime")
-    if paused:
-        click.echo(f"    suspended since {paused['since']} (`orchestrator resume {row['name']}`)")
-    waiting = row.get("waiting_for_slot")
-    if waiting:
-        click.echo(
-            f"    waiting for a free {waiting['executor']} slot since {waiting['since']} "
-            f"({waiting['trigger']}; ORCH_MAX_LOCAL_RUNS caps runs at once)"
-        )
-
-
 @click.command()
 @click.argument("job", required=False)
 @JOBS_DIR
@@ -235,7 +156,8 @@ def _echo_job(row: dict[str, Any]) -> None:
     help="Only runs in this state (repeat for several).",
 )
 @click.option("--since", default=None, help="Only runs created within this long: 7d, 12h.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same as -o json).")
+@OUTPUT
 def history(
     job: str | None,
     jobs_dir: Path | None,
@@ -244,6 +166,7 @@ def history(
     states: tuple[str, ...],
     since: str | None,
     as_json: bool,
+    output: str,
 ) -> None:
     """Finished and active runs, newest first.
 
@@ -264,19 +187,41 @@ def history(
         fail(state_dir_problem(settings, exc))
     if job is not None and not runs and not _job_known(settings, job):
         fail(f"no job named {job!r} in {settings.jobs_dir} or in the run history")
-    if as_json:
-        print_json([r.to_json() for r in runs])
+    if as_json or output in ("json", "yaml"):
+        echo_data([r.to_json() for r in runs], "json" if as_json else output)
         return
     if not runs:
         click.echo("no runs" + (f" of {job}" if job else "") + " match", err=True)
+        return
+    _echo_runs(runs, wide=output == "wide")
+
+
+def _echo_runs(runs: list[Any], wide: bool) -> None:
+    """The runs' table: local start times (and how long ago), durations, exit codes as a
+    shell shows them; the message (and what the run used) last, never cut."""
+    from orchestrator.humanize import ago, clock, exit_text, took
+    from orchestrator.tables import coloured, echo_table
+
+    now = utcnow()
+    headers = ["RUN ID", "JOB", "STATE", "EXIT", "TRIGGER", "STARTED", "TOOK"]
+    headers += ["ATTEMPT", "EXECUTOR", "MESSAGE"] if wide else ["MESSAGE"]
+    rows = []
     for r in runs:
         when = r.started_at or r.scheduled_for or r.created_at
-        click.echo(
-            f"{r.run_id}  {r.job:<24} {r.state!s:<10} exit={r.exit_code!s:<4} "
-            f"{r.trigger!s:<9} attempt={r.attempt} {when.isoformat() if when else ''}"
-            + (f"  {r.message}" if r.message else "")
-            + _usage_text((r.result or {}).get("usage"))
-        )
+        row = [
+            r.run_id,
+            r.job,
+            coloured(str(r.state)),
+            exit_text(r.exit_code),
+            str(r.trigger),
+            f"{clock(when, None, now)} ({ago(when, now)})" if when else "-",
+            took(r.duration_s) or "-",
+        ]
+        if wide:
+            row += [str(r.attempt), r.executor or "local"]
+        row.append(((r.message or "") + _usage_text((r.result or {}).get("usage"))).strip())
+        rows.append(row)
+    echo_table(headers, rows)
 
 
 def _job_known(settings: Settings, job: str) -> bool:

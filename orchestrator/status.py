@@ -114,6 +114,7 @@ def job_row(
         "manifest_hash": view.loaded.content_hash if view.loaded else None,
         "suspended": manifest.suspend if manifest else None,
         "schedule": describe_schedule(manifest.schedule) if manifest else None,
+        "timezone": getattr(manifest.schedule, "timezone", None) if manifest else None,
         "after": list(manifest.after) if manifest else [],
         "executor": manifest.executor_name if manifest is not None else None,
         "next_run": _iso(next_run),

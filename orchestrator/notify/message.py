@@ -4,7 +4,6 @@ shows it, the task's result, the log's last lines)."""
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,10 @@ class Text:
 
 
 def exit_code_text(code: int | None) -> str:
-    """An exit code as a shell shows it: a run killed by signal 15 exited 143 (SIGTERM)."""
-    if code is None:
-        return "none"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"{128 - code} ({name})"
-    return str(code)
+    """An exit code as a shell shows it (orchestrator.humanize.exit_text; ``none`` without)."""
+    from orchestrator.humanize import exit_text
+
+    return "none" if code is None else exit_text(code)
 
 
 def log_tail(path: str | None, lines: int) -> list[str]:
