@@ -27,6 +27,15 @@ against their documented command lines):
   passes it in ``extra_args``: leading ``extra_args`` that are podman global options
   (``--runtime``, ``--root``, ``--runroot``, ``--storage-driver``, ``--cgroup-manager``,
   ``--log-level``) are moved before ``run``; the rest go after the run flags.
+- ``docker`` (workstations, the CodeRefinery course's examples)::
+
+      docker [global options] run --rm -v SRC:DST[:ro] -e K=V -w DIR [extra_args] IMAGE ARGV...
+
+  As podman, with docker's own global options (``--host``/``-H``, ``--context``,
+  ``--config``, ``--log-level``) moved before ``run``; ``DOCKER_HOST`` in the run's environment
+  works too. The docker client proxies SIGTERM to the container (the run's timeout and cancel);
+  a container that ignores it outlives the client's SIGKILL, so give long-running images an
+  init (``extra_args: [--init]``).
 - ``apptainer``::
 
       apptainer exec --bind SRC:DST[:ro] --env K=V --pwd DIR [extra_args] IMAGE ARGV...
@@ -170,6 +179,32 @@ def _podman(
     return [*cmd, image, *argv], env
 
 
+DOCKER_GLOBAL_OPTIONS = ("--host", "-H", "--context", "-c", "--config", "--log-level", "-l")
+
+
+def _docker(
+    container: Container, image: str, argv: list[str], env: dict[str, str], workdir: str | None
+) -> tuple[list[str], dict[str, str]]:
+    global_opts: list[str] = []
+    run_opts = list(container.extra_args)
+    while run_opts:  # leading global options (with their values) go before `run`
+        flag = run_opts[0].split("=", 1)[0]
+        if flag not in DOCKER_GLOBAL_OPTIONS:
+            break
+        taken = 1 if "=" in run_opts[0] else 2
+        global_opts += run_opts[:taken]
+        run_opts = run_opts[taken:]
+    cmd = ["docker", *global_opts, "run", "--rm"]
+    for m in container.mounts:
+        cmd += ["-v", _mount_spec(m, env)]
+    for key, value in container.env.items():
+        cmd += ["-e", f"{key}={value}"]
+    if workdir is not None:
+        cmd += ["-w", workdir]
+    cmd += run_opts
+    return [*cmd, image, *argv], env
+
+
 def _apptainer(
     container: Container, image: str, argv: list[str], env: dict[str, str], workdir: str | None
 ) -> tuple[list[str], dict[str, str]]:
@@ -191,5 +226,6 @@ _RENDERERS = {
     "shifter": _shifter,
     "podman": _podman,
     "podman-hpc": _podman,
+    "docker": _docker,
     "apptainer": _apptainer,
 }

@@ -95,7 +95,7 @@ def _mount_from_string(value: Any) -> Any:
 
 
 class Container(StrictModel):
-    runtime: Literal["shifter", "podman-hpc", "podman", "apptainer", "none"]
+    runtime: Literal["shifter", "podman-hpc", "podman", "docker", "apptainer", "none"]
     image: str | None = Field(None, min_length=1)
     mounts: list[
         Annotated[Mount, BeforeValidator(_mount_from_string, json_schema_input_type=Mount | str)]
