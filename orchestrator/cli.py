@@ -371,7 +371,7 @@ def _echo_plan(rows: list[dict[str, Any]], now: datetime) -> None:
 
 
 def _add_run_commands() -> None:
-    from orchestrator import cli_control, cli_inspect, cli_logs, cli_runs, cli_usage
+    from orchestrator import cli_complete, cli_control, cli_inspect, cli_logs, cli_runs, cli_usage
 
     for command in (
         cli_runs.status,
@@ -386,6 +386,7 @@ def _add_run_commands() -> None:
         cli_inspect.describe,
         cli_inspect.render,
         cli_inspect.diff,
+        cli_complete.completion,
         cli_usage.usage,
     ):
         main.add_command(command)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from orchestrator.cli_common import fail, settings_from
+from orchestrator.cli_complete import complete_jobs, complete_runs
 from orchestrator.cli_options import JOBS_DIR, STATE_DIR
 from orchestrator.errors import ControlError, DaemonNotRunningError
 from orchestrator.settings import Settings
@@ -31,7 +32,7 @@ def shell_code(state: str, exit_code: int | None) -> int:
 
 
 @click.command()
-@click.argument("job")
+@click.argument("job", shell_complete=complete_jobs)
 @click.option(
     "--wait", is_flag=True, help="Wait for the run's end; exit with its code as a shell shows it."
 )
@@ -85,7 +86,7 @@ def _wait(settings: Settings, run_id: str) -> Any:
 
 
 @click.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_runs)
 @JOBS_DIR
 @STATE_DIR
 def cancel(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
@@ -98,7 +99,7 @@ def cancel(run_id: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
 
 
 @click.command()
-@click.argument("job")
+@click.argument("job", shell_complete=complete_jobs)
 @JOBS_DIR
 @STATE_DIR
 def suspend(job: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
@@ -113,7 +114,7 @@ def suspend(job: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
 
 
 @click.command()
-@click.argument("job")
+@click.argument("job", shell_complete=complete_jobs)
 @JOBS_DIR
 @STATE_DIR
 def resume(job: str, jobs_dir: Path | None, state_dir: Path | None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from orchestrator.cli_common import fail, print_json, settings_from
+from orchestrator.cli_complete import complete_jobs
 from orchestrator.cli_options import JOBS_DIR, STATE_DIR
 from orchestrator.settings import Settings
 
@@ -38,7 +39,7 @@ def _loaded(settings: Settings, job: str) -> Any:
 
 
 @click.command()
-@click.argument("job")
+@click.argument("job", shell_complete=complete_jobs)
 @JOBS_DIR
 @STATE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -110,7 +111,7 @@ def render(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: boo
 
 
 @click.command()
-@click.argument("job")
+@click.argument("job", shell_complete=complete_jobs)
 @JOBS_DIR
 @STATE_DIR
 @click.option("-n", "runs", default=5, show_default=True, help="How many recent runs.")

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from orchestrator.cli_common import fail, settings_from
+from orchestrator.cli_complete import complete_runs_or_jobs
 from orchestrator.cli_options import JOBS_DIR, STATE_DIR
 
 FOLLOW_POLL_S = 0.3
@@ -19,7 +20,7 @@ CHUNK = 65536
 
 
 @click.command()
-@click.argument("target", metavar="RUN_ID|JOB")
+@click.argument("target", metavar="RUN_ID|JOB", shell_complete=complete_runs_or_jobs)
 @click.option(
     "-f", "--follow", is_flag=True, help="Print new output as it comes, until the run ends."
 )

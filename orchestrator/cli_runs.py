@@ -17,6 +17,7 @@ from orchestrator.cli_common import (
     state_dir_problem,
     stored_retries,
 )
+from orchestrator.cli_complete import complete_jobs
 from orchestrator.cli_options import JOBS_DIR, STATE_DIR
 from orchestrator.clock import utcnow
 from orchestrator.errors import (
@@ -144,7 +145,7 @@ def check(jobs_dir: Path | None, state_dir: Path | None) -> None:
 
 
 @click.command()
-@click.argument("job", required=False)
+@click.argument("job", required=False, shell_complete=complete_jobs)
 @JOBS_DIR
 @STATE_DIR
 @click.option("-n", "--limit", "limit", default=20, show_default=True, help="How many runs.")
