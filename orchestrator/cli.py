@@ -61,8 +61,49 @@ class _LazyGroup(click.Group):
             except ModuleNotFoundError as exc:  # an install without the extra it needs
                 return _missing_extra(cmd_name, exc.name or str(exc))
             assert isinstance(command, click.Command)
-            return command
-        return super().get_command(ctx, cmd_name)
+            return _short_helps(command)
+        found = super().get_command(ctx, cmd_name)
+        return _short_helps(found) if found is not None else None
+
+
+# One line each for `--help`'s command lists, none cut (click shortens a first sentence that
+# does not fit the width); the full text is each command's own --help.
+SHORT_HELP = {
+    "cancel": "Stop a run, or drop a failed run's pending retry.",
+    "check": "One line and exit code 0/1/2, for cron or Nagios.",
+    "completion": "Print the shell completion script.",
+    "describe": "Show a job in full: schedule, waits, last runs.",
+    "diff": "Show what a reload would change.",
+    "history": "Runs, newest first (filters: --state, --since).",
+    "logs": "Print (or follow) a run's output.",
+    "photometry": "Roman SN photometry: difference imaging, light curves.",
+    "plan": "Each job and its next fire times.",
+    "reload": "Re-read the jobs directory now.",
+    "render": "Show what a run would get, without running it.",
+    "resume": "Resume a job paused with suspend.",
+    "run": "Run the daemon in the foreground.",
+    "schema": "Write (or print) the manifest JSON Schema.",
+    "status": "Jobs, next and last runs; exit 0/1/2 by health.",
+    "suspend": "Pause a job without editing its manifest.",
+    "trigger": "Run a job now (--wait: until it ends).",
+    "usage": "CPU-hours and GPU-hours per job, for allocation reports.",
+    "validate": "Check manifests and the configuration file.",
+    "o2": "ALICE O2 (kind: O2Sync): tags, rollback.",
+    "o2 rollback": "Point a job back at an earlier promoted tag.",
+    "o2 tags": "A job's current tag and the tags kept for rollback.",
+    "o2 unreject": "Let future runs probe (and promote) a rejected tag.",
+    "photometry run": "Measure one object's light curve from Roman images.",
+    "photometry simulate": "Write a synthetic Roman-like data set with its truth.",
+}
+
+
+def _short_helps(command: click.Command, prefix: str = "") -> click.Command:
+    name = f"{prefix}{command.name}"
+    command.short_help = SHORT_HELP.get(name, command.short_help)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _short_helps(sub, f"{name} ")
+    return command
 
 
 # The optional dependencies ("extras") a lazily loaded sub-command group needs.
@@ -97,6 +138,21 @@ def main(jobs_dir: Path | None, state_dir: Path | None) -> None:
     Where the jobs and the state are: --jobs-dir/--state-dir (before the command), else
     ORCH_JOBS_DIR/ORCH_STATE_DIR, else orchestrator.toml (./orchestrator.toml, then
     ~/.config/orchestrator/orchestrator.toml: jobs_dir, state_dir), else the defaults.
+
+    \b
+    Environment (the README's Settings table says what each does):
+      ORCH_JOBS_DIR ORCH_STATE_DIR ORCH_CONFIG ORCH_LOG_LEVEL ORCH_LOG_FORMAT
+      ORCH_FORCE_POLLING ORCH_DEBOUNCE_S ORCH_SETTLE_S ORCH_RESCAN_INTERVAL_S
+      ORCH_HEARTBEAT_S ORCH_DRAIN_GRACE_S ORCH_MAX_LOCAL_RUNS ORCH_STATE_DIR_FORCE
+      ORCH_METRICS_TEXTFILE ORCH_HTTP_ADDRESS ORCH_HTTP_TOKEN ORCH_NOTIFY_BACKOFF_S
+      ORCH_SLURM_SPOOL_DIR ORCH_SLURM_POLL_MIN_S ORCH_SLURM_POLL_MAX_S
+      ORCH_SLURM_LOST_GRACE_S ORCH_SLURM_CMD_TIMEOUT_S ORCH_DIA_KEEP_MEMORY
+
+    \b
+    Examples:
+      orchestrator status
+      orchestrator trigger heartbeat --wait
+      orchestrator logs heartbeat -f
     """
     del jobs_dir, state_dir  # read by each command (cli_common.settings_from)
 
@@ -115,7 +171,10 @@ def main(jobs_dir: Path | None, state_dir: Path | None) -> None:
 def run(
     jobs_dir: Path | None, state_dir: Path | None, log_level: str | None, http_address: str | None
 ) -> None:
-    """Run the daemon in the foreground (SIGTERM/SIGINT drain, SIGHUP reloads)."""
+    """Run the daemon in the foreground (SIGTERM/SIGINT drain, SIGHUP reloads).
+
+    Example: orchestrator run --jobs-dir jobs.d --http-address 127.0.0.1:8765
+    """
     import dataclasses
 
     from orchestrator.daemon import Daemon

@@ -56,6 +56,12 @@ each process gets the cores divided by -p.
 
 \b
 Exit status: 0 every pair succeeded, 1 some pairs failed (their rows say why), 2 usage error.
+
+\b
+Example:
+  orchestrator photometry simulate --out data
+  orchestrator photometry run --object data/object.json \\
+      --templates data/templates.txt --science data/science.txt --outdir lc
 """
 
 

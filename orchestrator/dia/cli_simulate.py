@@ -76,6 +76,8 @@ def simulate_command(
     different PSFs (an oversampled PSF image per exposure in the lists' psf column), noise
     (ERR), bad pixels (DQ), WCS and ZPTMAG. Writes templates.txt, science.txt, truth.csv and
     object.json (oid, ra, dec, band) under OUT; prints the matching `photometry run` line.
+
+    Example: orchestrator photometry simulate --out data --size 512 --epochs 8 --seed 3
     """
     from orchestrator.dia.simulate import simulate
 

@@ -86,7 +86,10 @@ def _tags_view(state: JobState) -> dict[str, Any]:
 @STATE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def tags(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None:
-    """The current tag of JOB, the tags kept for rollback, and the rejected tags."""
+    """The current tag of JOB, the tags kept for rollback, and the rejected tags.
+
+    Example: orchestrator o2 tags o2physics-cvmfs
+    """
     _, job_state_dir = _job(job, jobs_dir, state_dir)
     try:
         state = JobState(job_state_dir)
@@ -116,7 +119,10 @@ def tags(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: bool)
 @JOBS_DIR
 @STATE_DIR
 def rollback(job: str, tag: str | None, jobs_dir: Path | None, state_dir: Path | None) -> None:
-    """Point JOB back at TAG (default: the tag promoted before the current one)."""
+    """Point JOB back at TAG (default: the tag promoted before the current one).
+
+    Example: orchestrator o2 rollback o2physics-cvmfs daily-20250513-0328-1
+    """
     from orchestrator.tasks.o2sync.pointer import PointerFiles
     from orchestrator.tasks.o2sync.tags import payload_dir, tag_key
 
@@ -174,7 +180,10 @@ def rollback(job: str, tag: str | None, jobs_dir: Path | None, state_dir: Path |
 @JOBS_DIR
 @STATE_DIR
 def unreject(job: str, tag: str, jobs_dir: Path | None, state_dir: Path | None) -> None:
-    """Let future runs of JOB probe (and promote) TAG again."""
+    """Let future runs of JOB probe (and promote) TAG again.
+
+    Example: orchestrator o2 unreject o2physics-cvmfs daily-20250514-0328-1
+    """
     _, job_state_dir = _job(job, jobs_dir, state_dir)
     try:
         with job_lock(job_state_dir, job):
