@@ -122,16 +122,14 @@ def _message(err: Any, fld_parts: list[str]) -> str:
     hint = _pattern_hint(fld_parts) if kind == "string_pattern_mismatch" else None
     if hint is not None:
         return hint
+    form = _form_hint(kind, err["input"], fld_parts)
+    if form is not None:
+        return form
     if kind == "extra_forbidden":
         name = fld_parts[-1] if fld_parts else "?"
         valid = _valid_fields(err["loc"][:-1])
         hint = f"; valid fields here: {', '.join(valid)}" if valid else ""
         return f"unknown field '{name}'{hint}"
-    if kind == "model_type" and "mounts" in fld_parts:
-        return (
-            "a mount is 'source:target' (or 'source:target:ro') or {source, target, "
-            f"readonly}}, not {type(err['input']).__name__} {str(err['input'])[:40]!r}"
-        )
     if kind == "model_type":
         return "expected a mapping of fields, got " + type(err["input"]).__name__
     if kind == "string_pattern_mismatch" and "env" in fld_parts[:-1]:
@@ -145,6 +143,50 @@ def _message(err: Any, fld_parts: list[str]) -> str:
             "with a letter or digit, at most 63 characters"
         )
     return msg[:1].lower() + msg[1:]
+
+
+def _form_hint(kind: str, value: Any, fld_parts: list[str]) -> str | None:
+    """A message for the form the user wrote, where it tells more than the type's: a bare
+    cron line or duration as a schedule, two schedule kinds at once, env as a list, a mount
+    that is neither form."""
+    if kind == "schedule_form":
+        return _schedule_hint(value)
+    two_kinds = fld_parts[:1] == ["schedule"] and len(fld_parts) == 2
+    if kind == "extra_forbidden" and two_kinds and fld_parts[1] in ("cron", "every", "on"):
+        return (
+            "a schedule needs exactly one of 'cron', 'every' or 'on: change', not "
+            f"'{fld_parts[1]}' beside another"
+        )
+    if kind == "dict_type" and fld_parts[-1:] == ["env"] and isinstance(value, list):
+        return 'env is a mapping of NAME: value, not a list; write e.g. {A: "1", B: two}'
+    if kind == "model_type" and "mounts" in fld_parts:
+        return (
+            "a mount is 'source:target' (or 'source:target:ro') or {source, target, "
+            f"readonly}}, not {type(value).__name__} {str(value)[:40]!r}"
+        )
+    return None
+
+
+def _schedule_hint(value: Any) -> str:
+    """The schedule message for the form the user wrote: a bare cron line or duration gets
+    the mapping it belongs in; two kinds at once are named."""
+    base = "a schedule needs exactly one of 'cron', 'every' or 'on: change'"
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("@") or len(text.split()) == 5:
+            return f'{base}: write {{cron: "{text}"}}'
+        from orchestrator.durations import parse_duration_s
+
+        try:
+            parse_duration_s(text)
+        except (ValueError, OverflowError):
+            return f'{base}, e.g. {{cron: "0 3 * * *"}} or {{every: 6h}}'
+        return f"{base}: write {{every: {text}}}"
+    if isinstance(value, dict):
+        given = [k for k in ("cron", "every", "on") if k in value]
+        if len(given) > 1:
+            return f"{base}, not both {given[0]!r} and {given[1]!r}"
+    return base
 
 
 def _valid_fields(loc: tuple[Any, ...]) -> list[str]:

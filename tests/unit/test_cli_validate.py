@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 JOBS_DIR = REPO / "jobs.d"
 PROBLEM_LINE = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)$")
@@ -192,3 +194,25 @@ def test_world_writable_manifest_is_refused(tmp_path: Path) -> None:
     found = problems(result.stdout)
     assert len(found) == 1
     assert "chmod go-w" in found[0][3]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "says"),
+    [
+        ('"0 3 * * *"', 'write {cron: "0 3 * * *"}'),
+        ('"@daily"', 'write {cron: "@daily"}'),
+        ("6h", "write {every: 6h}"),
+        ('{every: 6h, cron: "0 3 * * *"}', "not 'every' beside another"),
+    ],
+)
+def test_schedule_messages_fit_the_form_written(tmp_path: Path, schedule: str, says: str) -> None:
+    path = write(
+        tmp_path / "x.yaml",
+        f"apiVersion: orchestrator/v1\nkind: Command\nname: x\nschedule: {schedule}\n"
+        "spec:\n  command: [echo]\n  env: [A=1]\n",
+    )
+    found = problems(validate(str(path), cwd=tmp_path).stdout)
+    assert says in found[0][3], found
+    assert found[-1][3] == (
+        'spec.env: env is a mapping of NAME: value, not a list; write e.g. {A: "1", B: two}'
+    )
