@@ -15,10 +15,11 @@ from typing import Any
 
 import click
 
-from orchestrator.cli_common import fail, print_json, settings_from, state_dir_problem
+from orchestrator.cli_common import fail, settings_from, state_dir_problem
 from orchestrator.cli_options import JOBS_DIR, STATE_DIR
 from orchestrator.clock import utcnow
 from orchestrator.errors import OrchestratorError
+from orchestrator.tables import OUTPUT, echo_data, echo_table
 
 
 def charged_cpu_hours(usage: dict[str, Any]) -> float:
@@ -62,11 +63,17 @@ def summarise(rows: list[tuple[str, str, str, dict[str, Any]]], by: str) -> list
     help="The period: runs that finished within it (a duration: 7d, 12h, 4w).",
 )
 @click.option("--by", type=click.Choice(["job", "executor"]), default="job", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same as -o json).")
+@OUTPUT
 @JOBS_DIR
 @STATE_DIR
 def usage(
-    since: str, by: str, as_json: bool, jobs_dir: Path | None, state_dir: Path | None
+    since: str,
+    by: str,
+    as_json: bool,
+    output: str,
+    jobs_dir: Path | None,
+    state_dir: Path | None,
 ) -> None:
     """CPU-hours and GPU-hours per job over a period, for an allocation report.
 
@@ -93,8 +100,9 @@ def usage(
         except (OrchestratorError, OSError, sqlite3.Error) as exc:
             fail(state_dir_problem(settings, exc))
     lines = summarise(rows, by)
-    if as_json:
-        print_json({"since": start.isoformat(timespec="seconds"), "by": by, "lines": lines})
+    if as_json or output in ("json", "yaml"):
+        since_text = start.isoformat(timespec="seconds")
+        echo_data({"since": since_text, "by": by, "lines": lines}, "json" if as_json else output)
         return
     if not lines:
         click.echo(f"no run recorded what it used since {start:%Y-%m-%d %H:%M} UTC")
@@ -102,15 +110,14 @@ def usage(
     click.echo(
         f"since {start:%Y-%m-%d %H:%M} UTC (CPU-h: allocated for batch runs, used for local)"
     )
-    click.echo(
-        f"{by.upper():<28} {'RUNS':>6} {'WALL-H':>9} {'CPU-H':>10} {'USED-CPU-H':>11} "
-        f"{'GPU-H':>9} {'PEAK-RSS':>10}"
-    )
-    for g in lines:
-        click.echo(
-            f"{g[by]:<28} {g['runs']:>6} {g['wall_hours']:>9.2f} {g['cpu_hours']:>10.2f} "
-            f"{g['cpu_used_hours']:>11.2f} {g['gpu_hours']:>9.2f} {_mib(g['max_rss_mb']):>10}"
-        )
+    echo_table(
+        [by.upper(), "RUNS", "WALL-H", "CPU-H", "USED-CPU-H", "GPU-H", "PEAK-RSS"],
+        [
+            [str(g[by]), str(g["runs"]), f"{g['wall_hours']:.2f}", f"{g['cpu_hours']:.2f}",
+             f"{g['cpu_used_hours']:.2f}", f"{g['gpu_hours']:.2f}", _mib(g["max_rss_mb"])]
+            for g in lines
+        ],
+    )  # fmt: skip
 
 
 def _mib(mb: float) -> str:

@@ -4,6 +4,7 @@ memory of the largest process of its tree, in the run's record (``history --json
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -31,3 +32,14 @@ def test_a_runs_process_tree_is_measured(daemon: DaemonHarness) -> None:
     assert usage["max_rss_mb"] >= 160, usage  # the grandchild's, reaped by the run's shim
     assert usage["cpu_s"] >= 0.1, usage
     assert usage["wall_s"] >= 0.1, usage
+    # the allocation report: a local run's CPU time is its CPU-hours
+    report = json.loads(daemon.cli("usage", "--since", "1h", "-o", "json").stdout)
+    line = next(g for g in report["lines"] if g["job"] == "tree")
+    assert line["runs"] == 1
+    assert line["cpu_hours"] == round(usage["cpu_s"] / 3600, 4)
+    table = daemon.cli("usage").stdout.splitlines()
+    assert table[1].split() == ["JOB", "RUNS", "WALL-H", "CPU-H", "USED-CPU-H", "GPU-H", "PEAK-RSS"]
+    assert table[2].split()[:2] == ["tree", "1"]
+    shown = daemon.cli("history", "tree").stdout
+    assert "[used: " in shown
+    assert " MiB" in shown
