@@ -12,7 +12,6 @@ the job's lock, so they refuse (and say so) while a run of the job is in progres
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import click
 from orchestrator.cli_options import JOBS_DIR, STATE_DIR
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import Settings
+from orchestrator.tables import OUTPUT, echo_data
 from orchestrator.tasks.o2sync.errors import O2SyncError
 from orchestrator.tasks.o2sync.spec import O2SyncSpec
 from orchestrator.tasks.o2sync.state import JobState, expand_path, job_lock
@@ -84,8 +84,11 @@ def _tags_view(state: JobState) -> dict[str, Any]:
 @click.argument("job")
 @JOBS_DIR
 @STATE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def tags(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same as -o json).")
+@OUTPUT
+def tags(
+    job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: bool, output: str
+) -> None:
     """The current tag of JOB, the tags kept for rollback, and the rejected tags.
 
     Example: orchestrator o2 tags o2physics-cvmfs
@@ -97,8 +100,8 @@ def tags(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: bool)
         _fail(str(exc))
         return
     view = _tags_view(state)
-    if as_json:
-        click.echo(json.dumps(view, indent=2))
+    if as_json or output in ("json", "yaml"):
+        echo_data(view, "json" if as_json else output)
         return
     click.echo(f"current: {view['current'] or '(none)'}")
     click.echo("promoted (oldest first, kept for rollback):")
