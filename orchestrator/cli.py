@@ -121,7 +121,35 @@ def _missing_extra(name: str, module: str) -> click.Command:
     return missing
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _environment_help() -> str:
+    """The ``ORCH_*`` variables: the daemon's own, then each executor's (its registry)."""
+    from orchestrator.executors.registry import ENVIRONMENT
+
+    names = [
+        "ORCH_JOBS_DIR", "ORCH_STATE_DIR", "ORCH_CONFIG", "ORCH_LOG_LEVEL", "ORCH_LOG_FORMAT",
+        "ORCH_FORCE_POLLING", "ORCH_DEBOUNCE_S", "ORCH_SETTLE_S", "ORCH_RESCAN_INTERVAL_S",
+        "ORCH_HEARTBEAT_S", "ORCH_DRAIN_GRACE_S", "ORCH_STATE_DIR_FORCE",
+        "ORCH_METRICS_TEXTFILE", "ORCH_HTTP_ADDRESS", "ORCH_HTTP_TOKEN", "ORCH_NOTIFY_BACKOFF_S",
+        "ORCH_DIA_KEEP_MEMORY",
+    ]  # fmt: skip
+    names += [n for group in ENVIRONMENT.values() for n in group]
+    lines, line = [], ""
+    for name in names:
+        if len(line) + len(name) > 72:
+            lines.append(line)
+            line = ""
+        line = f"{line} {name}".strip()
+    lines.append(line)
+    return "\b\nEnvironment (the README's Settings table says what each does):\n" + "\n".join(
+        f"  {ln}" for ln in lines
+    )
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_environment_help(),
+)
 @click.version_option(__version__, prog_name="orchestrator")
 @GLOBAL_JOBS_DIR
 @GLOBAL_STATE_DIR
@@ -131,15 +159,6 @@ def main(jobs_dir: Path | None, state_dir: Path | None) -> None:
     Where the jobs and the state are: --jobs-dir/--state-dir (before the command), else
     ORCH_JOBS_DIR/ORCH_STATE_DIR, else orchestrator.toml (./orchestrator.toml, then
     ~/.config/orchestrator/orchestrator.toml: jobs_dir, state_dir), else the defaults.
-
-    \b
-    Environment (the README's Settings table says what each does):
-      ORCH_JOBS_DIR ORCH_STATE_DIR ORCH_CONFIG ORCH_LOG_LEVEL ORCH_LOG_FORMAT
-      ORCH_FORCE_POLLING ORCH_DEBOUNCE_S ORCH_SETTLE_S ORCH_RESCAN_INTERVAL_S
-      ORCH_HEARTBEAT_S ORCH_DRAIN_GRACE_S ORCH_MAX_LOCAL_RUNS ORCH_STATE_DIR_FORCE
-      ORCH_METRICS_TEXTFILE ORCH_HTTP_ADDRESS ORCH_HTTP_TOKEN ORCH_NOTIFY_BACKOFF_S
-      ORCH_SLURM_SPOOL_DIR ORCH_SLURM_POLL_MIN_S ORCH_SLURM_POLL_MAX_S
-      ORCH_SLURM_LOST_GRACE_S ORCH_SLURM_CMD_TIMEOUT_S ORCH_DIA_KEEP_MEMORY
 
     \b
     Examples:

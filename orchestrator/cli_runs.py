@@ -192,7 +192,12 @@ def history(
         echo_data([r.to_json() for r in runs], "json" if as_json else output)
         return
     if not runs:
-        click.echo("no runs" + (f" of {job}" if job else "") + " match", err=True)
+        if not settings.db_path.exists():
+            click.echo(
+                f"no run history in {settings.state_dir} (no daemon has run with it)", err=True
+            )
+        else:
+            click.echo("no runs" + (f" of {job}" if job else "") + " match", err=True)
         return
     _echo_runs(runs, wide=output == "wide")
 

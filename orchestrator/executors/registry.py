@@ -6,6 +6,7 @@
   {...}}``, the Pydantic model of that mapping (``name`` and ``options`` properties; optional
   ``PATTERN_HINTS``, keyed by the end of a field's path, for values that miss a pattern). The
   manifest models build their ``executor`` union from it. ``local`` takes no options.
+- ``ENVIRONMENT``: the ``ORCH_*`` variables each executor reads (listed by ``--help``).
 - ``CLUSTER_CHECKS``: ``validate --cluster``'s check of the manifests that use the executor
   against the system it reaches (names of partitions, accounts), a
   ``check(loaded) -> ClusterCheck`` function.
@@ -26,6 +27,16 @@ FACTORIES: dict[str, str] = {
 }
 OPTION_MODELS: dict[str, str] = {
     "slurm": "orchestrator.executors.slurm.options:SlurmExecutor",
+}
+ENVIRONMENT: dict[str, tuple[str, ...]] = {
+    "local": ("ORCH_MAX_LOCAL_RUNS",),
+    "slurm": (
+        "ORCH_SLURM_SPOOL_DIR",
+        "ORCH_SLURM_POLL_MIN_S",
+        "ORCH_SLURM_POLL_MAX_S",
+        "ORCH_SLURM_LOST_GRACE_S",
+        "ORCH_SLURM_CMD_TIMEOUT_S",
+    ),
 }
 CLUSTER_CHECKS: dict[str, str] = {
     "slurm": "orchestrator.executors.slurm.clustercheck:check_against_cluster",

@@ -115,4 +115,4 @@ def test_empty_unusable_state_dir(tmp_path: Path, options: str) -> None:
     assert status.stdout.splitlines()[-1].startswith("ORCHESTRATOR CRITICAL - the daemon is not")
     assert history.returncode == 0
     assert history.stdout == ""
-    assert history.stderr == ""
+    assert history.stderr == f"no run history in {state} (no daemon has run with it)\n"
