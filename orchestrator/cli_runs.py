@@ -245,9 +245,9 @@ def _usage_text(usage: Any) -> str:
     """``  [used: 1m5s wall, 12.3 s CPU, 45 MiB; 0.04 CPU-h, 1.00 GPU-h]`` or ''."""
     if not isinstance(usage, dict):
         return ""
-    from orchestrator.durations import format_duration
+    from orchestrator.humanize import took
 
-    parts = [f"{format_duration(round(float(usage.get('wall_s') or 0)))} wall"]
+    parts = [f"{took(float(usage.get('wall_s') or 0))} wall"]
     parts.append(f"{float(usage.get('cpu_s') or 0):.1f} s CPU")
     if usage.get("max_rss_mb") is not None:
         parts.append(f"{float(usage['max_rss_mb']):.0f} MiB")

@@ -126,6 +126,11 @@ def job_row(
         },
         "last_run": last_run_summary(last_run),
         "overdue": overdue(manifest, since, utcnow()) if manifest is not None else None,
+        # what `validate` warns about (a placeholder left in, ...)
+        "warnings": [
+            f"{w.path.name}:{w.line}:{w.col}: {w.field}: {w.message}"
+            for w in (view.loaded.warnings if view.loaded else ())
+        ],
     }
 
 

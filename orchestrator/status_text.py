@@ -152,6 +152,8 @@ def echo_details(row: dict[str, Any]) -> None:
     if row["error"]:
         for line in row["error"].splitlines():
             click.echo(f"    {line}")
+    for warning in row.get("warnings") or []:
+        click.echo(f"    warning: {warning}")
     echo_retries(row.get("pending_retries") or [])
     paused = row.get("suspended_at_runtime")
     if paused:

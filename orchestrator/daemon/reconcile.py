@@ -64,6 +64,19 @@ def paused_view(view: JobView, paused: bool) -> JobView:
     return dataclasses.replace(view, loaded=dataclasses.replace(view.loaded, manifest=manifest))
 
 
+def _log_warnings(view: JobView) -> None:
+    """What `validate` would warn about, for a job that runs (a placeholder left in is almost
+    surely a failure to come); a suspended example is left in peace."""
+    loaded = view.loaded
+    if loaded is None or loaded.manifest.suspend:
+        return
+    for w in loaded.warnings:
+        log.warning(
+            "manifest_warning", job=view.name, where=f"{w.path}:{w.line}:{w.col}", field=w.field,
+            warning=w.message,
+        )  # fmt: skip
+
+
 class Reconciler:
     def __init__(self, shared: Shared, runs: Runs, scheduler: Scheduler, scanner: Scanner):
         self.shared = shared
@@ -143,6 +156,7 @@ class Reconciler:
         self.shared.require_store()
         manifest = view.loaded.manifest
         log.info("job_added", job=view.name, path=str(view.path), kind=manifest.kind)
+        _log_warnings(view)
         self.apply_schedule(view, startup=startup)
         if isinstance(manifest.schedule, ChangeSchedule) and not manifest.suspend:
             self._maybe_change_run(view)
@@ -153,6 +167,7 @@ class Reconciler:
         self.shared.require_store()
         same_schedule = schedule_signature(before.loaded) == schedule_signature(view.loaded)
         log.info("job_changed", job=view.name, schedule_changed=not same_schedule)
+        _log_warnings(view)
         if not same_schedule:
             self.apply_schedule(view, startup=False)
         manifest = view.loaded.manifest

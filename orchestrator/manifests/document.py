@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.errors import ManifestError
+from orchestrator.errors import ManifestError, ManifestProblem
 from orchestrator.manifests.limits import MAX_MANIFEST_BYTES, check_yaml_limits
 from orchestrator.manifests.messages import problems_from_validation
 from orchestrator.manifests.models import Manifest, kind_names, validate_manifest
@@ -46,6 +46,8 @@ class LoadedManifest:
     content_hash: str
     manifest: Manifest
     positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+    # what `validate` warns about (manifests/warnings.py): a placeholder left in, ...
+    warnings: tuple[ManifestProblem, ...] = field(default=(), compare=False)
 
     @property
     def name(self) -> str:
@@ -146,11 +148,14 @@ def load_manifest_bytes(path: Path, data: bytes) -> LoadedManifest:
         manifest = validate_manifest(obj)
     except ValidationError as exc:
         raise ManifestError(problems_from_validation(path, node, obj, exc)) from exc
+    from orchestrator.manifests.warnings import find_warnings
+
     return LoadedManifest(
         path=path,
         content_hash=content_hash(data),
         manifest=manifest,
         positions=_cross_file_positions(node, manifest),
+        warnings=tuple(find_warnings(path, node, manifest)),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from orchestrator.errors import ManifestProblem
-from orchestrator.manifests.document import LoadedManifest, compose
+from orchestrator.manifests.document import LoadedManifest
 from orchestrator.manifests.positions import position_of
 
 PLACEHOLDER = re.compile(r"CHANGE[-_ ]?ME", re.IGNORECASE)
@@ -40,14 +40,12 @@ def _scalars(
 
 
 def warnings_for(loaded: LoadedManifest) -> list[ManifestProblem]:
-    """The warnings of one valid manifest (its file read again for positions)."""
-    path = loaded.path
-    try:
-        _, root = compose(path, Path(path).read_bytes())
-    except Exception:  # changed or gone since it validated: nothing to position against
-        return []
-    if root is None:
-        return []
+    """The warnings of one valid manifest (found when it was loaded)."""
+    return list(loaded.warnings)
+
+
+def find_warnings(path: Path, root: yaml.Node, manifest: Any) -> list[ManifestProblem]:
+    """The warnings of a manifest that validated, positioned on its YAML ``root``."""
     out = []
     for loc, scalar in _scalars(root):
         if PLACEHOLDER.search(str(scalar.value)):
@@ -55,7 +53,6 @@ def warnings_for(loaded: LoadedManifest) -> list[ManifestProblem]:
                 _at(path, scalar.start_mark.line + 1, scalar.start_mark.column + 1, loc,
                     f"placeholder {scalar.value!r} left in: replace it before enabling the job")
             )  # fmt: skip
-    manifest = loaded.manifest
     policy = manifest.policy
     if policy.retries == 0 and "retry_backoff" in policy.model_fields_set:
         line, col = position_of(root, ("policy", "retry_backoff"))

@@ -53,3 +53,23 @@ def test_trigger_wait_logs_and_history_filters(daemon: DaemonHarness) -> None:
     assert unknown.returncode == 1
     assert "no job named 'nosuchjob'" in unknown.stderr
     assert daemon.cli("reload").stdout.startswith(f"reloaded {daemon.jobs_dir}")
+
+
+def test_a_placeholder_in_a_job_that_runs_is_warned_about(daemon: DaemonHarness) -> None:
+    """The daemon logs what `validate` warns about for a job that runs, and `status` shows
+    it under the job; a suspended example is not logged."""
+    daemon.write("live.yaml", job("live", "[fetch, --key, CHANGE-ME]"))
+    daemon.write("example.yaml", job("example", "[fetch, --key, CHANGE-ME]", "suspend: true"))
+    daemon.start()
+    warned = [e for e in daemon.events() if e["event"] == "manifest_warning"]
+    assert [e["job"] for e in warned] == ["live"]
+    assert warned[0]["field"] == "spec.command.2"
+    row = daemon.job_status("live")
+    assert row["warnings"] == [
+        "live.yaml:6:27: spec.command.2: placeholder 'CHANGE-ME' left in: replace it before "
+        "enabling the job"
+    ]
+    assert (
+        "    warning: live.yaml:6:27: spec.command.2: placeholder"
+        in daemon.cli("status", check=False).stdout
+    )
