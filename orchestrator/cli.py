@@ -81,6 +81,7 @@ SHORT_HELP = {
     "trigger": "Run a job now (--wait: until it ends).",
     "usage": "CPU-hours and GPU-hours per job, for allocation reports.",
     "validate": "Check manifests and the configuration file.",
+    "notify-test": "Send a test message to a job's notification URLs.",
     "o2": "ALICE O2 (kind: O2Sync): tags, rollback.",
     "o2 rollback": "Point a job back at an earlier promoted tag.",
     "o2 tags": "A job's current tag and the tags kept for rollback.",
@@ -227,6 +228,7 @@ def _add_run_commands() -> None:
         cli_inspect,
         cli_logs,
         cli_manifests,
+        cli_notify,
         cli_runs,
         cli_usage,
     )
@@ -248,6 +250,7 @@ def _add_run_commands() -> None:
         cli_inspect.render,
         cli_inspect.diff,
         cli_complete.completion,
+        cli_notify.notify_test,
         cli_usage.usage,
     ):
         main.add_command(command)

@@ -274,3 +274,36 @@ def test_validate_checks_the_configuration_file_beside_the_jobs_directory(tmp_pa
     (tmp_path / "orchestrator.toml").write_text('[notify]\non = ["failure"]\n')
     good = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert good.returncode == 0, good.stdout + good.stderr
+
+
+def test_notify_test_sends_now_and_says_what_became_of_each_url(tmp_path: Path) -> None:
+    """`notify-test JOB` sends one message to each of the job's URLs (the manifest's, the
+    file's default otherwise) and exits 1 when one failed, naming it by scheme and host."""
+    import subprocess
+    import sys
+
+    jobs = tmp_path / "jobs.d"
+    jobs.mkdir(mode=0o755)
+    with http_hook() as hook:
+        (tmp_path / "orchestrator.toml").write_text(
+            f'[notify]\nurls = ["{hook.url("DefaultTok1")}"]\n'
+        )
+        (jobs / "a.yaml").write_text(job("a", '["true"]', "notify: {on: [failure]}"))
+        (jobs / "b.yaml").write_text(
+            job(
+                "b",
+                '["true"]',
+                f'notify: {{urls: ["{hook.url("BTok22")}", "json://127.0.0.1:9/Dead33"]}}',
+            )
+        )
+        argv = [sys.executable, "-m", "orchestrator", "--jobs-dir", str(jobs), "notify-test"]
+        ok = subprocess.run([*argv, "a"], capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert ok.stdout.strip() == f"sent      json://127.0.0.1:{hook.port}/…"
+        assert [p for p, _ in hook.posts] == ["/hook/DefaultTok1"]
+        assert "failure" in hook.posts[0][1]["message"]
+        bad = subprocess.run([*argv, "b"], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1
+        assert bad.stdout.splitlines()[1].startswith("FAILED    json://127.0.0.1:9/…: ")
+        assert "Dead33" not in bad.stdout + bad.stderr
+        assert [p for p, _ in hook.posts][-1] == "/hook/BTok22"

@@ -11,7 +11,7 @@ import pytest
 COMMANDS = [
     "run", "validate", "plan", "status", "check", "history", "logs", "trigger", "cancel",
     "reload", "suspend", "resume", "describe", "render", "diff", "usage", "schema",
-    "completion", "o2 tags", "o2 rollback", "o2 unreject", "photometry run",
+    "completion", "notify-test", "o2 tags", "o2 rollback", "o2 unreject", "photometry run",
     "photometry simulate",
 ]  # fmt: skip
 
