@@ -41,7 +41,9 @@ def probe(directory: Path, lockf: object = fcntl.lockf) -> str | None:
     """None when POSIX locks work in ``directory``; else what is wrong, in words. ``lockf``
     is the lock call (a test gives one that fails as on a file system without locks: no such
     file system can be mounted here)."""
-    path = directory / PROBE_NAME
+    # one scratch file per process: two daemons starting at once must not see each other's
+    # probe lock as a file system without locks (the lease tells them apart)
+    path = directory / f"{PROBE_NAME}.{os.getpid()}"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
