@@ -52,6 +52,9 @@ from orchestrator.manifests.fields import Container, Mount
 
 __all__ = ["PODMAN_GLOBAL_OPTIONS", "render_command"]
 
+# docker's options that must come before `run` (`docker -H unix:///x.sock run ...`)
+DOCKER_GLOBAL_OPTIONS = ("--host", "-H", "--context", "-c", "--config", "--log-level", "-l")
+
 # podman options that must come before the subcommand (`podman --runtime runc run ...`).
 PODMAN_GLOBAL_OPTIONS = (
     "--runtime",
@@ -106,14 +109,16 @@ def expand_host_path(path: str, env: dict[str, str] | None = None) -> str:
     return expanded
 
 
-def _split_podman_globals(extra_args: list[str]) -> tuple[list[str], list[str]]:
+def _split_globals(
+    extra_args: list[str], global_options: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
     """Leading global options (with their values) and the remaining run options."""
     globals_: list[str] = []
     i = 0
     while i < len(extra_args):
         arg = extra_args[i]
         name = arg.split("=", 1)[0]
-        if name not in PODMAN_GLOBAL_OPTIONS:
+        if name not in global_options:
             break
         if "=" in arg:
             globals_.append(arg)
@@ -167,34 +172,10 @@ def _shifter(
 def _podman(
     container: Container, image: str, argv: list[str], env: dict[str, str], workdir: str | None
 ) -> tuple[list[str], dict[str, str]]:
-    global_opts, run_opts = _split_podman_globals(container.extra_args)
+    # podman, podman-hpc and docker share the run line; each has its own global options
+    names = DOCKER_GLOBAL_OPTIONS if container.runtime == "docker" else PODMAN_GLOBAL_OPTIONS
+    global_opts, run_opts = _split_globals(container.extra_args, names)
     cmd = [container.runtime, *global_opts, "run", "--rm"]
-    for m in container.mounts:
-        cmd += ["-v", _mount_spec(m, env)]
-    for key, value in container.env.items():
-        cmd += ["-e", f"{key}={value}"]
-    if workdir is not None:
-        cmd += ["-w", workdir]
-    cmd += run_opts
-    return [*cmd, image, *argv], env
-
-
-DOCKER_GLOBAL_OPTIONS = ("--host", "-H", "--context", "-c", "--config", "--log-level", "-l")
-
-
-def _docker(
-    container: Container, image: str, argv: list[str], env: dict[str, str], workdir: str | None
-) -> tuple[list[str], dict[str, str]]:
-    global_opts: list[str] = []
-    run_opts = list(container.extra_args)
-    while run_opts:  # leading global options (with their values) go before `run`
-        flag = run_opts[0].split("=", 1)[0]
-        if flag not in DOCKER_GLOBAL_OPTIONS:
-            break
-        taken = 1 if "=" in run_opts[0] else 2
-        global_opts += run_opts[:taken]
-        run_opts = run_opts[taken:]
-    cmd = ["docker", *global_opts, "run", "--rm"]
     for m in container.mounts:
         cmd += ["-v", _mount_spec(m, env)]
     for key, value in container.env.items():
@@ -226,6 +207,6 @@ _RENDERERS = {
     "shifter": _shifter,
     "podman": _podman,
     "podman-hpc": _podman,
-    "docker": _docker,
+    "docker": _podman,
     "apptainer": _apptainer,
 }
