@@ -147,8 +147,9 @@ def _is_static_elf(path: Path) -> bool:
     return all(struct.unpack_from("<I", data, phoff + i * phentsize)[0] != 3 for i in range(phnum))
 
 
-def _busybox_image(tmp_path: Path) -> str:
-    """Import a one-file image holding busybox-static; return its name."""
+def busybox_rootfs(tmp_path: Path, applets: tuple[str, ...]) -> Path:
+    """A root file system tarball holding busybox-static and links for ``applets`` (any
+    runtime imports it as an image)."""
     busybox = shutil.which("busybox")
     require(
         busybox is not None and _is_static_elf(Path(busybox)),
@@ -158,11 +159,17 @@ def _busybox_image(tmp_path: Path) -> str:
     tarball = tmp_path / "rootfs.tar"
     with tarfile.open(tarball, "w") as tar:
         tar.add(busybox, arcname="bin/busybox")
-        for applet in ("sh", "echo", "pwd", "env"):
+        for applet in applets:
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type = tarfile.SYMTYPE
             info.linkname = "busybox"
             tar.addfile(info)
+    return tarball
+
+
+def _busybox_image(tmp_path: Path) -> str:
+    """Import a one-file image holding busybox-static; return its name."""
+    tarball = busybox_rootfs(tmp_path, ("sh", "echo", "pwd", "env"))
     return import_image(tarball, "localhost/orch-test-busybox:latest")
 
 

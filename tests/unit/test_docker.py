@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from orchestrator.containers import render_command
 from orchestrator.manifests.fields import Container
 from tests.conftest import require
-from tests.unit.test_containers import _is_static_elf
+from tests.unit.test_containers import busybox_rootfs
 
 pytestmark = pytest.mark.slow
 
@@ -84,20 +83,7 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_docker_really_runs_the_rendered_command(dockerd: str, tmp_path: Path) -> None:
-    busybox = shutil.which("busybox")
-    require(
-        busybox is not None and _is_static_elf(Path(busybox)),
-        "a static busybox (Debian package busybox-static) to build a test image",
-    )
-    assert busybox is not None
-    tarball = tmp_path / "rootfs.tar"
-    with tarfile.open(tarball, "w") as tar:
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in ("sh", "echo", "pwd", "cat"):
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
+    tarball = busybox_rootfs(tmp_path, ("sh", "echo", "pwd", "cat"))
     subprocess.run(
         ["docker", "-H", dockerd, "import", str(tarball), "orch-test-busybox:latest"],
         check=True, capture_output=True, timeout=120,
