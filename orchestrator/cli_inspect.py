@@ -51,8 +51,7 @@ def render(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: boo
     Example: orchestrator render o2physics-source
     """
     from orchestrator.executors import registry
-    from orchestrator.executors.base import RunSpec
-    from orchestrator.tasks.base import build_invocation
+    from orchestrator.tasks.base import build_invocation, run_spec
 
     settings = settings_from(jobs_dir, state_dir)
     loaded = _loaded(settings, job)
@@ -62,19 +61,12 @@ def render(job: str, jobs_dir: Path | None, state_dir: Path | None, as_json: boo
     with tempfile.TemporaryDirectory(prefix="orchestrator-render-") as tmp:
         run_dir = Path(tmp) / RUN_ID
         inv = build_invocation(manifest, RUN_ID, run_dir=run_dir, state_dir=settings.state_dir)
-        spec = RunSpec(
-            run_id=RUN_ID,
-            argv=inv.argv,
-            env=inv.env,
-            workdir=inv.workdir,
-            timeout_s=manifest.policy.timeout,
-            kill_grace_s=manifest.policy.kill_grace,
-            run_dir=run_dir,
-            log_path=run_dir / executor.log_name(manifest.executor_options, None),
-            job=job,
-            options=manifest.executor_options,
-            env_overrides=inv.env_overrides,
-            plan_argv=inv.plan_argv,
+        spec = run_spec(
+            manifest,
+            inv,
+            RUN_ID,
+            run_dir,
+            run_dir / executor.log_name(manifest.executor_options, None),
         )
         sections = executor.preview(spec)
 

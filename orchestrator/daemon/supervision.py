@@ -16,10 +16,10 @@ import structlog
 
 from orchestrator.clock import utcnow
 from orchestrator.errors import OrchestratorError, StoreUnavailableError
-from orchestrator.executors.base import Outcome, RunSpec
+from orchestrator.executors.base import Outcome
 from orchestrator.statedir import make_run_dir
 from orchestrator.store.base import RunRecord, RunState, Trigger
-from orchestrator.tasks.base import build_invocation
+from orchestrator.tasks.base import build_invocation, run_spec
 from orchestrator.tasks.python_task import read_task_result
 
 from . import admission, slots
@@ -115,22 +115,7 @@ class Runs:
             invocation = build_invocation(
                 manifest, record.run_id, run_dir=run_dir, state_dir=shared.settings.state_dir
             )
-            spec = RunSpec(
-                run_id=record.run_id,
-                argv=invocation.argv,
-                env=invocation.env,
-                workdir=invocation.workdir,
-                timeout_s=manifest.policy.timeout,
-                kill_grace_s=manifest.policy.kill_grace,
-                run_dir=run_dir,
-                log_path=log_path,
-                job=job,
-                attempt=attempt,
-                options=options,
-                array=array,
-                env_overrides=invocation.env_overrides,
-                plan_argv=invocation.plan_argv,
-            )
+            spec = run_spec(manifest, invocation, record.run_id, run_dir, log_path, attempt, array)
             handle = executor.start(spec)
         except Exception as exc:
             # ExecutorError, OSError, or a command that cannot be rendered (ValueError from a

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from orchestrator import kinds
 from orchestrator.containers import render_command
+from orchestrator.executors.base import RunSpec
 from orchestrator.kinds import TaskCommand
 from orchestrator.manifests.models import Manifest
 from orchestrator.tasks.python_task import TASK_PROGRESS_FILE, TASK_RESULT_FILE, task_invocation
@@ -75,4 +76,33 @@ def build_invocation(
     plan_argv = [*argv, "--plan"] if kind.plan and container is None else None
     return Invocation(
         argv=argv, env=env, workdir=workdir, env_overrides=overrides, plan_argv=plan_argv
+    )
+
+
+def run_spec(
+    manifest: Manifest,
+    invocation: Invocation,
+    run_id: str,
+    run_dir: Path,
+    log_path: Path,
+    attempt: int = 1,
+    array: str | None = None,
+) -> RunSpec:
+    """What an executor gets for one run of ``manifest`` (the daemon's dispatch, and
+    `orchestrator render` without starting anything)."""
+    return RunSpec(
+        run_id=run_id,
+        argv=invocation.argv,
+        env=invocation.env,
+        workdir=invocation.workdir,
+        timeout_s=manifest.policy.timeout,
+        kill_grace_s=manifest.policy.kill_grace,
+        run_dir=run_dir,
+        log_path=log_path,
+        job=manifest.name,
+        attempt=attempt,
+        options=manifest.executor_options,
+        array=array,
+        env_overrides=invocation.env_overrides,
+        plan_argv=invocation.plan_argv,
     )
